@@ -1,0 +1,31 @@
+//! `fake-google --listen 127.0.0.1:8085`: the fake as a standalone server, for the demo, manual
+//! checks with Google's own client libraries, and scripts.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "A faithful fake of Google's OAuth2, Calendar v3 and People v1 endpoints")]
+struct Args {
+    /// Address to listen on. Keep it on loopback: the control API has no authentication.
+    #[arg(long, default_value = "127.0.0.1:8085")]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let args = Args::parse();
+    let fake = fake_google::FakeGoogle::start_on(args.listen).await?;
+    println!("fake-google listening on {}", fake.base_url());
+    println!("  token endpoint  {}", fake.token_uri());
+    println!("  Calendar v3     {}/calendar/v3/", fake.base_url());
+    println!("  People v1       {}/v1/", fake.base_url());
+    println!("  control API     {}/_fake/", fake.base_url());
+    tokio::signal::ctrl_c().await?;
+    fake.stop().await;
+    Ok(())
+}
