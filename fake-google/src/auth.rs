@@ -109,7 +109,8 @@ pub fn authorize(shared: &Shared, req: &HttpRequest, method: &'static str) -> Re
         Api::Calendar => Bucket::CalendarUser,
         Api::People => Bucket::PeopleUser,
     };
-    let project_key = account.project_number.to_string();
+    // Google counts a project's per-minute quota separately for each API.
+    let project_key = format!("{}:{}", service_name(api), account.project_number);
     let admitted_user = world.quota.would_admit(user_bucket, &quota_user, now_ms);
     let admitted_project = world.quota.would_admit(Bucket::Project, &project_key, now_ms);
     if !admitted_user || !admitted_project {
@@ -236,12 +237,17 @@ fn insufficient_scopes(api: Api, method: &str) -> GoogleError {
 fn rate_limited(api: Api, status: u16, project: u64, per_user: bool) -> GoogleError {
     let service = service_name(api);
     let (limit_name, metric_limit) = if per_user {
-        ("defaultPerMinutePerUser", "Queries per minute per user")
+        ("defaultPerMinutePerUser", "per minute per user")
     } else {
-        ("defaultPerMinutePerProject", "Queries per minute")
+        ("defaultPerMinutePerProject", "per minute")
+    };
+    // People names its read bucket; Calendar's is plain "Queries".
+    let metric = match api {
+        Api::Calendar => "Queries",
+        Api::People => "Critical read requests (Contact and Profile Reads)",
     };
     let message = format!(
-        "Quota exceeded for quota metric 'Queries' and limit '{metric_limit}' of service '{service}' for consumer 'project_number:{project}'."
+        "Quota exceeded for quota metric '{metric}' and limit '{metric} {metric_limit}' of service '{service}' for consumer 'project_number:{project}'."
     );
     let details = json!([error_info(
         "RATE_LIMIT_EXCEEDED",
