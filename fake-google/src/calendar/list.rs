@@ -104,7 +104,7 @@ fn parse_query(params: &Params, default_page: i64) -> Result<Query> {
     if let (Some(a), Some(b)) = (time_min, time_max)
         && b <= a
     {
-        return Err(GoogleError::calendar(400, "calendar", "timeRangeEmpty", "The specified time range is empty."));
+        return Err(super::write::time_range_empty());
     }
     let single = params.bool(Api::Calendar, "singleEvents")?.unwrap_or(false);
     let order_by = params.get("orderBy").map(str::to_owned);
@@ -265,7 +265,7 @@ pub async fn list(shared: web::Data<Shared>, req: HttpRequest, path: web::Path<S
                 }
             }
             None => {
-                if !filters.admit(e) {
+                if !filters.admit(e, &cal.owner) {
                     continue;
                 }
                 let show_deleted = q.show_deleted.unwrap_or(false) || updated_min.is_some();
@@ -416,16 +416,21 @@ impl Filters {
         })
     }
 
-    fn admit(&self, e: &Event) -> bool {
+    fn admit(&self, e: &Event, owner: &str) -> bool {
         let text = |k: &str| e.fields.get(k).and_then(Value::as_str).unwrap_or("").to_lowercase();
         if let Some(q) = &self.q {
-            let attendees = e.fields.get("attendees").map(|a| a.to_string().to_lowercase()).unwrap_or_default();
-            if !q.split_whitespace().all(|w| {
-                text("summary").contains(w)
-                    || text("description").contains(w)
-                    || text("location").contains(w)
-                    || attendees.contains(w)
-            }) {
+            // What Google's `q` searches: summary, description, location, attendees' names and
+            // addresses, the organizer (the calendar's owner here), working-location labels.
+            let json_text = |k: &str| e.fields.get(k).map(|a| a.to_string().to_lowercase()).unwrap_or_default();
+            let haystack = [
+                text("summary"),
+                text("description"),
+                text("location"),
+                json_text("attendees"),
+                json_text("workingLocationProperties"),
+                owner.to_lowercase(),
+            ];
+            if !q.split_whitespace().all(|w| haystack.iter().any(|h| h.contains(w))) {
                 return false;
             }
         }

@@ -63,6 +63,18 @@ pub fn merge(base: &mut Map<String, Value>, patch: &Map<String, Value>) {
     }
 }
 
+/// Google's body for an empty time range (its errors guide's own example).
+pub fn time_range_empty() -> GoogleError {
+    GoogleError::calendar_at(
+        400,
+        "calendar",
+        "timeRangeEmpty",
+        "The specified time range is empty.",
+        "parameter",
+        "timeMax",
+    )
+}
+
 fn invalid(message: &str) -> GoogleError {
     GoogleError::calendar(400, "global", "invalid", message)
 }
@@ -85,10 +97,10 @@ pub fn parse(body: &Map<String, Value>, owner: &str) -> Result<Parts, GoogleErro
     })?;
     match (&start, &end) {
         (When::Timed { at: s, .. }, When::Timed { at: e, .. }) if e < s => {
-            return Err(GoogleError::calendar(400, "global", "timeRangeEmpty", "The specified time range is empty."));
+            return Err(time_range_empty());
         }
         (When::AllDay(s), When::AllDay(e)) if e <= s => {
-            return Err(GoogleError::calendar(400, "global", "timeRangeEmpty", "The specified time range is empty."));
+            return Err(time_range_empty());
         }
         (When::Timed { .. }, When::AllDay(_)) | (When::AllDay(_), When::Timed { .. }) => {
             return Err(invalid("Start and end times must either both be date or both be dateTime."));
