@@ -17,7 +17,7 @@ const SCOPES: &[&str] = &[
     "https://www.googleapis.com/auth/directory.readonly",
 ];
 
-pub fn run(fake_listen: Option<SocketAddr>) -> Result<()> {
+pub fn run(fake_listen: Option<SocketAddr>) -> Result<std::process::ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let addr = fake_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -77,7 +77,7 @@ pub fn run(fake_listen: Option<SocketAddr>) -> Result<()> {
         println!("press Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;
         fake.stop().await;
-        Ok(())
+        Ok(std::process::ExitCode::SUCCESS)
     })
 }
 

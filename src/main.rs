@@ -1,8 +1,13 @@
 //! The `gwsync` command: parses the command line and dispatches; the work lives in the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use gwsync::client::{AdminClient, Body, DEFAULT_SERVER, parse_profile};
+use reqwest::Method;
+use serde_json::{Value, json};
 
 #[derive(Parser)]
 #[command(version, about = "Keeps a business phone system in step with Google Workspace calendars and contacts")]
@@ -11,13 +16,22 @@ struct Cli {
     command: Command,
 }
 
+/// Where the operator commands find the running server; the admin token comes from
+/// GWSYNC_ADMIN_TOKEN (never from the command line, where `ps` would show it).
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// The gwsync server's address.
+    #[arg(long, env = "GWSYNC_SERVER", default_value = DEFAULT_SERVER, global = true)]
+    server: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the service.
     Serve {
         /// TOML configuration file (defaults, then this file, then GWSYNC_* environment).
         #[arg(long)]
-        config: Option<std::path::PathBuf>,
+        config: Option<PathBuf>,
     },
     /// Run against a bundled fake Google, with sample data, so you can see it work.
     Demo {
@@ -35,24 +49,285 @@ enum Command {
     Diagnose {
         #[arg(long)]
         tenant: String,
+        /// The user to check as (default: the tenant's directory admin, else its first user).
         #[arg(long)]
         user: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
     },
+    /// Manage tenants (companies) on the running server.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Manage phone users on the running server.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// List tenants.
+    List,
+    /// Show a tenant.
+    Get { tenant: String },
+    /// Create or change a tenant.
+    Put {
+        tenant: String,
+        /// The whole tenant as a JSON file (`-` for stdin); the flags below are the alternative.
+        #[arg(long, conflicts_with_all = ["domain", "directory_admin", "region", "phone_url", "phone_secret_file", "poll_interval", "personal_contacts"])]
+        file: Option<PathBuf>,
+        /// The Workspace domain, e.g. acme.se.
+        #[arg(long, required_unless_present = "file")]
+        domain: Option<String>,
+        /// The user whose view of the directory is synced as the phonebook.
+        #[arg(long)]
+        directory_admin: Option<String>,
+        /// Region for phone numbers written without a country code (ISO code, e.g. SE).
+        #[arg(long)]
+        region: Option<String>,
+        /// Where profile switches are posted.
+        #[arg(long, requires = "phone_secret_file")]
+        phone_url: Option<String>,
+        /// A file holding the phone system's webhook secret (whsec_…).
+        #[arg(long, requires = "phone_url")]
+        phone_secret_file: Option<PathBuf>,
+        /// How often contacts are polled, e.g. 15m.
+        #[arg(long)]
+        poll_interval: Option<String>,
+        /// Also sync every user's own contacts.
+        #[arg(long)]
+        personal_contacts: Option<bool>,
+    },
+    /// Delete a tenant with its users and key.
+    Delete { tenant: String },
+    /// Upload the service account's JSON key file.
+    Credentials { tenant: String, key_file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// List a tenant's users.
+    List { tenant: String },
+    /// Show a user.
+    Get { tenant: String, email: String },
+    /// Create or change a user.
+    Put {
+        tenant: String,
+        /// The user's Google address (the "Google alias").
+        email: String,
+        /// The phone system's id of the user.
+        #[arg(long)]
+        external_id: Option<String>,
+        /// A profile and its triggers, highest priority first: --profile "Lunch: lunch, lunchmöte".
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        /// The whole user as a JSON file (`-` for stdin) instead of the flags.
+        #[arg(long, conflicts_with_all = ["external_id", "profiles"])]
+        file: Option<PathBuf>,
+    },
+    /// Delete a user.
+    Delete { tenant: String, email: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { fake_listen } => gwsync::demo::run(fake_listen),
-        Command::Serve { .. } => Err(anyhow::anyhow!("`gwsync serve` is not built yet (issue #3)")),
+        Command::Serve { config } => serve(config),
         Command::Renew { .. } => Err(anyhow::anyhow!("`gwsync renew` is not built yet (issue #6)")),
-        Command::Diagnose { .. } => Err(anyhow::anyhow!("`gwsync diagnose` is not built yet (issue #3)")),
+        other => operator(other),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("gwsync: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve(config: Option<PathBuf>) -> Result<ExitCode> {
+    let config = gwsync::config::Config::load(config.as_deref())?;
+    gwsync::logging::init(config.log_format);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener =
+            std::net::TcpListener::bind(config.listen).with_context(|| format!("listening on {}", config.listen))?;
+        gwsync::serve(config, listener, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn read_input(path: &PathBuf) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+fn read_json(path: &PathBuf) -> Result<Value> {
+    serde_json::from_slice(&read_input(path)?).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn operator(command: Command) -> Result<ExitCode> {
+    let token = std::env::var("GWSYNC_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Diagnose { tenant, user, server } => {
+                let client = AdminClient::new(&server.server, token)?;
+                let mut path = format!("api/v1/tenants/{tenant}/diagnose");
+                if let Some(u) = user {
+                    path.push_str(&format!(
+                        "?user={}",
+                        url::form_urlencoded::byte_serialize(u.as_bytes()).collect::<String>()
+                    ));
+                }
+                let report: gwsync::diagnose::Report =
+                    serde_json::from_value(client.call(Method::GET, &path, None).await?)?;
+                print!("{}", report.render());
+                Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            Command::Tenant { command, server } => {
+                let client = AdminClient::new(&server.server, token)?;
+                tenant(&client, command).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::User { command, server } => {
+                let client = AdminClient::new(&server.server, token)?;
+                user(&client, command).await.map(|()| ExitCode::SUCCESS)
+            }
+            _ => bail!("not an operator command"),
+        }
+    })
+}
+
+async fn tenant(client: &AdminClient, command: TenantCommand) -> Result<()> {
+    match command {
+        TenantCommand::List => print(&client.call(Method::GET, "api/v1/tenants", None).await?),
+        TenantCommand::Get { tenant } => {
+            print(&client.call(Method::GET, &format!("api/v1/tenants/{tenant}"), None).await?)
+        }
+        TenantCommand::Put {
+            tenant,
+            file,
+            domain,
+            directory_admin,
+            region,
+            phone_url,
+            phone_secret_file,
+            poll_interval,
+            personal_contacts,
+        } => {
+            let body = match file {
+                Some(f) => read_json(&f)?,
+                None => {
+                    let mut b = json!({ "domain": domain });
+                    if let Some(a) = directory_admin {
+                        b["directory_admin"] = json!(a);
+                    }
+                    if let Some(r) = region {
+                        b["default_region"] = json!(r);
+                    }
+                    if let (Some(url), Some(secret_file)) = (phone_url, phone_secret_file) {
+                        let secret =
+                            String::from_utf8(read_input(&secret_file)?).context("the secret file is not text")?;
+                        b["phone_system"] = json!({ "url": url, "secret": secret.trim() });
+                    }
+                    if poll_interval.is_some() || personal_contacts.is_some() {
+                        let mut c = json!({});
+                        if let Some(p) = poll_interval {
+                            c["poll_interval"] = json!(p);
+                        }
+                        if let Some(p) = personal_contacts {
+                            c["personal_contacts"] = json!(p);
+                        }
+                        b["contacts"] = c;
+                    }
+                    b
+                }
+            };
+            print(&client.call(Method::PUT, &format!("api/v1/tenants/{tenant}"), Some(Body::Json(body))).await?);
+        }
+        TenantCommand::Delete { tenant } => {
+            client.call(Method::DELETE, &format!("api/v1/tenants/{tenant}"), None).await?;
+            println!("deleted tenant {tenant}");
+        }
+        TenantCommand::Credentials { tenant, key_file } => {
+            let bytes = read_input(&key_file)?;
+            let v = client
+                .call(Method::PUT, &format!("api/v1/tenants/{tenant}/credentials"), Some(Body::Raw(bytes)))
+                .await?;
+            println!(
+                "stored the key of {} (client ID {}); grant that client ID domain-wide delegation, then run: gwsync diagnose --tenant {tenant}",
+                v["client_email"].as_str().unwrap_or("?"),
+                v["client_id"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn user(client: &AdminClient, command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::List { tenant } => {
+            print(&client.call(Method::GET, &format!("api/v1/tenants/{tenant}/users"), None).await?)
+        }
+        UserCommand::Get { tenant, email } => {
+            print(&client.call(Method::GET, &format!("api/v1/tenants/{tenant}/users/{email}"), None).await?)
+        }
+        UserCommand::Put { tenant, email, external_id, profiles, file } => {
+            let body = match file {
+                Some(f) => read_json(&f)?,
+                None => {
+                    let profiles = profiles.iter().map(|p| parse_profile(p)).collect::<Result<Vec<_>>>()?;
+                    let mut b = json!({ "profiles": profiles });
+                    if let Some(x) = external_id {
+                        b["external_id"] = json!(x);
+                    }
+                    b
+                }
+            };
+            print(
+                &client
+                    .call(Method::PUT, &format!("api/v1/tenants/{tenant}/users/{email}"), Some(Body::Json(body)))
+                    .await?,
+            );
+        }
+        UserCommand::Delete { tenant, email } => {
+            client.call(Method::DELETE, &format!("api/v1/tenants/{tenant}/users/{email}"), None).await?;
+            println!("deleted user {email}");
+        }
+    }
+    Ok(())
 }

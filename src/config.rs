@@ -1,0 +1,229 @@
+//! Configuration in layers: built-in defaults → a TOML file (`--config`) → `GWSYNC_*`
+//! environment variables (nested keys with `__`, e.g. `GWSYNC_STORE__CACHE_CAPACITY_MB`).
+//! `config/gwsync.example.toml` documents every key. Everything is validated once, at start,
+//! and every error names the key and how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::secrets::MasterKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration key `{key}` (env {env}): {message}")]
+    Invalid { key: &'static str, env: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, env: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, env, message: message.into() }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled's page cache, in MiB (sled's own default is 1 GiB).
+    pub cache_capacity_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { cache_capacity_mb: 64 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the HTTP server listens. Loopback by default: TLS is the reverse proxy's job.
+    pub listen: SocketAddr,
+    /// The public HTTPS base URL the reverse proxy serves gwsync at; Google posts to
+    /// `<public_url>/webhooks/google/calendar`.
+    pub public_url: Option<Url>,
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// Bearer token of the admin API.
+    pub admin_token: Option<SecretString>,
+    /// 32 random bytes, base64 (`openssl rand -base64 32`): encrypts keys and secrets at rest.
+    pub master_key: Option<SecretString>,
+    /// A file holding the master key instead (first line, base64).
+    pub master_key_file: Option<PathBuf>,
+    /// Calendar API root (the fake in tests).
+    pub google_api_url: Url,
+    /// People API root.
+    pub google_people_url: Url,
+    pub log_format: LogFormat,
+    /// Largest request body the API reads.
+    pub max_body_bytes: usize,
+    /// How long shutdown may take before in-flight work is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub store: StoreConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            data_dir: PathBuf::from("data"),
+            admin_token: None,
+            master_key: None,
+            master_key_file: None,
+            google_api_url: Url::parse("https://www.googleapis.com").expect("constant URL parses"),
+            google_people_url: Url::parse("https://people.googleapis.com").expect("constant URL parses"),
+            log_format: LogFormat::Plain,
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout: Duration::from_secs(10),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// Top-level keys, so that other `GWSYNC_*` variables (`GWSYNC_SERVER` of the operator
+/// commands) don't count as unknown keys.
+const KEYS: &[&str] = &[
+    "listen",
+    "public_url",
+    "data_dir",
+    "admin_token",
+    "master_key",
+    "master_key_file",
+    "google_api_url",
+    "google_people_url",
+    "log_format",
+    "max_body_bytes",
+    "shutdown_timeout",
+    "store",
+];
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("GWSYNC_")
+                .split("__")
+                .filter(|k| KEYS.contains(&k.as_str().split('.').next().unwrap_or("").to_ascii_lowercase().as_str())),
+        );
+        let config: Config = figment.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what any command needs; `serve` adds `serve_settings`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, env, url) in [
+            ("google_api_url", "GWSYNC_GOOGLE_API_URL", &self.google_api_url),
+            ("google_people_url", "GWSYNC_GOOGLE_PEOPLE_URL", &self.google_people_url),
+        ] {
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(invalid(key, env, "must be an http(s) URL"));
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "GWSYNC_MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "GWSYNC_DATA_DIR", "must name a directory"));
+        }
+        Ok(())
+    }
+
+    /// What `serve` needs beyond `validate`: an admin token, a master key and a public URL.
+    pub fn serve_settings(&self) -> Result<(SecretString, MasterKey, Url), ConfigError> {
+        let token = self.admin_token.clone().ok_or_else(|| {
+            invalid(
+                "admin_token",
+                "GWSYNC_ADMIN_TOKEN",
+                "is required: the admin API's bearer token (e.g. `openssl rand -hex 32`)",
+            )
+        })?;
+        if token.expose_secret().len() < 16 {
+            return Err(invalid("admin_token", "GWSYNC_ADMIN_TOKEN", "must be at least 16 characters"));
+        }
+        let master_key = self.master_key()?;
+        let public_url = self.public_url.clone().ok_or_else(|| {
+            invalid("public_url", "GWSYNC_PUBLIC_URL", "is required: the https:// address your reverse proxy serves gwsync at, where Google posts notifications")
+        })?;
+        if !is_https_or_loopback(&public_url) {
+            return Err(invalid(
+                "public_url",
+                "GWSYNC_PUBLIC_URL",
+                "must be https:// (Google posts only to https; plain http only for a loopback address in tests)",
+            ));
+        }
+        Ok((token, master_key, public_url))
+    }
+
+    fn master_key(&self) -> Result<MasterKey, ConfigError> {
+        let text = match (&self.master_key, &self.master_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "master_key",
+                    "GWSYNC_MASTER_KEY",
+                    "set either master_key or master_key_file, not both",
+                ));
+            }
+            (Some(k), None) => k.expose_secret().trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    invalid("master_key_file", "GWSYNC_MASTER_KEY_FILE", format!("cannot read {}: {e}", path.display()))
+                })?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
+            (None, None) => {
+                return Err(invalid(
+                    "master_key",
+                    "GWSYNC_MASTER_KEY",
+                    "is required: it encrypts service-account keys at rest; create one with `openssl rand -base64 32` (or point GWSYNC_MASTER_KEY_FILE at a file holding it)",
+                ));
+            }
+        };
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(|_| {
+            invalid("master_key", "GWSYNC_MASTER_KEY", "is not base64 (create one with `openssl rand -base64 32`)")
+        })?;
+        MasterKey::from_bytes(&bytes).map_err(|_| {
+            invalid("master_key", "GWSYNC_MASTER_KEY", format!("must be 32 bytes; this one is {}", bytes.len()))
+        })
+    }
+}
+
+/// https anywhere, or http to a loopback host (tests, the demo).
+pub fn is_https_or_loopback(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}

@@ -1,0 +1,211 @@
+//! `gwsync diagnose`: walks a tenant's Google setup in the order a Workspace admin did it and
+//! says, for each step, whether it works and what to change if not.
+//!
+//! Steps: the key → a token for each scope (delegation) → Calendar API enabled → People API
+//! enabled → directory sharing → the user's calendar readable → the webhook address is https.
+//! A step that needs what an earlier one failed to give is skipped, not failed twice.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::app::{AppState, CredentialsError};
+use crate::google::Scope;
+use crate::google::error::ApiError;
+use crate::model::tenant::TenantRecord;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    pub check: String,
+    pub outcome: Outcome,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub tenant: String,
+    pub user: String,
+    pub passed: bool,
+    pub steps: Vec<Step>,
+}
+
+struct Steps(Vec<Step>);
+
+impl Steps {
+    fn pass(&mut self, check: impl Into<String>, detail: impl Into<String>) {
+        self.0.push(Step { check: check.into(), outcome: Outcome::Passed, detail: detail.into(), fix: None });
+    }
+    fn fail(&mut self, check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Step {
+            check: check.into(),
+            outcome: Outcome::Failed,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        });
+    }
+    fn skip(&mut self, check: impl Into<String>, why: impl Into<String>) {
+        self.0.push(Step { check: check.into(), outcome: Outcome::Skipped, detail: why.into(), fix: None });
+    }
+    fn api_result(&mut self, check: &str, result: Result<String, ApiError>, on_forbidden: Option<&str>) {
+        match result {
+            Ok(detail) => self.pass(check, detail),
+            Err(ApiError::Forbidden { message }) if on_forbidden.is_some() => {
+                self.fail(check, format!("Google answered 403: {message}"), on_forbidden.unwrap_or_default())
+            }
+            Err(e) => self.fail(check, e.to_string(), e.hint()),
+        }
+    }
+}
+
+const DIRECTORY_SHARING_FIX: &str = "In the Admin console › Directory › Directory settings › Sharing settings, turn on External Directory Sharing with \"Organization data and authenticated user basic profile fields\" (it can take up to 24 hours to apply)";
+
+pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str) -> Report {
+    let mut steps = Steps(Vec::new());
+    let directory_user = tenant.directory_admin.clone().unwrap_or_else(|| user.to_owned());
+
+    let account = match state.service_account(&tenant.id) {
+        Ok(a) => {
+            steps.pass("Service-account key", format!("{} (client ID {})", a.info.client_email, a.info.client_id));
+            Some(a)
+        }
+        Err(CredentialsError::Missing) => {
+            steps.fail(
+                "Service-account key",
+                "no key uploaded",
+                format!("Upload the service account's JSON key: gwsync tenant credentials {} key.json", tenant.id),
+            );
+            None
+        }
+        Err(e) => {
+            steps.fail(
+                "Service-account key",
+                e.to_string(),
+                "Upload the JSON key again, and check that GWSYNC_MASTER_KEY is the key it was stored with",
+            );
+            None
+        }
+    };
+
+    let mut tokens: Vec<(Scope, Option<SecretString>)> = Vec::new();
+    for scope in Scope::ALL {
+        let subject = if scope == Scope::Directory { directory_user.as_str() } else { user };
+        let check = format!("Domain-wide delegation: token for {subject} with {}", scope.url());
+        let Some(account) = &account else {
+            steps.skip(check, "needs the service-account key");
+            tokens.push((scope, None));
+            continue;
+        };
+        match state.tokens.fresh_token(account, subject, scope).await {
+            Ok(t) => {
+                steps.pass(check, "granted");
+                tokens.push((scope, Some(t)));
+            }
+            Err(e) => {
+                steps.fail(check, e.to_string(), e.hint());
+                tokens.push((scope, None));
+            }
+        }
+    }
+    let token = |s: Scope| tokens.iter().find(|(x, _)| *x == s).and_then(|(_, t)| t.clone());
+    let google = &state.google;
+
+    match token(Scope::Calendar) {
+        Some(t) => {
+            let r = google.get(google.calendar_url(&["users", "me", "settings", "timezone"]), &[], &t, user).await;
+            steps.api_result(
+                "Google Calendar API enabled",
+                r.map(|v| format!("calendar time zone {}", v["value"].as_str().unwrap_or("?"))),
+                None,
+            );
+        }
+        None => steps.skip("Google Calendar API enabled", "needs a Calendar token"),
+    }
+    match token(Scope::Contacts) {
+        Some(t) => {
+            let r = google
+                .get(
+                    google.people_url("people/me/connections"),
+                    &[("personFields", "names"), ("pageSize", "1")],
+                    &t,
+                    user,
+                )
+                .await;
+            steps.api_result("People API enabled", r.map(|_| "contacts readable".to_owned()), None);
+        }
+        None => steps.skip("People API enabled", "needs a Contacts token"),
+    }
+    match token(Scope::Directory) {
+        Some(t) => {
+            let r = google
+                .get(
+                    google.people_url("people:listDirectoryPeople"),
+                    &[("readMask", "names"), ("sources", "DIRECTORY_SOURCE_TYPE_DOMAIN_PROFILE"), ("pageSize", "1")],
+                    &t,
+                    &directory_user,
+                )
+                .await;
+            steps.api_result(
+                "Directory sharing",
+                r.map(|_| format!("the directory is readable as {directory_user}")),
+                Some(DIRECTORY_SHARING_FIX),
+            );
+        }
+        None => steps.skip("Directory sharing", "needs a Directory token"),
+    }
+    match token(Scope::Calendar) {
+        Some(t) => {
+            let r = google
+                .get(google.calendar_url(&["calendars", "primary", "events"]), &[("maxResults", "1")], &t, user)
+                .await;
+            steps.api_result(&format!("Calendar of {user} readable"), r.map(|_| "events listed".to_owned()), None);
+        }
+        None => steps.skip(format!("Calendar of {user} readable"), "needs a Calendar token"),
+    }
+    let url = &state.public_url;
+    if url.scheme() == "https" {
+        steps.pass("Webhook address is HTTPS", format!("{url}webhooks/google/calendar"));
+    } else {
+        steps.fail(
+            "Webhook address is HTTPS",
+            format!("GWSYNC_PUBLIC_URL is {url}"),
+            "Set GWSYNC_PUBLIC_URL to the https:// address of your reverse proxy: Google delivers notifications only over HTTPS with a valid certificate",
+        );
+    }
+
+    let passed = steps.0.iter().all(|s| s.outcome == Outcome::Passed);
+    Report { tenant: tenant.id.clone(), user: user.to_owned(), passed, steps: steps.0 }
+}
+
+impl Report {
+    /// The report as the CLI prints it.
+    pub fn render(&self) -> String {
+        let mut out = format!("Diagnose tenant {} as {}\n", self.tenant, self.user);
+        for s in &self.steps {
+            let tag = match s.outcome {
+                Outcome::Passed => "PASS",
+                Outcome::Failed => "FAIL",
+                Outcome::Skipped => "SKIP",
+            };
+            out.push_str(&format!("  {tag}  {}: {}\n", s.check, s.detail));
+            if let Some(fix) = &s.fix {
+                out.push_str(&format!("        fix: {fix}\n"));
+            }
+        }
+        let failed = self.steps.iter().filter(|s| s.outcome == Outcome::Failed).count();
+        out.push_str(&if failed == 0 {
+            "All checks passed.\n".to_owned()
+        } else {
+            format!("{failed} check(s) failed.\n")
+        });
+        out
+    }
+}

@@ -1,0 +1,157 @@
+//! `/api/v1/tenants`: tenants and their service-account key.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::body;
+use super::error::ApiError;
+use crate::app::{AppState, credentials_context, webhook_secret_context};
+use crate::model::key_file::{self, MAX_KEY_FILE_BYTES};
+use crate::model::tenant::{StoredPhoneSystem, TenantRecord, TenantSpec, validate_tenant_id};
+use crate::store::{self, StoredCredentials};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/tenants", web::get().to(list))
+        .route("/tenants/{tenant}", web::put().to(put))
+        .route("/tenants/{tenant}", web::get().to(get))
+        .route("/tenants/{tenant}", web::delete().to(delete))
+        .route("/tenants/{tenant}/credentials", web::put().to(put_credentials));
+}
+
+/// The tenant as the API shows it: no secret, whether a key is uploaded and whose.
+pub fn view(state: &AppState, t: &TenantRecord) -> Result<Value, ApiError> {
+    let credentials = state.store.credentials(&t.id)?.map(|c| {
+        json!({
+            "client_email": c.info.client_email,
+            "client_id": c.info.client_id,
+            "project_id": c.info.project_id,
+            "uploaded_at": c.uploaded_at,
+        })
+    });
+    Ok(json!({
+        "id": t.id,
+        "domain": t.domain,
+        "directory_admin": t.directory_admin,
+        "default_region": t.default_region,
+        "phone_system": t.phone_system.as_ref().map(|p| json!({ "url": p.url, "secret_set": true })),
+        "contacts": {
+            "poll_interval": humantime::format_duration(t.contacts.poll_interval).to_string(),
+            "personal_contacts": t.contacts.personal_contacts,
+        },
+        "credentials": credentials,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+    }))
+}
+
+/// The tenant named in the path, or 404.
+pub fn existing(state: &AppState, id: &str) -> Result<TenantRecord, ApiError> {
+    validate_tenant_id(id)?;
+    state.store.tenant(id)?.ok_or_else(|| {
+        ApiError::not_found("tenant_not_found", format!("no tenant '{id}': create it with PUT /api/v1/tenants/{id}"))
+    })
+}
+
+async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let tenants = state.store.tenants()?;
+    let views = tenants.iter().map(|t| view(&state, t)).collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(json!({ "tenants": views })))
+}
+
+async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let t = existing(&state, &path)?;
+    Ok(HttpResponse::Ok().json(view(&state, &t)?))
+}
+
+async fn put(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    validate_tenant_id(&id)?;
+    let spec: TenantSpec = body::json(&req, payload, state.config.max_body_bytes).await?;
+    let valid = spec.validate()?;
+    let previous = state.store.tenant(&id)?;
+    if let Some(prev) = &previous
+        && prev.domain != valid.domain
+        && !state.store.users(&id)?.is_empty()
+    {
+        return Err(ApiError::conflict(
+            "tenant_has_users",
+            format!(
+                "tenant '{id}' has users in {}; delete them before moving the tenant to {}",
+                prev.domain, valid.domain
+            ),
+        ));
+    }
+    let phone_system = match valid.phone_system {
+        None => None,
+        Some((url, key)) => {
+            let sealed = state
+                .master_key
+                .seal(&webhook_secret_context(&id), &key)
+                .map_err(|e| ApiError::internal("sealing the webhook secret", &e))?;
+            Some(StoredPhoneSystem { url, secret_sealed: base64::engine::general_purpose::STANDARD.encode(sealed) })
+        }
+    };
+    let now = Utc::now();
+    let record = TenantRecord {
+        id: id.clone(),
+        domain: valid.domain,
+        directory_admin: valid.directory_admin,
+        default_region: valid.default_region,
+        phone_system,
+        contacts: valid.contacts,
+        created_at: previous.as_ref().map(|p| p.created_at).unwrap_or(now),
+        updated_at: now,
+    };
+    state.store.put_tenant(&record)?;
+    store::flush(&state.store).await?;
+    tracing::info!(tenant = %id, domain = %record.domain, created = previous.is_none(), "tenant saved");
+    let body = view(&state, &record)?;
+    Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
+}
+
+async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let t = existing(&state, &path)?;
+    state.store.delete_tenant(&t.id)?;
+    store::flush(&state.store).await?;
+    state.forget_tenant(&t.id);
+    tracing::info!(tenant = %t.id, "tenant deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The key file exactly as Google's console saved it (`curl -T key.json`): any content type.
+async fn put_credentials(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let t = existing(&state, &path)?;
+    let bytes = body::read_limited(payload, MAX_KEY_FILE_BYTES).await?;
+    let info = key_file::validate(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_key_file", format!("the key file is not usable: {e}")))?;
+    let sealed = state
+        .master_key
+        .seal(&credentials_context(&t.id), &bytes)
+        .map_err(|e| ApiError::internal("sealing the key", &e))?;
+    let stored = StoredCredentials {
+        info: info.clone(),
+        sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
+        uploaded_at: Utc::now(),
+    };
+    state.store.put_credentials(&t.id, &stored)?;
+    store::flush(&state.store).await?;
+    state.forget_tenant(&t.id);
+    tracing::info!(tenant = %t.id, client_email = %info.client_email, client_id = %info.client_id, "service-account key stored");
+    Ok(HttpResponse::Ok().json(json!({
+        "client_email": info.client_email,
+        "client_id": info.client_id,
+        "project_id": info.project_id,
+        "uploaded_at": stored.uploaded_at,
+    })))
+}

@@ -1,0 +1,32 @@
+//! The admin side's data: tenants, their users with profiles and triggers, and service-account
+//! key files — each with the validation the admin API applies before anything is stored.
+
+pub mod key_file;
+pub mod tenant;
+pub mod user;
+
+/// A validation failure: which field, and what to do about it. Becomes a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid { field: field.into(), message: message.into() }
+}
+
+/// A plausible address (RFC 5322 via the `email_address` crate), lower-cased.
+pub fn normalise_email(field: &str, s: &str) -> Result<String, Invalid> {
+    let s = s.trim();
+    if s.len() > 254 || !email_address::EmailAddress::is_valid(s) || !s.contains('@') || s.contains(' ') {
+        return Err(invalid(field, format!("'{s}' is not an email address")));
+    }
+    Ok(s.to_lowercase())
+}
+
+/// The domain part of an address.
+pub fn email_domain(email: &str) -> &str {
+    email.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+}

@@ -1,0 +1,244 @@
+//! Tenants: one customer company — a Workspace domain, where its phone system listens for
+//! profile switches, and how its contacts are polled.
+
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{Invalid, invalid, normalise_email};
+use crate::config::is_https_or_loopback;
+
+/// What the admin API accepts in `PUT /api/v1/tenants/{tenant}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    pub domain: String,
+    #[serde(default)]
+    pub directory_admin: Option<String>,
+    #[serde(default)]
+    pub default_region: Option<String>,
+    #[serde(default)]
+    pub phone_system: Option<PhoneSystemSpec>,
+    #[serde(default)]
+    pub contacts: Option<ContactsSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneSystemSpec {
+    pub url: String,
+    /// Standard Webhooks secret: `whsec_` + base64 of the key bytes.
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsSpec {
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+    #[serde(default)]
+    pub personal_contacts: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContactsSettings {
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub personal_contacts: bool,
+}
+
+impl Default for ContactsSettings {
+    fn default() -> Self {
+        ContactsSettings { poll_interval: Duration::from_secs(15 * 60), personal_contacts: false }
+    }
+}
+
+/// A validated tenant, before its secret is sealed for storage.
+#[derive(Debug, Clone)]
+pub struct ValidTenant {
+    pub domain: String,
+    pub directory_admin: Option<String>,
+    pub default_region: String,
+    /// URL and the secret's key bytes.
+    pub phone_system: Option<(Url, Vec<u8>)>,
+    pub contacts: ContactsSettings,
+}
+
+pub const DEFAULT_REGION: &str = "SE";
+
+/// Tenant ids appear in URLs and keys: lower-case letters, digits and dashes, up to 63.
+pub fn validate_tenant_id(id: &str) -> Result<(), Invalid> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid("tenant", format!("'{id}' is not a tenant id: use 1-63 lower-case letters, digits and dashes")))
+    }
+}
+
+fn validate_domain(domain: &str) -> Result<String, Invalid> {
+    let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels_ok = d.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if d.len() > 253 || !d.contains('.') || !labels_ok {
+        return Err(invalid("domain", format!("'{domain}' is not a domain name such as acme.se")));
+    }
+    Ok(d)
+}
+
+/// Decodes a Standard Webhooks secret (`whsec_<base64>`) to its key bytes.
+pub fn decode_webhook_secret(secret: &str) -> Result<Vec<u8>, Invalid> {
+    let field = "phone_system.secret";
+    let b64 = secret.strip_prefix("whsec_").ok_or_else(|| {
+        invalid(
+            field,
+            "must start with whsec_ followed by base64 (Standard Webhooks), e.g. whsec_ + `openssl rand -base64 32`",
+        )
+    })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| invalid(field, "the part after whsec_ is not base64"))?;
+    if !(16..=64).contains(&bytes.len()) {
+        return Err(invalid(field, format!("must hold 16 to 64 key bytes; this one holds {}", bytes.len())));
+    }
+    Ok(bytes)
+}
+
+impl TenantSpec {
+    pub fn validate(&self) -> Result<ValidTenant, Invalid> {
+        let domain = validate_domain(&self.domain)?;
+        let directory_admin = match &self.directory_admin {
+            None => None,
+            Some(a) => {
+                let a = normalise_email("directory_admin", a)?;
+                if super::email_domain(&a) != domain {
+                    return Err(invalid("directory_admin", format!("{a} is not in the tenant's domain {domain}")));
+                }
+                Some(a)
+            }
+        };
+        let default_region = match &self.default_region {
+            None => DEFAULT_REGION.to_owned(),
+            Some(r) => {
+                let r = r.trim().to_ascii_uppercase();
+                if r.len() != 2 || r.parse::<phonenumber::country::Id>().is_err() {
+                    return Err(invalid(
+                        "default_region",
+                        format!("'{r}' is not a region code such as SE or US (ISO 3166-1 alpha-2)"),
+                    ));
+                }
+                r
+            }
+        };
+        let phone_system = match &self.phone_system {
+            None => None,
+            Some(p) => {
+                let url =
+                    Url::parse(p.url.trim()).map_err(|e| invalid("phone_system.url", format!("not a URL: {e}")))?;
+                if !is_https_or_loopback(&url) {
+                    return Err(invalid(
+                        "phone_system.url",
+                        "must be https:// (plain http only to a loopback address)",
+                    ));
+                }
+                Some((url, decode_webhook_secret(p.secret.trim())?))
+            }
+        };
+        let mut contacts = ContactsSettings::default();
+        if let Some(c) = &self.contacts {
+            if let Some(i) = &c.poll_interval {
+                let d = humantime::parse_duration(i)
+                    .map_err(|_| invalid("contacts.poll_interval", format!("'{i}' is not a duration such as 15m")))?;
+                if d < Duration::from_secs(60) || d > Duration::from_secs(24 * 3600) {
+                    return Err(invalid("contacts.poll_interval", "must be between 1m and 24h"));
+                }
+                contacts.poll_interval = d;
+            }
+            if let Some(p) = c.personal_contacts {
+                contacts.personal_contacts = p;
+            }
+        }
+        Ok(ValidTenant { domain, directory_admin, default_region, phone_system, contacts })
+    }
+}
+
+/// How a tenant is stored. The webhook secret is sealed under the master key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: String,
+    pub domain: String,
+    pub directory_admin: Option<String>,
+    pub default_region: String,
+    pub phone_system: Option<StoredPhoneSystem>,
+    pub contacts: ContactsSettings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPhoneSystem {
+    pub url: Url,
+    /// base64 of the sealed key bytes.
+    pub secret_sealed: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> Result<ValidTenant, Invalid> {
+        serde_json::from_value::<TenantSpec>(v).unwrap().validate()
+    }
+
+    #[test]
+    fn a_full_tenant_validates() {
+        let t = spec(serde_json::json!({
+            "domain": "Acme.SE", "directory_admin": "IT@acme.se", "default_region": "se",
+            "phone_system": {"url": "https://pbx.example/hooks", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+            "contacts": {"poll_interval": "30m", "personal_contacts": true}
+        }))
+        .unwrap();
+        assert_eq!(
+            (t.domain.as_str(), t.directory_admin.as_deref(), t.default_region.as_str()),
+            ("acme.se", Some("it@acme.se"), "SE")
+        );
+        assert_eq!(t.contacts.poll_interval, Duration::from_secs(1800));
+        assert_eq!(t.phone_system.unwrap().1.len(), 24);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (serde_json::json!({"domain": "acme"}), "domain"),
+            (serde_json::json!({"domain": "acme.se", "directory_admin": "it@other.se"}), "directory_admin"),
+            (serde_json::json!({"domain": "acme.se", "default_region": "Sweden"}), "default_region"),
+            (
+                serde_json::json!({"domain": "acme.se", "phone_system": {"url": "http://pbx.example", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}),
+                "phone_system.url",
+            ),
+            (
+                serde_json::json!({"domain": "acme.se", "phone_system": {"url": "https://pbx.example", "secret": "hunter2"}}),
+                "phone_system.secret",
+            ),
+            (serde_json::json!({"domain": "acme.se", "contacts": {"poll_interval": "5s"}}), "contacts.poll_interval"),
+        ];
+        for (v, field) in cases {
+            assert_eq!(spec(v.clone()).unwrap_err().field, field, "{v}");
+        }
+        assert!(validate_tenant_id("acme-1").is_ok());
+        for bad in ["", "Acme", "a/b", "-x", &"a".repeat(64)] {
+            assert!(validate_tenant_id(bad).is_err(), "{bad}");
+        }
+    }
+}

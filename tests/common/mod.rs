@@ -1,0 +1,240 @@
+//! Harness of gwsync's end-to-end tests: a fake Google with a Workspace domain, a service
+//! account and delegation, and the real gwsync serving on a free loopback port with its own
+//! data directory. Each test file uses part of it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use fake_google::FakeGoogle;
+use gwsync::config::Config;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const DOMAIN: &str = "acme.test";
+pub const TENANT: &str = "acme";
+pub const ALICE: &str = "alice@acme.test";
+pub const BOB: &str = "bob@acme.test";
+pub const IT: &str = "it@acme.test";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The scopes gwsync needs, as an admin grants them.
+pub const GWSYNC_SCOPES: &[&str] = &[
+    "https://www.googleapis.com/auth/calendar.readonly",
+    "https://www.googleapis.com/auth/contacts.readonly",
+    "https://www.googleapis.com/auth/directory.readonly",
+];
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn reply(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, body, text, headers }
+}
+
+struct Running {
+    base: String,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct TestApp {
+    pub fake: FakeGoogle,
+    pub http: reqwest::Client,
+    /// The service-account key file the fake issued.
+    pub key: Value,
+    pub client_id: String,
+    pub data_dir: tempfile::TempDir,
+    pub master_key: String,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    /// Fake Google with acme.test (alice, bob, it), a key and full delegation; gwsync serving.
+    pub async fn start() -> TestApp {
+        let fake = FakeGoogle::start().await.expect("fake starts");
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let master_key = base64::engine::general_purpose::STANDARD.encode(rand_bytes());
+        let mut app = TestApp {
+            fake,
+            http,
+            key: Value::Null,
+            client_id: String::new(),
+            data_dir: tempfile::tempdir().expect("tempdir"),
+            master_key,
+            running: None,
+        };
+        let r = app
+            .fake_control(
+                "POST",
+                "/_fake/domains",
+                json!({"domain": DOMAIN, "users": [ALICE, BOB, IT], "directory_sharing": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = app.fake_control("POST", "/_fake/service-accounts", json!({"domain": DOMAIN})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        app.key = r.body;
+        app.client_id = app.key["client_id"].as_str().expect("client_id").to_owned();
+        app.delegate(GWSYNC_SCOPES).await;
+        app.launch().await;
+        app
+    }
+
+    /// The configuration gwsync runs with: everything pointing at the fake.
+    pub fn config(&self, listen: std::net::SocketAddr) -> Config {
+        Config {
+            listen,
+            public_url: Some(format!("http://{listen}").parse().expect("url")),
+            data_dir: self.data_dir.path().to_path_buf(),
+            admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+            master_key: Some(SecretString::from(self.master_key.clone())),
+            google_api_url: self.fake.base_url().parse().expect("url"),
+            google_people_url: self.fake.base_url().parse().expect("url"),
+            ..Config::default()
+        }
+    }
+
+    async fn launch(&mut self) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = self.config(addr);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(gwsync::serve(config, listener, async move {
+            let _ = rx.await;
+        }));
+        self.running = Some(Running { base: format!("http://{addr}"), shutdown: tx, task });
+        // Wait until it answers.
+        for _ in 0..200 {
+            if self.http.get(format!("{}/healthz", self.base())).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("gwsync did not start");
+    }
+
+    /// Stops gwsync gracefully (the server's result is returned) without touching the fake.
+    pub async fn stop_gwsync(&mut self) -> anyhow::Result<()> {
+        let running = self.running.take().expect("running");
+        let _ = running.shutdown.send(());
+        running.task.await.expect("join")
+    }
+
+    /// Stops and starts gwsync on the same data directory and master key.
+    pub async fn restart(&mut self) {
+        self.stop_gwsync().await.expect("clean stop");
+        self.launch().await;
+    }
+
+    pub fn base(&self) -> &str {
+        &self.running.as_ref().expect("running").base
+    }
+
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub async fn delegate(&self, scopes: &[&str]) {
+        let r =
+            self.fake_control("PUT", &format!("/_fake/delegation/{}", self.client_id), json!({"scopes": scopes})).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    pub async fn fake_control(&self, method: &str, path: &str, body: Value) -> Reply {
+        let req = self.http.request(method.parse().expect("method"), format!("{}{}", self.fake.base_url(), path));
+        let req = if body.is_null() { req } else { req.json(&body) };
+        reply(req.send().await.expect("fake control")).await
+    }
+
+    /// An admin-API call with the admin token.
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self
+            .http
+            .request(method.parse().expect("method"), format!("{}{}", self.base(), path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        reply(req.send().await.expect("api call")).await
+    }
+
+    /// A call with full control of headers and body.
+    pub async fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        let mut req = self.http.request(method.parse().expect("method"), format!("{}{}", self.base(), path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(req.send().await.expect("raw call")).await
+    }
+
+    /// Tenant `acme` for acme.test with it@ as directory admin, and its key uploaded.
+    pub async fn setup_tenant(&self) {
+        let r = self
+            .api("PUT", &format!("/api/v1/tenants/{TENANT}"), Some(json!({"domain": DOMAIN, "directory_admin": IT})))
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = self
+            .raw(
+                "PUT",
+                &format!("/api/v1/tenants/{TENANT}/credentials"),
+                &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+                self.key.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    pub async fn put_user(&self, email: &str, body: Value) -> Reply {
+        self.api("PUT", &format!("/api/v1/tenants/{TENANT}/users/{email}"), Some(body)).await
+    }
+
+    pub async fn stop(mut self) {
+        if self.running.is_some() {
+            let _ = self.stop_gwsync().await;
+        }
+        self.fake.stop().await;
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    for (i, x) in uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).enumerate() {
+        b[i] = *x;
+    }
+    b
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out
+}
