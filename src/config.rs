@@ -227,3 +227,61 @@ pub fn is_https_or_loopback(url: &Url) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gwsync.toml", include_str!("../config/gwsync.example.toml"))?;
+            let c = Config::load(Some(Path::new("gwsync.toml"))).map_err(|e| e.to_string())?;
+            let d = Config::default();
+            assert_eq!((c.listen, c.data_dir.clone(), c.max_body_bytes, c.shutdown_timeout), (d.listen, d.data_dir, d.max_body_bytes, d.shutdown_timeout));
+            assert_eq!(c.google_api_url, d.google_api_url);
+            assert_eq!(c.store.cache_capacity_mb, d.store.cache_capacity_mb);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gwsync.toml", "listen = \"127.0.0.1:9000\"\n[store]\ncache_capacity_mb = 8\n")?;
+            jail.set_env("GWSYNC_LISTEN", "127.0.0.1:9100");
+            jail.set_env("GWSYNC_STORE__CACHE_CAPACITY_MB", "16");
+            jail.set_env("GWSYNC_SERVER", "http://elsewhere:8080");
+            let c = Config::load(Some(Path::new("gwsync.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9100);
+            assert_eq!(c.store.cache_capacity_mb, 16);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "listen = \"127.0.0.1:9000\"\nlisten_port = 3\n")?;
+            let e = Config::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(e.contains("listen_port"), "{e}");
+            jail.set_env("GWSYNC_MAX_BODY_BYTES", "12");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("max_body_bytes"), "{e}");
+            Ok(())
+        });
+        let mut c = Config { admin_token: Some("0123456789abcdef".to_owned().into()), ..Config::default() };
+        let e = c.serve_settings().unwrap_err().to_string();
+        assert!(e.contains("GWSYNC_MASTER_KEY") && e.contains("openssl rand -base64 32"), "{e}");
+        c.master_key = Some("c2hvcnQ=".to_owned().into());
+        assert!(c.serve_settings().unwrap_err().to_string().contains("must be 32 bytes"));
+        c.master_key = Some(KEY.to_owned().into());
+        assert!(c.serve_settings().unwrap_err().to_string().contains("GWSYNC_PUBLIC_URL"));
+        c.public_url = Some("http://gwsync.example.com".parse().unwrap());
+        assert!(c.serve_settings().unwrap_err().to_string().contains("https"));
+        c.public_url = Some("https://gwsync.example.com".parse().unwrap());
+        assert!(c.serve_settings().is_ok());
+    }
+}
