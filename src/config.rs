@@ -229,6 +229,8 @@ pub fn is_https_or_loopback(url: &Url) -> bool {
 }
 
 #[cfg(test)]
+// figment's Jail closures return its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -240,7 +242,10 @@ mod tests {
             jail.create_file("gwsync.toml", include_str!("../config/gwsync.example.toml"))?;
             let c = Config::load(Some(Path::new("gwsync.toml"))).map_err(|e| e.to_string())?;
             let d = Config::default();
-            assert_eq!((c.listen, c.data_dir.clone(), c.max_body_bytes, c.shutdown_timeout), (d.listen, d.data_dir, d.max_body_bytes, d.shutdown_timeout));
+            assert_eq!(
+                (c.listen, c.data_dir.clone(), c.max_body_bytes, c.shutdown_timeout),
+                (d.listen, d.data_dir, d.max_body_bytes, d.shutdown_timeout)
+            );
             assert_eq!(c.google_api_url, d.google_api_url);
             assert_eq!(c.store.cache_capacity_mb, d.store.cache_capacity_mb);
             Ok(())
