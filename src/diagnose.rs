@@ -120,7 +120,9 @@ pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str) -> Report 
 
     match token(Scope::Calendar) {
         Some(t) => {
-            let r = google.get(google.calendar_url(&["users", "me", "settings", "timezone"]), &[], &t, user).await;
+            let r = google
+                .get("settings.get", google.calendar_url(&["users", "me", "settings", "timezone"]), &[], &t, user)
+                .await;
             steps.api_result(
                 "Google Calendar API enabled",
                 r.map(|v| format!("calendar time zone {}", v["value"].as_str().unwrap_or("?"))),
@@ -133,6 +135,7 @@ pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str) -> Report 
         Some(t) => {
             let r = google
                 .get(
+                    "people.connections.list",
                     google.people_url("people/me/connections"),
                     &[("personFields", "names"), ("pageSize", "1")],
                     &t,
@@ -147,6 +150,7 @@ pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str) -> Report 
         Some(t) => {
             let r = google
                 .get(
+                    "people.listDirectoryPeople",
                     google.people_url("people:listDirectoryPeople"),
                     &[("readMask", "names"), ("sources", "DIRECTORY_SOURCE_TYPE_DOMAIN_PROFILE"), ("pageSize", "1")],
                     &t,
@@ -164,7 +168,13 @@ pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str) -> Report 
     match token(Scope::Calendar) {
         Some(t) => {
             let r = google
-                .get(google.calendar_url(&["calendars", "primary", "events"]), &[("maxResults", "1")], &t, user)
+                .get(
+                    "events.list",
+                    google.calendar_url(&["calendars", "primary", "events"]),
+                    &[("maxResults", "1")],
+                    &t,
+                    user,
+                )
                 .await;
             steps.api_result(&format!("Calendar of {user} readable"), r.map(|_| "events listed".to_owned()), None);
         }

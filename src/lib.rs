@@ -16,12 +16,14 @@
 
 pub mod app;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod diagnose;
 pub mod google;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod secrets;
 pub mod store;

@@ -2,6 +2,7 @@
 //! classified (`error::ApiError`) and the per-user quota charged to the user (`quotaUser`), not
 //! to the service account.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::RETRY_AFTER;
@@ -10,6 +11,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::error::ApiError;
+use crate::metrics::Metrics;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -18,6 +20,7 @@ pub struct GoogleApi {
     http: reqwest::Client,
     calendar: Url,
     people: Url,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Google caps `quotaUser` at 40 characters; longer addresses are shortened to a stable digest.
@@ -47,7 +50,13 @@ impl GoogleApi {
             .map_err(|e| format!("HTTP client: {e}"))?;
         let calendar = with_trailing_slash(api_url.clone()).join("calendar/v3/").map_err(|e| e.to_string())?;
         let people = with_trailing_slash(people_url.clone()).join("v1/").map_err(|e| e.to_string())?;
-        Ok(GoogleApi { http, calendar, people })
+        Ok(GoogleApi { http, calendar, people, metrics: None })
+    }
+
+    /// Counts every call in `metrics` (by method and status).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A Calendar URL from path segments (each percent-encoded).
@@ -65,32 +74,72 @@ impl GoogleApi {
         self.people.join(&format!("./{path}")).unwrap_or_else(|_| self.people.clone())
     }
 
-    /// GET with a bearer token; JSON on success, a classified error otherwise.
+    /// GET with a bearer token; JSON on success, a classified error otherwise. `method` names
+    /// the call in metrics (`events.list`, …).
     pub async fn get(
         &self,
+        method: &str,
         url: Url,
         query: &[(&str, &str)],
         token: &SecretString,
         user: &str,
     ) -> Result<Value, ApiError> {
         let req = self.http.get(url).query(query);
-        self.send(req, token, user).await
+        self.send(method, req, token, user).await
     }
 
     /// POST a JSON body.
-    pub async fn post(&self, url: Url, body: &Value, token: &SecretString, user: &str) -> Result<Value, ApiError> {
+    pub async fn post(
+        &self,
+        method: &str,
+        url: Url,
+        body: &Value,
+        token: &SecretString,
+        user: &str,
+    ) -> Result<Value, ApiError> {
         let req = self.http.post(url).json(body);
-        self.send(req, token, user).await
+        self.send(method, req, token, user).await
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, token: &SecretString, user: &str) -> Result<Value, ApiError> {
-        let resp = req
-            .bearer_auth(token.expose_secret())
-            .header("x-goog-quota-user", quota_user(user))
-            .send()
-            .await
-            .map_err(|e| ApiError::Network(e.without_url().to_string()))?;
+    pub(crate) async fn get_counted(
+        &self,
+        method: &str,
+        url: Url,
+        query: &[(&str, &str)],
+        token: &SecretString,
+        user: &str,
+    ) -> Result<Value, ApiError> {
+        self.get(method, url, query, token, user).await
+    }
+
+    pub(crate) async fn post_counted(
+        &self,
+        method: &str,
+        url: Url,
+        body: &Value,
+        token: &SecretString,
+        user: &str,
+    ) -> Result<Value, ApiError> {
+        self.post(method, url, body, token, user).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        req: reqwest::RequestBuilder,
+        token: &SecretString,
+        user: &str,
+    ) -> Result<Value, ApiError> {
+        let sent = req.bearer_auth(token.expose_secret()).header("x-goog-quota-user", quota_user(user)).send().await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                self.count(method, "network");
+                return Err(ApiError::Network(e.without_url().to_string()));
+            }
+        };
         let status = resp.status().as_u16();
+        self.count(method, &status.to_string());
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -105,6 +154,12 @@ impl GoogleApi {
             return serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()));
         }
         Err(ApiError::from_response(status, &body, retry_after))
+    }
+
+    fn count(&self, method: &str, status: &str) {
+        if let Some(m) = &self.metrics {
+            m.google_call(method, status);
+        }
     }
 }
 

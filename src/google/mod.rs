@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calendar;
 pub mod error;
 
 /// The OAuth scopes gwsync asks for, one purpose each, so a scope the admin forgot to delegate

@@ -1,6 +1,7 @@
 //! The admin side's data: tenants, their users with profiles and triggers, and service-account
 //! key files — each with the validation the admin API applies before anything is stored.
 
+pub mod event;
 pub mod key_file;
 pub mod tenant;
 pub mod user;

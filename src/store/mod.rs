@@ -5,6 +5,7 @@
 //! durability is explicit: `flush` returns once everything written before it survives a crash.
 //! Call it through `flush(store)` before acknowledging anything that must not be lost.
 
+pub mod group_flush;
 pub mod sled_store;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::model::event::StoredEvent;
 use crate::model::key_file::KeyInfo;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
@@ -42,6 +44,54 @@ pub struct StoredCredentials {
     pub uploaded_at: DateTime<Utc>,
 }
 
+/// Sync state of one user's primary calendar.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CalendarState {
+    /// Google's cursor; written only together with the changes it covers.
+    pub sync_token: Option<String>,
+    /// The calendar's own time zone, as `events.list` reports it.
+    pub time_zone: Option<String>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_full_sync_at: Option<DateTime<Utc>>,
+    pub events: usize,
+    pub last_error: Option<SyncFailure>,
+    /// Failures since the last success (drives the backoff).
+    pub failures: u32,
+}
+
+/// Why the last attempt failed, and what a Workspace admin can do about it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncFailure {
+    pub code: String,
+    pub message: String,
+    pub hint: String,
+    pub at: DateTime<Utc>,
+    /// When gwsync tries again (none: not until the user or tenant changes).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// One change of a sync result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventChange {
+    Upsert(Box<StoredEvent>),
+    /// Remove the event (and, for a series, its exceptions).
+    Delete(String),
+}
+
+/// A push channel gwsync created (or is creating) on a user's calendar.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChannelRecord {
+    pub id: String,
+    /// SHA-256 (hex) of the channel token: enough to verify notifications, useless to forge them.
+    pub token_digest: String,
+    pub tenant: String,
+    pub user: String,
+    /// Known once Google answered the watch call.
+    pub resource_id: Option<String>,
+    pub expiration: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
 pub trait Store: Send + Sync {
     fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
     fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
@@ -55,7 +105,35 @@ pub trait Store: Send + Sync {
     fn put_user(&self, user: &UserRecord) -> Result<(), StoreError>;
     fn user(&self, tenant: &str, email: &str) -> Result<Option<UserRecord>, StoreError>;
     fn users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError>;
+    /// Deletes the user with their calendar state, events and dirty mark, atomically.
     fn delete_user(&self, tenant: &str, email: &str) -> Result<bool, StoreError>;
+
+    fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError>;
+    fn put_calendar_state(&self, tenant: &str, user: &str, state: &CalendarState) -> Result<(), StoreError>;
+    /// Applies a sync result atomically: optionally wipes the calendar's events first, then the
+    /// changes, then the new state (with its sync token). All or nothing.
+    fn apply_sync(
+        &self,
+        tenant: &str,
+        user: &str,
+        wipe: bool,
+        changes: &[EventChange],
+        state: &CalendarState,
+    ) -> Result<(), StoreError>;
+    fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Marks the calendar as needing a sync; returns the mark's generation.
+    fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError>;
+    fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+    /// Clears the mark if it is still at `generation` (no notification came since); false if not.
+    fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
+
+    fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
+    fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
+    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+    /// The channels of one user's calendar (usually one; two while a renewal overlaps).
+    fn channels_of(&self, tenant: &str, user: &str) -> Result<Vec<ChannelRecord>, StoreError>;
+    fn delete_channel(&self, id: &str) -> Result<(), StoreError>;
 
     /// Blocks until everything written so far is on disk.
     fn flush_blocking(&self) -> Result<(), StoreError>;

@@ -1,8 +1,10 @@
 //! The sled implementation of `Store`.
 //!
 //! Trees: `meta` (schema version), `tenants` (id → JSON), `credentials` (tenant → JSON with the
-//! sealed key file), `users` (`tenant \0 email` → JSON). Values are JSON: small, readable with
-//! any sled tool, and versioned by the schema number in `meta`.
+//! sealed key file), `users` and `calendars` (`tenant \0 email` → JSON), `events`
+//! (`tenant \0 email \0 event id` → JSON), `dirty` (`tenant \0 email` → generation, u64 BE),
+//! `channels` (channel id → JSON) with its index `user_channels` (`tenant \0 email \0 id`). Values are JSON: small, readable with any sled tool, and
+//! versioned by the schema number in `meta`.
 
 use std::path::Path;
 
@@ -10,7 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 
-use super::{SCHEMA_VERSION, Store, StoreError, StoredCredentials};
+use super::{CalendarState, ChannelRecord, EventChange, SCHEMA_VERSION, Store, StoreError, StoredCredentials};
+use crate::model::event::StoredEvent;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
 
@@ -19,6 +22,33 @@ pub struct SledStore {
     tenants: sled::Tree,
     credentials: sled::Tree,
     users: sled::Tree,
+    calendars: sled::Tree,
+    events: sled::Tree,
+    dirty: sled::Tree,
+    channels: sled::Tree,
+    user_channels: sled::Tree,
+}
+
+type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<()>>;
+
+fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Db(e),
+        sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
+    }
+}
+
+fn event_key(tenant: &str, user: &str, id: &str) -> Vec<u8> {
+    let mut k = user_key(tenant, user);
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn calendar_prefix(tenant: &str, user: &str) -> Vec<u8> {
+    let mut k = user_key(tenant, user);
+    k.push(0);
+    k
 }
 
 fn user_key(tenant: &str, email: &str) -> Vec<u8> {
@@ -65,6 +95,11 @@ impl SledStore {
             tenants: db.open_tree("tenants")?,
             credentials: db.open_tree("credentials")?,
             users: db.open_tree("users")?,
+            calendars: db.open_tree("calendars")?,
+            events: db.open_tree("events")?,
+            dirty: db.open_tree("dirty")?,
+            channels: db.open_tree("channels")?,
+            user_channels: db.open_tree("user_channels")?,
             db,
         })
     }
@@ -85,21 +120,26 @@ impl Store for SledStore {
     }
 
     fn delete_tenant(&self, id: &str) -> Result<bool, StoreError> {
-        let user_keys: Vec<sled::IVec> = self.users.scan_prefix(tenant_prefix(id)).keys().collect::<Result<_, _>>()?;
-        let existed = (&self.tenants, &self.credentials, &self.users)
-            .transaction(|(tenants, credentials, users)| {
+        let prefix = tenant_prefix(id);
+        let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, StoreError> {
+            Ok(tree.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?)
+        };
+        let (user_keys, calendar_keys, event_keys, dirty_keys) =
+            (keys(&self.users)?, keys(&self.calendars)?, keys(&self.events)?, keys(&self.dirty)?);
+        (&self.tenants, &self.credentials, &self.users, &self.calendars, &self.events, &self.dirty)
+            .transaction(|(tenants, credentials, users, calendars, events, dirty)| -> TxResult<bool> {
                 let existed = tenants.remove(id.as_bytes())?.is_some();
                 credentials.remove(id.as_bytes())?;
-                for k in &user_keys {
-                    users.remove(k)?;
+                for (tree, ks) in
+                    [(users, &user_keys), (calendars, &calendar_keys), (events, &event_keys), (dirty, &dirty_keys)]
+                {
+                    for k in ks {
+                        tree.remove(k)?;
+                    }
                 }
                 Ok(existed)
             })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Db(e),
-                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
-            })?;
-        Ok(existed)
+            .map_err(tx_error)
     }
 
     fn put_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError> {
@@ -125,7 +165,167 @@ impl Store for SledStore {
     }
 
     fn delete_user(&self, tenant: &str, email: &str) -> Result<bool, StoreError> {
-        Ok(self.users.remove(user_key(tenant, email))?.is_some())
+        let key = user_key(tenant, email);
+        let event_keys: Vec<sled::IVec> =
+            self.events.scan_prefix(calendar_prefix(tenant, email)).keys().collect::<Result<_, _>>()?;
+        (&self.users, &self.calendars, &self.events, &self.dirty)
+            .transaction(|(users, calendars, events, dirty)| -> TxResult<bool> {
+                let existed = users.remove(key.as_slice())?.is_some();
+                calendars.remove(key.as_slice())?;
+                dirty.remove(key.as_slice())?;
+                for k in &event_keys {
+                    events.remove(k)?;
+                }
+                Ok(existed)
+            })
+            .map_err(tx_error)
+    }
+
+    fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError> {
+        self.calendars.get(user_key(tenant, user))?.map(|v| decode(&v)).transpose()
+    }
+
+    fn put_calendar_state(&self, tenant: &str, user: &str, state: &CalendarState) -> Result<(), StoreError> {
+        self.calendars.insert(user_key(tenant, user), encode(state)?)?;
+        Ok(())
+    }
+
+    fn apply_sync(
+        &self,
+        tenant: &str,
+        user: &str,
+        wipe: bool,
+        changes: &[EventChange],
+        state: &CalendarState,
+    ) -> Result<(), StoreError> {
+        // Keys to remove are found before the transaction (a transaction cannot scan).
+        let existing: Vec<(sled::IVec, StoredEvent)> =
+            if wipe || changes.iter().any(|c| matches!(c, EventChange::Delete(_))) {
+                self.events
+                    .scan_prefix(calendar_prefix(tenant, user))
+                    .map(|kv| {
+                        let (k, v) = kv?;
+                        Ok((k, decode::<StoredEvent>(&v)?))
+                    })
+                    .collect::<Result<_, StoreError>>()?
+            } else {
+                Vec::new()
+            };
+        let mut removals: Vec<Vec<u8>> = Vec::new();
+        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if wipe {
+            removals.extend(existing.iter().map(|(k, _)| k.to_vec()));
+        }
+        for change in changes {
+            match change {
+                EventChange::Upsert(e) => writes.push((event_key(tenant, user, &e.id), encode(e)?)),
+                EventChange::Delete(id) => {
+                    removals.push(event_key(tenant, user, id));
+                    // A deleted series takes its exceptions with it.
+                    removals.extend(
+                        existing
+                            .iter()
+                            .filter(|(_, e)| e.recurring_event_id.as_deref() == Some(id.as_str()))
+                            .map(|(k, _)| k.to_vec()),
+                    );
+                }
+            }
+        }
+        let state_bytes = encode(state)?;
+        let key = user_key(tenant, user);
+        (&self.events, &self.calendars)
+            .transaction(|(events, calendars)| -> TxResult<()> {
+                for k in &removals {
+                    events.remove(k.as_slice())?;
+                }
+                for (k, v) in &writes {
+                    events.insert(k.as_slice(), v.as_slice())?;
+                }
+                calendars.insert(key.as_slice(), state_bytes.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events.scan_prefix(calendar_prefix(tenant, user)).values().map(|v| decode(&v?)).collect()
+    }
+
+    fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError> {
+        let next = self.dirty.update_and_fetch(user_key(tenant, user), |old| {
+            let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(1))
+    }
+
+    fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.dirty
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let text = String::from_utf8(k.to_vec()).map_err(|_| StoreError::Corrupt("dirty key".into()))?;
+                let (tenant, user) = text.split_once('\0').ok_or_else(|| StoreError::Corrupt("dirty key".into()))?;
+                let generation = <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("dirty generation".into()))?;
+                Ok((tenant.to_owned(), user.to_owned(), generation))
+            })
+            .collect()
+    }
+
+    fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError> {
+        let swapped = self.dirty.compare_and_swap(
+            user_key(tenant, user),
+            Some(&generation.to_be_bytes()[..]),
+            None as Option<&[u8]>,
+        )?;
+        Ok(swapped.is_ok())
+    }
+
+    fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
+        let value = encode(channel)?;
+        let index = event_key(&channel.tenant, &channel.user, &channel.id);
+        (&self.channels, &self.user_channels)
+            .transaction(|(channels, user_channels)| -> TxResult<()> {
+                channels.insert(channel.id.as_bytes(), value.as_slice())?;
+                user_channels.insert(index.as_slice(), &[] as &[u8])?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        self.channels.get(id.as_bytes())?.map(|v| decode(&v)).transpose()
+    }
+
+    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.channels.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    fn channels_of(&self, tenant: &str, user: &str) -> Result<Vec<ChannelRecord>, StoreError> {
+        let prefix = calendar_prefix(tenant, user);
+        let mut out = Vec::new();
+        for k in self.user_channels.scan_prefix(&prefix).keys() {
+            let k = k?;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(c) = self.channel(&id)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_channel(&self, id: &str) -> Result<(), StoreError> {
+        let Some(channel) = self.channel(id)? else { return Ok(()) };
+        let index = event_key(&channel.tenant, &channel.user, &channel.id);
+        (&self.channels, &self.user_channels)
+            .transaction(|(channels, user_channels)| -> TxResult<()> {
+                channels.remove(id.as_bytes())?;
+                user_channels.remove(index.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {
@@ -182,6 +382,59 @@ mod tests {
         assert!(s.users("acme").unwrap().is_empty());
         assert_eq!(s.users("acme2").unwrap().len(), 1);
         assert!(!s.delete_tenant("acme").unwrap());
+    }
+
+    fn event(id: &str, master: Option<&str>) -> StoredEvent {
+        StoredEvent {
+            id: id.into(),
+            status: crate::model::event::Status::Confirmed,
+            summary: Some("x".into()),
+            start: None,
+            end: None,
+            recurrence: vec![],
+            recurring_event_id: master.map(str::to_owned),
+            original_start: None,
+            transparent: false,
+            event_type: "default".into(),
+            visibility: "default".into(),
+            self_response: None,
+            updated: None,
+        }
+    }
+
+    #[test]
+    fn a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8).unwrap();
+        let st = CalendarState { sync_token: Some("t1".into()), ..Default::default() };
+        let ups = [event("a", None), event("s", None), event("s_1", Some("s")), event("b", None)]
+            .map(|e| EventChange::Upsert(Box::new(e)));
+        s.apply_sync("acme", "u@x", false, &ups, &st).unwrap();
+        s.apply_sync("acme", "v@x", false, &[EventChange::Upsert(Box::new(event("other", None)))], &st).unwrap();
+        let st2 = CalendarState { sync_token: Some("t2".into()), ..Default::default() };
+        s.apply_sync("acme", "u@x", false, &[EventChange::Delete("s".into()), EventChange::Delete("a".into())], &st2)
+            .unwrap();
+        let ids: Vec<String> = s.events("acme", "u@x").unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["b"]);
+        assert_eq!(s.calendar_state("acme", "u@x").unwrap().unwrap().sync_token.as_deref(), Some("t2"));
+        s.apply_sync("acme", "u@x", true, &[EventChange::Upsert(Box::new(event("c", None)))], &st).unwrap();
+        let ids: Vec<String> = s.events("acme", "u@x").unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["c"], "a wipe replaces everything");
+        assert_eq!(s.events("acme", "v@x").unwrap().len(), 1, "other calendars untouched");
+        assert!(s.delete_user("acme", "u@x").unwrap() || s.events("acme", "u@x").unwrap().is_empty());
+        assert!(s.events("acme", "u@x").unwrap().is_empty());
+    }
+
+    #[test]
+    fn dirty_marks_clear_only_at_their_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8).unwrap();
+        assert_eq!(s.mark_dirty("acme", "u@x").unwrap(), 1);
+        assert_eq!(s.mark_dirty("acme", "u@x").unwrap(), 2);
+        assert!(!s.clear_dirty("acme", "u@x", 1).unwrap(), "a newer mark survives");
+        assert_eq!(s.dirty_calendars().unwrap(), [("acme".to_owned(), "u@x".to_owned(), 2)]);
+        assert!(s.clear_dirty("acme", "u@x", 2).unwrap());
+        assert!(s.dirty_calendars().unwrap().is_empty());
     }
 
     #[test]

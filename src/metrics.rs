@@ -1,0 +1,80 @@
+//! Prometheus metrics, one registry per running service (so tests can run several in one
+//! process), served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub method: String,
+    pub status: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook notifications by what became of them.
+    pub notifications: Family<OutcomeLabel, Counter>,
+    /// Calendar syncs by outcome.
+    pub syncs: Family<OutcomeLabel, Counter>,
+    /// Google calls by method and HTTP status (or `network`).
+    pub google_calls: Family<CallLabels, Counter>,
+    /// Seconds from a notification to the end of the sync that covered it.
+    pub sync_lag: Histogram,
+    /// Calendars waiting for a sync.
+    pub dirty_calendars: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gwsync");
+        let notifications = Family::<OutcomeLabel, Counter>::default();
+        registry.register("notifications", "Google push notifications received, by outcome", notifications.clone());
+        let syncs = Family::<OutcomeLabel, Counter>::default();
+        registry.register("syncs", "Calendar syncs, by outcome", syncs.clone());
+        let google_calls = Family::<CallLabels, Counter>::default();
+        registry.register("google_calls", "Calls to Google APIs, by method and status", google_calls.clone());
+        let sync_lag = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("sync_lag_seconds", "Time from a notification to the sync that covered it", sync_lag.clone());
+        let dirty_calendars = Gauge::default();
+        registry.register("dirty_calendars", "Calendars waiting for a sync", dirty_calendars.clone());
+        Metrics { registry, notifications, syncs, google_calls, sync_lag, dirty_calendars }
+    }
+
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    pub fn notification(&self, outcome: &str) {
+        self.notifications.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn sync(&self, outcome: &str) {
+        self.syncs.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn google_call(&self, method: &str, status: &str) {
+        self.google_calls.get_or_create(&CallLabels { method: method.to_owned(), status: status.to_owned() }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
