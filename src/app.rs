@@ -9,9 +9,11 @@ use parking_lot::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::google::api::GoogleApi;
 use crate::google::auth::{ServiceAccount, TokenSource};
+use crate::metrics::Metrics;
 use crate::secrets::MasterKey;
 use crate::store::{SharedStore, StoreError};
 
@@ -24,6 +26,8 @@ pub struct AppState {
     pub public_url: Url,
     pub tokens: TokenSource,
     pub google: GoogleApi,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
     accounts: Mutex<HashMap<String, Arc<ServiceAccount>>>,
 }
 
@@ -51,9 +55,13 @@ impl AppState {
         master_key: MasterKey,
         admin_token: &SecretString,
         public_url: Url,
+        clock: Clock,
     ) -> Result<Self, String> {
-        let google = GoogleApi::new(&config.google_api_url, &config.google_people_url)?;
+        let metrics = Arc::new(Metrics::new());
+        let google = GoogleApi::new(&config.google_api_url, &config.google_people_url)?.with_metrics(metrics.clone());
         Ok(AppState {
+            metrics,
+            clock,
             admin_token_digest: sha256(admin_token.expose_secret().as_bytes()),
             tokens: TokenSource::new()?,
             google,

@@ -50,6 +50,56 @@ impl Default for StoreConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Calendars synced at once.
+    pub workers: usize,
+    /// How often every calendar is synced even without notifications (Google drops some).
+    #[serde(with = "humantime_serde")]
+    pub backstop_interval: Duration,
+    /// Share of the project quota the backstop may use in steady state…
+    pub backstop_share: f64,
+    /// …and right after start, when every calendar is synced once.
+    pub startup_share: f64,
+    /// Google's per-project quota (Calendar: 10,000 requests per minute).
+    pub project_requests_per_minute: u32,
+    /// Google's per-user quota (Calendar: 600 requests per minute).
+    pub user_requests_per_minute: u32,
+    /// events.list page size (Google's maximum is 2500).
+    pub page_size: u32,
+    /// A full sync lists events that end after now minus this.
+    #[serde(with = "humantime_serde")]
+    pub full_sync_lookback: Duration,
+    /// Push channels are asked to live this long (Google's maximum: 7 days).
+    #[serde(with = "humantime_serde")]
+    pub channel_ttl: Duration,
+    /// Retry delay for failures only a Workspace admin can fix (delegation, a disabled API).
+    #[serde(with = "humantime_serde")]
+    pub slow_retry: Duration,
+    /// Longest backoff after transient failures (rate limits, 5xx).
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            workers: 4,
+            backstop_interval: Duration::from_secs(3600),
+            backstop_share: 0.2,
+            startup_share: 0.5,
+            project_requests_per_minute: 10_000,
+            user_requests_per_minute: 600,
+            page_size: 2500,
+            full_sync_lookback: Duration::from_secs(24 * 3600),
+            channel_ttl: Duration::from_secs(7 * 24 * 3600),
+            slow_retry: Duration::from_secs(3600),
+            max_backoff: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the HTTP server listens. Loopback by default: TLS is the reverse proxy's job.
     pub listen: SocketAddr,
@@ -75,6 +125,7 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     pub store: StoreConfig,
+    pub sync: SyncConfig,
 }
 
 impl Default for Config {
@@ -92,6 +143,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(10),
             store: StoreConfig::default(),
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -145,6 +197,38 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "GWSYNC_MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        let sync = &self.sync;
+        if sync.workers == 0 || sync.workers > 256 {
+            return Err(invalid("sync.workers", "GWSYNC_SYNC__WORKERS", "must be 1 to 256"));
+        }
+        if !(1..=2500).contains(&sync.page_size) {
+            return Err(invalid("sync.page_size", "GWSYNC_SYNC__PAGE_SIZE", "must be 1 to 2500 (Google's maximum)"));
+        }
+        for (key, env, share) in [
+            ("sync.backstop_share", "GWSYNC_SYNC__BACKSTOP_SHARE", sync.backstop_share),
+            ("sync.startup_share", "GWSYNC_SYNC__STARTUP_SHARE", sync.startup_share),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(invalid(key, env, "must be a share above 0 and at most 1 (e.g. 0.2)"));
+            }
+        }
+        if sync.project_requests_per_minute == 0 || sync.user_requests_per_minute == 0 {
+            return Err(invalid(
+                "sync.project_requests_per_minute",
+                "GWSYNC_SYNC__PROJECT_REQUESTS_PER_MINUTE",
+                "quotas must be positive",
+            ));
+        }
+        if sync.channel_ttl < Duration::from_secs(3600) || sync.channel_ttl > Duration::from_secs(7 * 24 * 3600) {
+            return Err(invalid(
+                "sync.channel_ttl",
+                "GWSYNC_SYNC__CHANNEL_TTL",
+                "must be between 1h and 7d (Google's maximum)",
+            ));
+        }
+        if sync.backstop_interval < Duration::from_secs(60) {
+            return Err(invalid("sync.backstop_interval", "GWSYNC_SYNC__BACKSTOP_INTERVAL", "must be at least 1m"));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "GWSYNC_DATA_DIR", "must name a directory"));

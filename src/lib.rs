@@ -27,22 +27,43 @@ pub mod metrics;
 pub mod model;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::SharedStore;
+use crate::store::group_flush::GroupFlush;
 use crate::store::sled_store::SledStore;
+use crate::sync::SyncService;
+use crate::sync::queue::SyncQueue;
 
-/// Runs the service on `listener` until `shutdown` completes; then stops taking requests,
-/// lets in-flight ones finish (up to `shutdown_timeout`), and flushes the store.
+/// Runs the service on `listener` until `shutdown` completes, on the system clock.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    serve_with_clock(config, listener, shutdown, Clock::system()).await
+}
+
+/// `serve` on a given clock (tests move it forward).
+///
+/// Shutdown, in order: stop accepting HTTP and let in-flight requests finish (up to
+/// `shutdown_timeout`) → cancel the workers and wait for them → flush the store → wait until the
+/// database is released, so a new `serve` on the same data directory can start at once.
+pub async fn serve_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    clock: Clock,
+) -> anyhow::Result<()> {
     let (admin_token, master_key, public_url) = config.serve_settings()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
@@ -51,33 +72,53 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
         SledStore::open(&db_dir, config.store.cache_capacity_mb)
             .with_context(|| format!("opening the database in {}", db_dir.display()))?,
     );
-    let state = web::Data::new(
-        AppState::new(config.clone(), store.clone(), master_key, &admin_token, public_url)
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let flush = GroupFlush::start(store.clone(), cancel.clone());
+    let app = Arc::new(
+        AppState::new(config.clone(), store.clone(), master_key, &admin_token, public_url, clock.clone())
             .map_err(anyhow::Error::msg)?,
     );
+    let sync = Arc::new(SyncService::new(app.clone(), SyncQueue::new(store.clone(), flush), clock));
+    sync.start(&tracker, &cancel).context("starting the sync workers")?;
     let addr = listener.local_addr()?;
 
-    let app_state = state.clone();
-    let server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(http::configure))
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
-        .listen(listener)?
-        .run();
+    let (app_data, sync_data) = (web::Data::from(app.clone()), web::Data::from(sync.clone()));
+    let server = HttpServer::new(move || {
+        App::new().app_data(app_data.clone()).app_data(sync_data.clone()).configure(http::configure)
+    })
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+    .listen(listener)?
+    .run();
     let handle = server.handle();
     let mut server = tokio::spawn(server);
-    tracing::info!(listen = %addr, public_url = %state.public_url, "gwsync serving");
+    tracing::info!(listen = %addr, public_url = %app.public_url, "gwsync serving");
 
-    tokio::select! {
-        result = &mut server => {
-            result.context("the HTTP server task failed")??;
-        }
+    let server_result = tokio::select! {
+        result = &mut server => result.context("the HTTP server task failed").and_then(|r| r.map_err(Into::into)),
         () = shutdown => {
             tracing::info!("shutting down");
             handle.stop(true).await;
             let _ = server.await;
+            Ok(())
         }
+    };
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await.is_err() {
+        tracing::warn!("background work did not stop within shutdown_timeout; its dirty marks stay for the next start");
     }
+    drop(sync);
+    drop(app);
     store::flush(&store).await?;
+    // The HTTP workers drop their copies of the state on their own threads; the database is
+    // released when the last one goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(store);
     tracing::info!("stopped");
-    Ok(())
+    server_result
 }

@@ -1,5 +1,5 @@
-//! Health endpoints for load balancers and orchestrators: `/healthz` (the process answers) and
-//! `/readyz` (the store is open and the service is ready).
+//! Health endpoints for load balancers and orchestrators: `/healthz` (the process answers),
+//! `/readyz` (the store is open and the service is ready), and `/metrics` (Prometheus).
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -7,7 +7,9 @@ use serde_json::json;
 use crate::app::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
 }
 
 async fn healthz() -> HttpResponse {
@@ -19,4 +21,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(_) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "reason": e.to_string() })),
     }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render())
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod health;
 pub mod tenants;
 pub mod users;
+pub mod webhook;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,7 +20,7 @@ use error::ApiError;
 
 /// Routes of the whole app; `serve` and tests mount the same thing.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(health::configure).service(
+    cfg.configure(health::configure).configure(webhook::configure).service(
         web::scope("/api/v1")
             .wrap(from_fn(require_admin_token))
             .configure(tenants::configure)

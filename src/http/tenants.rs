@@ -11,6 +11,7 @@ use crate::app::{AppState, credentials_context, webhook_secret_context};
 use crate::model::key_file::{self, MAX_KEY_FILE_BYTES};
 use crate::model::tenant::{StoredPhoneSystem, TenantRecord, TenantSpec, validate_tenant_id};
 use crate::store::{self, StoredCredentials};
+use crate::sync::SyncService;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/tenants", web::get().to(list))
@@ -116,8 +117,16 @@ async fn put(
     Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
 }
 
-async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path)?;
+    // Users first: their channels are stopped at Google while the key is still here.
+    for u in state.store.users(&t.id)? {
+        sync.remove_user(&t.id, &u.email).await?;
+    }
     state.store.delete_tenant(&t.id)?;
     store::flush(&state.store).await?;
     state.forget_tenant(&t.id);
@@ -128,6 +137,7 @@ async fn delete(state: web::Data<AppState>, path: web::Path<String>) -> Result<H
 /// The key file exactly as Google's console saved it (`curl -T key.json`): any content type.
 async fn put_credentials(
     state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -148,6 +158,10 @@ async fn put_credentials(
     store::flush(&state.store).await?;
     state.forget_tenant(&t.id);
     tracing::info!(tenant = %t.id, client_email = %info.client_email, client_id = %info.client_id, "service-account key stored");
+    // Users that waited for a key (or failed with the old one) are synced now.
+    for u in state.store.users(&t.id)? {
+        sync.user_saved(&t.id, &u.email);
+    }
     Ok(HttpResponse::Ok().json(json!({
         "client_email": info.client_email,
         "client_id": info.client_id,

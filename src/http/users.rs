@@ -11,12 +11,16 @@ use crate::app::AppState;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::{UserRecord, UserSpec, validate_email};
 use crate::store;
+use crate::sync::SyncService;
+use crate::sync::channels::is_live;
+use crate::sync::queue::CalendarKey;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/tenants/{tenant}/users", web::get().to(list))
         .route("/tenants/{tenant}/users/{email}", web::put().to(put))
         .route("/tenants/{tenant}/users/{email}", web::get().to(get))
-        .route("/tenants/{tenant}/users/{email}", web::delete().to(delete));
+        .route("/tenants/{tenant}/users/{email}", web::delete().to(delete))
+        .route("/tenants/{tenant}/users/{email}/events", web::get().to(events));
 }
 
 pub fn view(u: &UserRecord) -> Value {
@@ -28,6 +32,33 @@ pub fn view(u: &UserRecord) -> Value {
         "created_at": u.created_at,
         "updated_at": u.updated_at,
     })
+}
+
+/// The user with their sync status: channel, last notification, last sync, events stored,
+/// and the last error with its hint.
+pub fn view_with_status(state: &AppState, sync: &SyncService, u: &UserRecord) -> Result<Value, ApiError> {
+    let mut v = view(u);
+    let now = sync.clock.now();
+    let calendar = state.store.calendar_state(&u.tenant, &u.email)?.unwrap_or_default();
+    let mut channels = state.store.channels_of(&u.tenant, &u.email)?;
+    channels.sort_by_key(|c| std::cmp::Reverse(c.expiration));
+    let channel = channels
+        .iter()
+        .find(|c| is_live(c, now))
+        .map(|c| json!({ "id": c.id, "expiration": c.expiration, "created_at": c.created_at }));
+    let key = CalendarKey::new(&u.tenant, &u.email);
+    v["sync"] = json!({
+        "channel": channel,
+        "channels": channels.len(),
+        "last_notification": sync.last_notification(&key),
+        "last_sync": calendar.last_sync_at,
+        "last_full_sync": calendar.last_full_sync_at,
+        "events_stored": calendar.events,
+        "time_zone": calendar.time_zone,
+        "pending": sync.queue.phase(&key),
+        "last_error": calendar.last_error,
+    });
+    Ok(v)
 }
 
 /// The user named in the path, or 404.
@@ -45,14 +76,19 @@ async fn list(state: web::Data<AppState>, path: web::Path<String>) -> Result<Htt
     Ok(HttpResponse::Ok().json(json!({ "users": users })))
 }
 
-async fn get(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (tenant, email) = path.into_inner();
     let t = existing(&state, &tenant)?;
-    Ok(HttpResponse::Ok().json(view(&existing_user(&state, &t, &email)?)))
+    Ok(HttpResponse::Ok().json(view_with_status(&state, &sync, &existing_user(&state, &t, &email)?)?))
 }
 
 async fn put(
     state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
     payload: web::Payload,
@@ -75,6 +111,9 @@ async fn put(
     state.store.put_user(&record)?;
     store::flush(&state.store).await?;
     tracing::info!(tenant = %t.id, user = %email, created = previous.is_none(), "user saved");
+    // A new user gets a channel and a full sync; a changed one is retried at once if it was
+    // failing (the admin may have fixed the alias).
+    sync.user_saved(&t.id, &email);
     Ok(if previous.is_none() {
         HttpResponse::Created().json(view(&record))
     } else {
@@ -82,13 +121,36 @@ async fn put(
     })
 }
 
-async fn delete(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (tenant, email) = path.into_inner();
     let t = existing(&state, &tenant)?;
     let u = existing_user(&state, &t, &email)?;
-    state.store.delete_user(&t.id, &u.email)?;
-    store::flush(&state.store).await?;
+    sync.remove_user(&t.id, &u.email).await?;
     state.tokens.forget_user(&t.id, &u.email);
     tracing::info!(tenant = %t.id, user = %u.email, "user deleted");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// What gwsync holds of the user's calendar, for operators checking a sync. Private and
+/// confidential events show no summary: their content never leaves gwsync.
+async fn events(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (tenant, email) = path.into_inner();
+    let t = existing(&state, &tenant)?;
+    let u = existing_user(&state, &t, &email)?;
+    let events: Vec<Value> = state
+        .store
+        .events(&t.id, &u.email)?
+        .into_iter()
+        .map(|mut e| {
+            if matches!(e.visibility.as_str(), "private" | "confidential") {
+                e.summary = None;
+            }
+            serde_json::to_value(e).unwrap_or(Value::Null)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "events": events })))
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use fake_google::FakeGoogle;
+use gwsync::clock::Clock;
 use gwsync::config::Config;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -67,6 +68,8 @@ pub struct TestApp {
     pub client_id: String,
     pub data_dir: tempfile::TempDir,
     pub master_key: String,
+    /// gwsync's clock; `advance` moves it together with the fake's.
+    pub clock: Clock,
     running: Option<Running>,
 }
 
@@ -83,6 +86,7 @@ impl TestApp {
             client_id: String::new(),
             data_dir: tempfile::tempdir().expect("tempdir"),
             master_key,
+            clock: Clock::system(),
             running: None,
         };
         let r = app
@@ -121,9 +125,14 @@ impl TestApp {
         let addr = listener.local_addr().expect("addr");
         let config = self.config(addr);
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(gwsync::serve(config, listener, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(gwsync::serve_with_clock(
+            config,
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            self.clock.clone(),
+        ));
         self.running = Some(Running { base: format!("http://{addr}"), shutdown: tx, task });
         // Wait until it answers.
         for _ in 0..200 {
@@ -154,6 +163,14 @@ impl TestApp {
 
     pub fn data_path(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// Moves time forward for both gwsync and the fake (`by` like "8d", "90s").
+    pub async fn advance(&self, by: &str) {
+        let d = humantime::parse_duration(by).expect("duration");
+        let r = self.fake_control("POST", "/_fake/clock", json!({"advance": by})).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        self.clock.advance(d);
     }
 
     pub async fn delegate(&self, scopes: &[&str]) {

@@ -1,0 +1,144 @@
+//! Syncing one user's primary calendar: `events.list` with the stored sync token,
+//! `singleEvents=false`, page by page; all pages' changes and the new token written in one
+//! atomic step after the last page (so a crash between pages re-fetches, never skips). A 410
+//! means wipe and full sync; a 401 means one fresh token and one retry.
+
+use chrono::Utc;
+use secrecy::SecretString;
+
+use super::SyncService;
+use super::error::SyncError;
+use crate::google::Scope;
+use crate::google::auth::ServiceAccount;
+use crate::google::calendar::ListFrom;
+use crate::google::error::ApiError;
+use crate::model::event::StoredEvent;
+use crate::store::{self, EventChange};
+
+/// What a sync did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub full: bool,
+    pub pages: usize,
+    pub changes: usize,
+    pub skipped: usize,
+}
+
+/// A token for the user's calendar, kept fresh across one job.
+pub struct CalendarToken<'a> {
+    svc: &'a SyncService,
+    account: &'a ServiceAccount,
+    user: &'a str,
+    token: SecretString,
+    refreshed: bool,
+}
+
+impl<'a> CalendarToken<'a> {
+    pub async fn new(svc: &'a SyncService, account: &'a ServiceAccount, user: &'a str) -> Result<Self, SyncError> {
+        let token = svc.app.tokens.token(account, user, Scope::Calendar).await?;
+        Ok(CalendarToken { svc, account, user, token, refreshed: false })
+    }
+
+    pub fn get(&self) -> &SecretString {
+        &self.token
+    }
+
+    /// After a 401: a new token, once per job. False if already refreshed.
+    pub async fn refresh(&mut self) -> Result<bool, SyncError> {
+        if self.refreshed {
+            return Ok(false);
+        }
+        self.token = self.svc.app.tokens.fresh_token(self.account, self.user, Scope::Calendar).await?;
+        self.refreshed = true;
+        Ok(true)
+    }
+}
+
+pub async fn sync(
+    svc: &SyncService,
+    tenant: &str,
+    user: &str,
+    token: &mut CalendarToken<'_>,
+) -> Result<Report, SyncError> {
+    let app = &svc.app;
+    let mut state = app.store.calendar_state(tenant, user)?.unwrap_or_default();
+    let config = &app.config.sync;
+    loop {
+        let full = state.sync_token.is_none();
+        let lookback = chrono::Duration::from_std(config.full_sync_lookback).unwrap_or_default();
+        let saved_token = state.sync_token.clone();
+        let from = match &saved_token {
+            Some(t) => ListFrom::Changes { sync_token: t },
+            None => ListFrom::Full { time_min: Some(svc.clock.now() - lookback) },
+        };
+        let mut items = Vec::new();
+        let mut page_token: Option<String> = None;
+        let mut pages = 0;
+        let mut time_zone = None;
+        let next_sync_token = loop {
+            svc.pacer.call(user).await;
+            match app.google.list_events(token.get(), user, &from, page_token.as_deref(), config.page_size).await {
+                Ok(page) => {
+                    pages += 1;
+                    items.extend(page.items);
+                    time_zone = time_zone.or(page.time_zone);
+                    match (page.next_page_token, page.next_sync_token) {
+                        (Some(next), _) => page_token = Some(next),
+                        (None, Some(sync_token)) => break sync_token,
+                        (None, None) => return Err(ApiError::Decode("a last page without nextSyncToken".into()).into()),
+                    }
+                }
+                Err(ApiError::Unauthorized) if token.refresh().await? => continue,
+                Err(ApiError::FullSyncRequired) if !full => {
+                    tracing::info!(tenant, user, "sync token expired (410): wiping the calendar and syncing in full");
+                    svc.app.metrics.sync("full_sync_required");
+                    break String::new();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if next_sync_token.is_empty() {
+            state.sync_token = None;
+            continue;
+        }
+
+        let mut changes = Vec::with_capacity(items.len());
+        let mut skipped = 0;
+        for item in &items {
+            match StoredEvent::from_google(item) {
+                // A cancelled instance of a series is kept: it is what cancels that instance.
+                Ok(e) if e.is_cancelled() && e.recurring_event_id.is_none() => changes.push(EventChange::Delete(e.id)),
+                Ok(e) => changes.push(EventChange::Upsert(Box::new(e))),
+                Err(why) => {
+                    skipped += 1;
+                    tracing::warn!(
+                        tenant,
+                        user,
+                        event = item["id"].as_str().unwrap_or("?"),
+                        why,
+                        "skipped an event gwsync cannot read"
+                    );
+                }
+            }
+        }
+        let now = Utc::now();
+        state.sync_token = Some(next_sync_token);
+        state.time_zone = time_zone.or(state.time_zone.take());
+        state.last_sync_at = Some(now);
+        if full {
+            state.last_full_sync_at = Some(now);
+        }
+        state.last_error = None;
+        state.failures = 0;
+        app.store.apply_sync(tenant, user, full, &changes, &state)?;
+        let count = app.store.events(tenant, user)?.len();
+        if count != state.events {
+            state.events = count;
+            app.store.put_calendar_state(tenant, user, &state)?;
+        }
+        store::flush(&app.store).await?;
+        svc.app.metrics.sync(if full { "full" } else { "incremental" });
+        tracing::debug!(tenant, user, full, pages, changes = changes.len(), "calendar synced");
+        return Ok(Report { full, pages, changes: changes.len(), skipped });
+    }
+}

@@ -1,0 +1,343 @@
+//! The dirty set: which calendars need a sync, coalesced to one pending sync per calendar
+//! however many notifications arrive.
+//!
+//! Durable marks live in the store (`mark_dirty`), so a crash loses none; this queue mirrors
+//! them in memory with a phase per calendar:
+//! - absent: nothing to do;
+//! - queued: a sync will run and will see every change made so far (it has not fetched yet),
+//!   so more notifications need no new mark;
+//! - running: a sync is fetching; a notification now may be about a change it misses, so it
+//!   takes a new durable mark and the calendar runs once more afterwards.
+//!
+//! Failed syncs wait (backoff) in `delayed` with their mark kept.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::store::group_flush::GroupFlush;
+use crate::store::{SharedStore, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CalendarKey {
+    pub tenant: String,
+    pub user: String,
+}
+
+impl CalendarKey {
+    pub fn new(tenant: &str, user: &str) -> Self {
+        CalendarKey { tenant: tenant.to_owned(), user: user.to_owned() }
+    }
+}
+
+impl std::fmt::Display for CalendarKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.user)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    Delayed,
+    Running { again: bool },
+}
+
+#[derive(Debug)]
+struct Entry {
+    phase: Phase,
+    /// Generation of the durable mark this entry stands for (0: none, e.g. a backstop sync).
+    generation: u64,
+    /// When the oldest notification this entry covers arrived (for the lag metric).
+    since: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<CalendarKey, Entry>,
+    ready: VecDeque<CalendarKey>,
+    delayed: BTreeSet<(DateTime<Utc>, CalendarKey)>,
+}
+
+/// What a worker got: the calendar, and since when it has been waiting.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub key: CalendarKey,
+    pub since: Option<Instant>,
+}
+
+pub enum Finish {
+    Done,
+    /// Try again at this time, keeping the mark.
+    RetryAt(DateTime<Utc>),
+    /// Give up until something changes (the user is re-saved, or gwsync restarts).
+    GiveUp,
+}
+
+pub struct SyncQueue {
+    inner: Mutex<Inner>,
+    ready: Notify,
+    delayed_changed: Notify,
+    store: SharedStore,
+    flush: Arc<GroupFlush>,
+}
+
+impl SyncQueue {
+    pub fn new(store: SharedStore, flush: Arc<GroupFlush>) -> Self {
+        SyncQueue {
+            inner: Mutex::new(Inner::default()),
+            ready: Notify::new(),
+            delayed_changed: Notify::new(),
+            store,
+            flush,
+        }
+    }
+
+    /// Queues every calendar with a durable mark (at start).
+    pub fn load_marks(&self) -> Result<usize, StoreError> {
+        let marks = self.store.dirty_calendars()?;
+        let n = marks.len();
+        let mut inner = self.inner.lock();
+        for (tenant, user, generation) in marks {
+            let key = CalendarKey { tenant, user };
+            if !inner.entries.contains_key(&key) {
+                inner.entries.insert(key.clone(), Entry { phase: Phase::Queued, generation, since: None });
+                inner.ready.push_back(key);
+            }
+        }
+        drop(inner);
+        self.ready.notify_waiters();
+        Ok(n)
+    }
+
+    /// A notification: returns once the need to sync is durable (or already was).
+    pub async fn notify(&self, key: &CalendarKey) -> Result<(), StoreError> {
+        if matches!(self.inner.lock().entries.get(key).map(|e| e.phase), Some(Phase::Queued)) {
+            return Ok(());
+        }
+        let generation = self.store.mark_dirty(&key.tenant, &key.user)?;
+        self.flush.durable().await?;
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        match inner.entries.get_mut(key) {
+            None => {
+                inner.entries.insert(key.clone(), Entry { phase: Phase::Queued, generation, since: Some(now) });
+                inner.ready.push_back(key.clone());
+                drop(inner);
+                self.ready.notify_one();
+            }
+            Some(e) => {
+                e.generation = e.generation.max(generation);
+                e.since.get_or_insert(now);
+                if let Phase::Running { again } = &mut e.phase {
+                    *again = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for a sync without a durable mark (backstop, start, a user added): if gwsync stops
+    /// first, the next start syncs every calendar anyway.
+    pub fn enqueue(&self, key: &CalendarKey) {
+        let mut inner = self.inner.lock();
+        match inner.entries.get_mut(key) {
+            None => {
+                inner.entries.insert(key.clone(), Entry { phase: Phase::Queued, generation: 0, since: None });
+                inner.ready.push_back(key.clone());
+                drop(inner);
+                self.ready.notify_one();
+            }
+            Some(e) => {
+                if let Phase::Running { again } = &mut e.phase {
+                    *again = true;
+                }
+            }
+        }
+    }
+
+    /// Like `enqueue`, but also cuts a backoff short (the admin fixed something).
+    pub fn enqueue_now(&self, key: &CalendarKey) {
+        let mut inner = self.inner.lock();
+        if let Some(e) = inner.entries.get_mut(key)
+            && e.phase == Phase::Delayed
+        {
+            e.phase = Phase::Queued;
+            inner.delayed.retain(|(_, k)| k != key);
+            inner.ready.push_back(key.clone());
+            drop(inner);
+            self.ready.notify_one();
+            return;
+        }
+        drop(inner);
+        self.enqueue(key);
+    }
+
+    pub fn contains(&self, key: &CalendarKey) -> bool {
+        self.inner.lock().entries.contains_key(key)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.inner.lock().entries.len()
+    }
+
+    /// Waits for a calendar to sync and claims it.
+    pub async fn take(&self) -> Claim {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut inner = self.inner.lock();
+                while let Some(key) = inner.ready.pop_front() {
+                    if let Some(e) = inner.entries.get_mut(&key)
+                        && e.phase == Phase::Queued
+                    {
+                        e.phase = Phase::Running { again: false };
+                        return Claim { since: e.since.take(), key };
+                    }
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Ends a claim.
+    pub fn finish(&self, claim: &Claim, outcome: Finish) -> Result<(), StoreError> {
+        let key = &claim.key;
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.entries.get_mut(key) else { return Ok(()) };
+        let again = matches!(entry.phase, Phase::Running { again: true });
+        match outcome {
+            Finish::Done | Finish::GiveUp if again => {
+                entry.phase = Phase::Queued;
+                inner.ready.push_back(key.clone());
+                drop(inner);
+                self.ready.notify_one();
+            }
+            Finish::Done | Finish::GiveUp => {
+                let generation = entry.generation;
+                inner.entries.remove(key);
+                drop(inner);
+                if generation > 0 {
+                    // Fails harmlessly if a notification marked it again meanwhile: that mark
+                    // is queued by its own `notify`.
+                    self.store.clear_dirty(&key.tenant, &key.user, generation)?;
+                }
+            }
+            Finish::RetryAt(at) => {
+                entry.phase = Phase::Delayed;
+                inner.delayed.insert((at, key.clone()));
+                drop(inner);
+                self.delayed_changed.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a calendar (its user was deleted).
+    pub fn forget(&self, key: &CalendarKey) {
+        let mut inner = self.inner.lock();
+        inner.entries.remove(key);
+        inner.delayed.retain(|(_, k)| k != key);
+    }
+
+    /// When the next delayed calendar is due.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.inner.lock().delayed.first().map(|(t, _)| *t)
+    }
+
+    /// Moves delayed calendars due by `now` back to the ready queue.
+    pub fn release_due(&self, now: DateTime<Utc>) -> usize {
+        let mut inner = self.inner.lock();
+        let mut released = 0;
+        while let Some((t, _)) = inner.delayed.first() {
+            if *t > now {
+                break;
+            }
+            let Some((_, key)) = inner.delayed.pop_first() else { break };
+            if let Some(e) = inner.entries.get_mut(&key)
+                && e.phase == Phase::Delayed
+            {
+                e.phase = Phase::Queued;
+                inner.ready.push_back(key);
+                released += 1;
+            }
+        }
+        drop(inner);
+        if released > 0 {
+            self.ready.notify_waiters();
+        }
+        released
+    }
+
+    /// Resolves when the delayed set changes (a new retry was scheduled).
+    pub async fn delayed_changed(&self) {
+        self.delayed_changed.notified().await;
+    }
+
+    /// The phase of a calendar, for the user's status.
+    pub fn phase(&self, key: &CalendarKey) -> Option<&'static str> {
+        self.inner.lock().entries.get(key).map(|e| match e.phase {
+            Phase::Queued => "queued",
+            Phase::Delayed => "waiting_to_retry",
+            Phase::Running { .. } => "syncing",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled_store::SledStore;
+    use tokio_util::sync::CancellationToken;
+
+    fn queue() -> (SyncQueue, SharedStore, tempfile::TempDir, CancellationToken) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(SledStore::open(dir.path(), 8).unwrap());
+        let stop = CancellationToken::new();
+        let flush = GroupFlush::start(store.clone(), stop.clone());
+        (SyncQueue::new(store.clone(), flush), store, dir, stop)
+    }
+
+    #[tokio::test]
+    async fn a_burst_costs_one_sync_and_one_more_if_it_lands_mid_sync() {
+        let (q, store, _dir, _stop) = queue();
+        let k = CalendarKey::new("t", "u@x");
+        for _ in 0..100 {
+            q.notify(&k).await.unwrap();
+        }
+        assert_eq!(store.dirty_calendars().unwrap().len(), 1);
+        let claim = q.take().await;
+        // Notifications during the sync ask for exactly one more.
+        for _ in 0..10 {
+            q.notify(&k).await.unwrap();
+        }
+        q.finish(&claim, Finish::Done).unwrap();
+        let second = q.take().await;
+        q.finish(&second, Finish::Done).unwrap();
+        assert!(!q.contains(&k));
+        assert!(store.dirty_calendars().unwrap().is_empty(), "the mark is cleared when the last sync covered it");
+    }
+
+    #[tokio::test]
+    async fn marks_survive_a_restart_and_failures_wait_their_turn() {
+        let (q, store, _dir, stop) = queue();
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let flush = GroupFlush::start(store.clone(), stop.clone());
+        let restarted = SyncQueue::new(store.clone(), flush);
+        assert_eq!(restarted.load_marks().unwrap(), 1);
+        let claim = restarted.take().await;
+        let later = Utc::now() + chrono::Duration::minutes(5);
+        restarted.finish(&claim, Finish::RetryAt(later)).unwrap();
+        assert_eq!(restarted.release_due(Utc::now()), 0);
+        assert_eq!(restarted.next_due(), Some(later));
+        assert_eq!(restarted.release_due(later), 1);
+        let claim = restarted.take().await;
+        restarted.finish(&claim, Finish::Done).unwrap();
+        assert!(store.dirty_calendars().unwrap().is_empty());
+    }
+}
