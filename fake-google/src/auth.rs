@@ -54,7 +54,22 @@ fn rpc_method(method: &str) -> String {
     }
 }
 
-pub fn authorize(shared: &Shared, req: &HttpRequest, method: &'static str) -> Result<Caller, GoogleError> {
+/// Authorises a call; an armed fault may first hold it for a while (`delay_ms`).
+pub async fn authorize(shared: &Shared, req: &HttpRequest, method: &'static str) -> Result<Caller, GoogleError> {
+    let mut delay = None;
+    let result = authorize_now(shared, req, method, &mut delay);
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    result
+}
+
+fn authorize_now(
+    shared: &Shared,
+    req: &HttpRequest,
+    method: &'static str,
+    delay: &mut Option<std::time::Duration>,
+) -> Result<Caller, GoogleError> {
     let api = api_of(method);
     req.extensions_mut().insert(ApiCall { method, user: None });
 
@@ -121,7 +136,12 @@ pub fn authorize(shared: &Shared, req: &HttpRequest, method: &'static str) -> Re
     world.quota.admit(Bucket::Project, &project_key, now_ms);
 
     if let Some(fault) = world.take_fault(method, Some(&token.user)) {
-        return Err(fault_response(&fault, api));
+        if fault.delay_ms > 0 {
+            *delay = Some(std::time::Duration::from_millis(fault.delay_ms));
+        }
+        if fault.status.is_some() {
+            return Err(fault_response(&fault, api));
+        }
     }
     Ok(Caller {
         user: token.user,
@@ -275,7 +295,7 @@ fn rate_limited(api: Api, status: u16, project: u64, per_user: bool) -> GoogleEr
 /// The response of an armed fault: its own body if given, else the body Google sends with
 /// that status in that API.
 pub fn fault_response(fault: &Fault, api: Api) -> GoogleError {
-    let mut err = match (&fault.body, api, fault.status) {
+    let mut err = match (&fault.body, api, fault.status.unwrap_or(500)) {
         (Some(Value::String(text)), _, status) => GoogleError {
             status,
             body: Value::Null,

@@ -444,8 +444,10 @@ async fn list_faults(shared: web::Data<Shared>) -> HttpResponse {
 
 async fn add_fault(shared: web::Data<Shared>, body: web::Bytes) -> Result<HttpResponse> {
     let mut fault: Fault = parse(&body)?;
-    if !(100..=599).contains(&fault.status) {
-        return Err(bad("status must be an HTTP status code"));
+    match fault.status {
+        Some(status) if !(100..=599).contains(&status) => return Err(bad("status must be an HTTP status code")),
+        None if fault.delay_ms == 0 => return Err(bad("a fault needs a status, a delay_ms, or both")),
+        _ => {}
     }
     if fault.count == 0 {
         return Err(bad("count must be at least 1"));

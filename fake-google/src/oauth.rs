@@ -115,7 +115,9 @@ pub async fn token(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes
     if let Some(call) = req.extensions_mut().get_mut::<ApiCall>() {
         call.user = Some(user.clone());
     }
-    if let Some(fault) = world.take_fault("oauth2.token", Some(&user)) {
+    if let Some(fault) = world.take_fault("oauth2.token", Some(&user))
+        && fault.status.is_some()
+    {
         return Err(crate::auth::fault_response(&fault, crate::params::Api::People));
     }
 

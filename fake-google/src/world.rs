@@ -112,12 +112,18 @@ impl Default for Behaviour {
     }
 }
 
-/// `POST /_fake/faults`: the next `count` calls of `method` answer `status` with `body`.
+/// `POST /_fake/faults`: after letting `skip` calls through, the next `count` calls of `method`
+/// wait `delay_ms`, then answer `status` with `body` (or, without a status, answer normally).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     pub method: String,
-    pub status: u16,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub skip: u32,
+    #[serde(default)]
+    pub delay_ms: u64,
     #[serde(default = "one")]
     pub count: u32,
     #[serde(default)]
@@ -197,6 +203,10 @@ impl World {
             .faults
             .iter()
             .position(|f| normalise_method(&f.method) == method && f.user.as_deref().is_none_or(|u| Some(u) == user))?;
+        if self.faults[idx].skip > 0 {
+            self.faults[idx].skip -= 1;
+            return None;
+        }
         let fault = self.faults[idx].clone();
         if self.faults[idx].count <= 1 {
             self.faults.remove(idx);

@@ -896,3 +896,23 @@ async fn discovery_documents_are_rooted_at_the_fake() {
     assert_eq!(env.call("GET", "/discovery/v1/apis/drive/v3/rest", None, None).await.status, 404);
     env.fake.stop().await;
 }
+
+#[tokio::test]
+async fn a_fault_can_skip_calls_and_hold_one_back_without_failing_it() {
+    let env = Env::new().await;
+    let token = env.token(ALICE, &[CALENDAR_READONLY]).await;
+    let r = env
+        .control("POST", "/_fake/faults", Some(json!({"method": "calendar.events.list", "skip": 1, "delay_ms": 400})))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let path = "/calendar/v3/calendars/primary/events";
+    let started = std::time::Instant::now();
+    assert_eq!(env.get(path, &token).await.status, 200);
+    assert!(started.elapsed() < std::time::Duration::from_millis(300), "the first call is let through at once");
+    let started = std::time::Instant::now();
+    assert_eq!(env.get(path, &token).await.status, 200, "no status: answered normally");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400), "the second call was held back");
+    let r = env.control("POST", "/_fake/faults", Some(json!({"method": "calendar.events.list"}))).await;
+    assert_eq!(r.status, 400, "a fault without status or delay does nothing: refused");
+    env.fake.stop().await;
+}

@@ -21,7 +21,7 @@ pub async fn insert(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.events.insert")?;
+    let caller = authorize(&shared, &req, "calendar.events.insert").await?;
     let owner = owner_for(&caller, &path)?;
     let body = json_object(&body)?;
     let now = shared.clock.now();
@@ -68,7 +68,7 @@ pub async fn get(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.events.get")?;
+    let caller = authorize(&shared, &req, "calendar.events.get").await?;
     let (calendar_id, event_id) = path.into_inner();
     let owner = owner_for(&caller, &calendar_id)?;
     let now = shared.clock.now();
@@ -103,7 +103,7 @@ async fn modify(
     body: web::Bytes,
     method: &'static str,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, method)?;
+    let caller = authorize(&shared, &req, method).await?;
     let owner = owner_for(&caller, &calendar_id)?;
     let body = json_object(&body)?;
     let now = shared.clock.now();
@@ -145,7 +145,7 @@ pub async fn delete(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.events.delete")?;
+    let caller = authorize(&shared, &req, "calendar.events.delete").await?;
     let (calendar_id, event_id) = path.into_inner();
     let owner = owner_for(&caller, &calendar_id)?;
     let now = shared.clock.now();

@@ -154,7 +154,7 @@ fn key_time(t: DateTime<Utc>) -> String {
 }
 
 pub async fn list(shared: web::Data<Shared>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.events.list")?;
+    let caller = authorize(&shared, &req, "calendar.events.list").await?;
     let owner = owner_for(&caller, &path)?;
     let params = Params::parse(req.query_string());
     let q = parse_query(&params, DEFAULT_PAGE)?;
@@ -456,7 +456,7 @@ pub async fn instances_handler(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.events.instances")?;
+    let caller = authorize(&shared, &req, "calendar.events.instances").await?;
     let (calendar_id, event_id) = path.into_inner();
     let owner = owner_for(&caller, &calendar_id)?;
     let params = Params::parse(req.query_string());

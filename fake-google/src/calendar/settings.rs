@@ -16,7 +16,7 @@ pub async fn calendar_get(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.calendars.get")?;
+    let caller = authorize(&shared, &req, "calendar.calendars.get").await?;
     let owner = owner_for(&caller, &path)?;
     let now = shared.clock.now();
     let mut world = shared.world.lock();
@@ -36,7 +36,7 @@ pub async fn calendar_list_get(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.calendarList.get")?;
+    let caller = authorize(&shared, &req, "calendar.calendarList.get").await?;
     let owner = owner_for(&caller, &path)?;
     let now = shared.clock.now();
     let mut world = shared.world.lock();
@@ -65,7 +65,7 @@ pub async fn calendar_list_get(
 }
 
 pub async fn setting_get(shared: web::Data<Shared>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.settings.get")?;
+    let caller = authorize(&shared, &req, "calendar.settings.get").await?;
     let now = shared.clock.now();
     let mut world = shared.world.lock();
     let cal = calendar_mut(&mut world, &caller.user, now);

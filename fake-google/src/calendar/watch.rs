@@ -45,7 +45,7 @@ pub async fn watch(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.events.watch")?;
+    let caller = authorize(&shared, &req, "calendar.events.watch").await?;
     let owner = owner_for(&caller, &path)?;
     let body = json_object(&body)?;
     let now = shared.clock.now();
@@ -147,7 +147,7 @@ pub async fn watch(
 }
 
 pub async fn stop(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "calendar.channels.stop")?;
+    let caller = authorize(&shared, &req, "calendar.channels.stop").await?;
     let body = json_object(&body)?;
     let id = body.get("id").and_then(Value::as_str);
     let resource_id = body.get("resourceId").and_then(Value::as_str);

@@ -92,7 +92,7 @@ pub async fn list_connections(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "people.people.connections.list")?;
+    let caller = authorize(&shared, &req, "people.people.connections.list").await?;
     if path.as_str() != "me" {
         return Err(bad("Must be a valid resource name: only people/me has connections."));
     }
@@ -139,7 +139,7 @@ pub async fn list_connections(
 }
 
 pub async fn list_directory_people(shared: web::Data<Shared>, req: HttpRequest) -> Result<HttpResponse> {
-    let caller = authorize(&shared, &req, "people.people.listDirectoryPeople")?;
+    let caller = authorize(&shared, &req, "people.people.listDirectoryPeople").await?;
     let params = Params::parse(req.query_string());
     let doc = "https://developers.google.com/people/api/rest/v1/people/listDirectoryPeople";
     let mask = parse_mask(&params, "readMask", doc)?;
