@@ -3,7 +3,6 @@
 //! atomic step after the last page (so a crash between pages re-fetches, never skips). A 410
 //! means wipe and full sync; a 401 means one fresh token and one retry.
 
-use chrono::Utc;
 use secrecy::SecretString;
 
 use super::SyncService;
@@ -121,7 +120,7 @@ pub async fn sync(
                 }
             }
         }
-        let now = Utc::now();
+        let now = svc.clock.now();
         state.sync_token = Some(next_sync_token);
         state.time_zone = time_zone.or(state.time_zone.take());
         state.last_sync_at = Some(now);

@@ -70,12 +70,18 @@ pub struct TestApp {
     pub master_key: String,
     /// gwsync's clock; `advance` moves it together with the fake's.
     pub clock: Clock,
+    tweak: std::sync::Arc<dyn Fn(&mut Config) + Send + Sync>,
     running: Option<Running>,
 }
 
 impl TestApp {
     /// Fake Google with acme.test (alice, bob, it), a key and full delegation; gwsync serving.
     pub async fn start() -> TestApp {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like `start`, with gwsync's configuration changed by `tweak` (kept for restarts).
+    pub async fn start_with(tweak: impl Fn(&mut Config) + Send + Sync + 'static) -> TestApp {
         let fake = FakeGoogle::start().await.expect("fake starts");
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         let master_key = base64::engine::general_purpose::STANDARD.encode(rand_bytes());
@@ -87,6 +93,7 @@ impl TestApp {
             data_dir: tempfile::tempdir().expect("tempdir"),
             master_key,
             clock: Clock::system(),
+            tweak: std::sync::Arc::new(tweak),
             running: None,
         };
         let r = app
@@ -123,7 +130,8 @@ impl TestApp {
     async fn launch(&mut self) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = self.config(addr);
+        let mut config = self.config(addr);
+        (self.tweak)(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(gwsync::serve_with_clock(
             config,
