@@ -100,6 +100,20 @@ impl Default for SyncConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How far ahead each user's profile switches are computed (recurring series expanded).
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig { horizon: Duration::from_secs(14 * 24 * 3600) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the HTTP server listens. Loopback by default: TLS is the reverse proxy's job.
     pub listen: SocketAddr,
@@ -126,6 +140,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub store: StoreConfig,
     pub sync: SyncConfig,
+    pub presence: PresenceConfig,
 }
 
 impl Default for Config {
@@ -144,6 +159,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -229,6 +245,10 @@ impl Config {
         }
         if sync.backstop_interval < Duration::from_secs(60) {
             return Err(invalid("sync.backstop_interval", "GWSYNC_SYNC__BACKSTOP_INTERVAL", "must be at least 1m"));
+        }
+        let horizon = self.presence.horizon;
+        if horizon < Duration::from_secs(2 * 24 * 3600) || horizon > Duration::from_secs(90 * 24 * 3600) {
+            return Err(invalid("presence.horizon", "GWSYNC_PRESENCE__HORIZON", "must be between 2d and 90d"));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "GWSYNC_DATA_DIR", "must name a directory"));

@@ -15,6 +15,7 @@
 //! - `logging` — log setup
 
 pub mod app;
+pub mod backoff;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod presence;
 pub mod secrets;
 pub mod store;
 pub mod sync;
@@ -42,6 +44,8 @@ use tokio_util::task::TaskTracker;
 use crate::app::AppState;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::presence::engine::Presence;
+use crate::presence::outbox::Outbox;
 use crate::store::SharedStore;
 use crate::store::group_flush::GroupFlush;
 use crate::store::sled_store::SledStore;
@@ -79,7 +83,14 @@ pub async fn serve_with_clock(
         AppState::new(config.clone(), store.clone(), master_key, &admin_token, public_url, clock.clone())
             .map_err(anyhow::Error::msg)?,
     );
-    let sync = Arc::new(SyncService::new(app.clone(), SyncQueue::new(store.clone(), flush), clock));
+    let outbox = Arc::new(Outbox::new(app.clone()).map_err(anyhow::Error::msg)?);
+    let queued = outbox.load().context("loading the outbox")?;
+    let presence = Arc::new(Presence::new(app.clone(), outbox.clone()));
+    let users = presence.recompute_all().context("computing presence")?;
+    tracing::info!(users, queued_switches = queued, "presence ready");
+    tracker.spawn(outbox.clone().run(tracker.clone(), cancel.clone()));
+    tracker.spawn(presence.clone().run(cancel.clone()));
+    let sync = Arc::new(SyncService::new(app.clone(), SyncQueue::new(store.clone(), flush), clock, presence.clone()));
     sync.start(&tracker, &cancel).context("starting the sync workers")?;
     let addr = listener.local_addr()?;
 
@@ -110,6 +121,8 @@ pub async fn serve_with_clock(
         tracing::warn!("background work did not stop within shutdown_timeout; its dirty marks stay for the next start");
     }
     drop(sync);
+    drop(presence);
+    drop(outbox);
     drop(app);
     store::flush(&store).await?;
     // The HTTP workers drop their copies of the state on their own threads; the database is

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub sync_lag: Histogram,
     /// Calendars waiting for a sync.
     pub dirty_calendars: Gauge,
+    /// Profile-switch delivery attempts to phone systems, by outcome.
+    pub deliveries: Family<OutcomeLabel, Counter>,
+    /// Profile switches waiting to be delivered.
+    pub outbox: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,7 +56,11 @@ impl Metrics {
         registry.register("sync_lag_seconds", "Time from a notification to the sync that covered it", sync_lag.clone());
         let dirty_calendars = Gauge::default();
         registry.register("dirty_calendars", "Calendars waiting for a sync", dirty_calendars.clone());
-        Metrics { registry, notifications, syncs, google_calls, sync_lag, dirty_calendars }
+        let deliveries = Family::<OutcomeLabel, Counter>::default();
+        registry.register("deliveries", "Profile-switch deliveries to phone systems, by outcome", deliveries.clone());
+        let outbox = Gauge::default();
+        registry.register("outbox_messages", "Profile switches waiting to be delivered", outbox.clone());
+        Metrics { registry, notifications, syncs, google_calls, sync_lag, dirty_calendars, deliveries, outbox }
     }
 
     pub fn registry_mut(&mut self) -> &mut Registry {
@@ -65,6 +73,10 @@ impl Metrics {
 
     pub fn sync(&self, outcome: &str) {
         self.syncs.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn delivery(&self, outcome: &str) {
+        self.deliveries.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
     }
 
     pub fn google_call(&self, method: &str, status: &str) {

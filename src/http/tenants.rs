@@ -68,6 +68,7 @@ async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<Http
 
 async fn put(
     state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
@@ -113,6 +114,8 @@ async fn put(
     state.store.put_tenant(&record)?;
     store::flush(&state.store).await?;
     tracing::info!(tenant = %id, domain = %record.domain, created = previous.is_none(), "tenant saved");
+    // A phone system added or changed: tell it everybody's current state.
+    sync.presence.recompute_tenant(&id)?;
     let body = view(&state, &record)?;
     Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
 }

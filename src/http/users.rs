@@ -20,7 +20,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/tenants/{tenant}/users/{email}", web::put().to(put))
         .route("/tenants/{tenant}/users/{email}", web::get().to(get))
         .route("/tenants/{tenant}/users/{email}", web::delete().to(delete))
-        .route("/tenants/{tenant}/users/{email}/events", web::get().to(events));
+        .route("/tenants/{tenant}/users/{email}/events", web::get().to(events))
+        .route("/tenants/{tenant}/users/{email}/presence", web::get().to(presence));
 }
 
 pub fn view(u: &UserRecord) -> Value {
@@ -114,6 +115,8 @@ async fn put(
     // A new user gets a channel and a full sync; a changed one is retried at once if it was
     // failing (the admin may have fixed the alias).
     sync.user_saved(&t.id, &email);
+    // New profiles or triggers change the timeline at once, without waiting for Google.
+    sync.presence.recompute(&CalendarKey::new(&t.id, &email))?;
     Ok(if previous.is_none() {
         HttpResponse::Created().json(view(&record))
     } else {
@@ -153,4 +156,29 @@ async fn events(state: web::Data<AppState>, path: web::Path<(String, String)>) -
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "events": events })))
+}
+
+/// The user's profile now (or null), since when, until when, why, and the switches ahead.
+async fn presence(
+    state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, email) = path.into_inner();
+    let t = existing(&state, &tenant)?;
+    let u = existing_user(&state, &t, &email)?;
+    let key = CalendarKey::new(&t.id, &u.email);
+    if sync.presence.presence(&key).is_none() {
+        sync.presence.recompute(&key)?;
+    }
+    let Some((now, upcoming)) = sync.presence.presence(&key) else {
+        return Err(ApiError::not_found("user_not_found", format!("no user {} in tenant '{}'", u.email, t.id)));
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "profile": now.profile,
+        "since": now.since,
+        "until": now.until,
+        "cause": now.cause,
+        "upcoming": upcoming,
+    })))
 }

@@ -92,6 +92,29 @@ pub struct ChannelRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// What gwsync last told the phone system about a user, and the last sequence number used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PresenceRecord {
+    pub sequence: u64,
+    pub last: Option<crate::presence::timeline::State>,
+}
+
+/// A profile switch waiting to be delivered (or retried).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutboxMessage {
+    pub tenant: String,
+    pub user: String,
+    pub sequence: u64,
+    /// `webhook-id`: the same on every attempt.
+    pub id: String,
+    /// The exact JSON that is signed and sent.
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
 pub trait Store: Send + Sync {
     fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
     fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
@@ -134,6 +157,15 @@ pub trait Store: Send + Sync {
     /// The channels of one user's calendar (usually one; two while a renewal overlaps).
     fn channels_of(&self, tenant: &str, user: &str) -> Result<Vec<ChannelRecord>, StoreError>;
     fn delete_channel(&self, id: &str) -> Result<(), StoreError>;
+
+    fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError>;
+    /// Records what the user is now told and queues the message saying it, atomically.
+    fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError>;
+    /// Every queued message, each user's in sequence order.
+    fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError>;
+    fn outbox_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<Option<OutboxMessage>, StoreError>;
+    fn update_message(&self, message: &OutboxMessage) -> Result<(), StoreError>;
+    fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError>;
 
     /// Blocks until everything written so far is on disk.
     fn flush_blocking(&self) -> Result<(), StoreError>;

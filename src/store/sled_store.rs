@@ -3,7 +3,9 @@
 //! Trees: `meta` (schema version), `tenants` (id → JSON), `credentials` (tenant → JSON with the
 //! sealed key file), `users` and `calendars` (`tenant \0 email` → JSON), `events`
 //! (`tenant \0 email \0 event id` → JSON), `dirty` (`tenant \0 email` → generation, u64 BE),
-//! `channels` (channel id → JSON) with its index `user_channels` (`tenant \0 email \0 id`). Values are JSON: small, readable with any sled tool, and
+//! `channels` (channel id → JSON) with its index `user_channels` (`tenant \0 email \0 id`),
+//! `presence` (`tenant \0 email` → what the phone system was last told) and `outbox`
+//! (`tenant \0 email \0 sequence` (u64 BE) → a message to deliver). Values are JSON: small, readable with any sled tool, and
 //! versioned by the schema number in `meta`.
 
 use std::path::Path;
@@ -12,7 +14,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 
-use super::{CalendarState, ChannelRecord, EventChange, SCHEMA_VERSION, Store, StoreError, StoredCredentials};
+use super::{
+    CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store, StoreError,
+    StoredCredentials,
+};
 use crate::model::event::StoredEvent;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
@@ -27,6 +32,8 @@ pub struct SledStore {
     dirty: sled::Tree,
     channels: sled::Tree,
     user_channels: sled::Tree,
+    presence: sled::Tree,
+    outbox: sled::Tree,
 }
 
 type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<()>>;
@@ -42,6 +49,12 @@ fn event_key(tenant: &str, user: &str, id: &str) -> Vec<u8> {
     let mut k = user_key(tenant, user);
     k.push(0);
     k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn outbox_key(tenant: &str, user: &str, sequence: u64) -> Vec<u8> {
+    let mut k = calendar_prefix(tenant, user);
+    k.extend_from_slice(&sequence.to_be_bytes());
     k
 }
 
@@ -100,6 +113,8 @@ impl SledStore {
             dirty: db.open_tree("dirty")?,
             channels: db.open_tree("channels")?,
             user_channels: db.open_tree("user_channels")?,
+            presence: db.open_tree("presence")?,
+            outbox: db.open_tree("outbox")?,
             db,
         })
     }
@@ -326,6 +341,40 @@ impl Store for SledStore {
                 Ok(())
             })
             .map_err(tx_error)
+    }
+
+    fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError> {
+        self.presence.get(user_key(tenant, user))?.map(|v| decode(&v)).transpose()
+    }
+
+    fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError> {
+        let (rk, rv) = (user_key(&message.tenant, &message.user), encode(record)?);
+        let (mk, mv) = (outbox_key(&message.tenant, &message.user, message.sequence), encode(message)?);
+        (&self.presence, &self.outbox)
+            .transaction(|(presence, outbox)| -> TxResult<()> {
+                presence.insert(rk.as_slice(), rv.as_slice())?;
+                outbox.insert(mk.as_slice(), mv.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.outbox.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    fn outbox_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<Option<OutboxMessage>, StoreError> {
+        self.outbox.get(outbox_key(tenant, user, sequence))?.map(|v| decode(&v)).transpose()
+    }
+
+    fn update_message(&self, message: &OutboxMessage) -> Result<(), StoreError> {
+        self.outbox.insert(outbox_key(&message.tenant, &message.user, message.sequence), encode(message)?)?;
+        Ok(())
+    }
+
+    fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError> {
+        self.outbox.remove(outbox_key(tenant, user, sequence))?;
+        Ok(())
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {

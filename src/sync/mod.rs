@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use rand::RngExt;
@@ -24,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
 use crate::clock::Clock;
+use crate::presence::engine::Presence;
 use crate::store::{StoreError, SyncFailure};
 use calendar::CalendarToken;
 use error::{Retry, SyncError};
@@ -35,17 +35,19 @@ pub struct SyncService {
     pub queue: SyncQueue,
     pub pacer: Pacer,
     pub clock: Clock,
+    pub presence: Arc<Presence>,
     /// When each calendar last got a notification (shown in the user's status).
     last_notification: Mutex<HashMap<CalendarKey, DateTime<Utc>>>,
 }
 
 impl SyncService {
-    pub fn new(app: Arc<AppState>, queue: SyncQueue, clock: Clock) -> Self {
+    pub fn new(app: Arc<AppState>, queue: SyncQueue, clock: Clock, presence: Arc<Presence>) -> Self {
         SyncService {
             pacer: Pacer::new(&app.config.sync),
             app,
             queue,
             clock,
+            presence,
             last_notification: Mutex::new(HashMap::new()),
         }
     }
@@ -88,6 +90,7 @@ impl SyncService {
     pub async fn remove_user(&self, tenant: &str, user: &str) -> Result<(), StoreError> {
         let key = CalendarKey::new(tenant, user);
         self.queue.forget(&key);
+        self.presence.forget(&key);
         self.last_notification.lock().remove(&key);
         for channel in self.app.store.channels_of(tenant, user)? {
             if let Err(e) = channels::stop(self, &channel).await {
@@ -156,6 +159,7 @@ impl SyncService {
         // otherwise wait for the backstop.
         let channel = channels::ensure(self, &key.tenant, &key.user, &mut token).await;
         calendar::sync(self, &key.tenant, &key.user, &mut token).await?;
+        self.presence.recompute(key)?;
         channel.map(|_| ())
     }
 
@@ -167,17 +171,8 @@ impl SyncService {
         let delay = match e.retry() {
             Retry::Never => return None,
             Retry::Slowly => jittered(config.slow_retry),
-            Retry::Backoff(at_least) => {
-                let backoff = backon::ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_secs(2))
-                    .with_max_delay(config.max_backoff)
-                    .with_jitter()
-                    .without_max_times()
-                    .build()
-                    .nth(failures as usize)
-                    .unwrap_or(config.max_backoff);
-                backoff.max(at_least.unwrap_or_default())
-            }
+            Retry::Backoff(at_least) => crate::backoff::delay(failures, Duration::from_secs(2), config.max_backoff)
+                .max(at_least.unwrap_or_default()),
         };
         Some(now + chrono::Duration::from_std(delay).unwrap_or_default())
     }

@@ -1,0 +1,82 @@
+//! Notification → store updated: an event is written at (fake) Google, Google's notification
+//! reaches gwsync's webhook, and the time until gwsync's store holds the event is measured,
+//! with fake Google answering at once. Sequential rounds; percentiles from one run.
+//!
+//!     cargo bench --bench sync_latency
+//!
+//! Targets (DESIGN §9): p50 < 10 ms, p99 < 50 ms.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{ms, percentile, Bench};
+
+const ROUNDS: usize = 300;
+
+#[tokio::main]
+async fn main() {
+    gwsync::logging::init(gwsync::config::LogFormat::Plain);
+    let bench = Bench::start(1).await;
+    let channel = bench.channels().await.remove(0);
+    let user = channel.user.clone();
+    let writer = bench.writer(&user).await;
+    // The bench posts the notification itself, timed; Google's own copies would only blur it.
+    bench.fake("PUT", "/_fake/delivery", Some(json!({"drop": 1.0}))).await;
+    let events_url = format!("{}/api/v1/tenants/bench/users/{user}/events", bench.gwsync);
+    let google = format!("{}/calendar/v3/calendars/primary/events", bench.fake.base_url());
+    let webhook = format!("{}/webhooks/google/calendar", bench.gwsync);
+    let holds = |id: String| {
+        let (http, url) = (bench.http.clone(), events_url.clone());
+        async move {
+            let v: Value = http.get(&url).bearer_auth(support::ADMIN).send().await.expect("events").json().await.expect("json");
+            v["events"].as_array().is_some_and(|a| a.iter().any(|e| e["id"] == id.as_str()))
+        }
+    };
+
+    let mut latencies = Vec::with_capacity(ROUNDS);
+    for i in 0..ROUNDS {
+        let event = json!({"summary": format!("Lunch {i}"), "start": {"dateTime": "2030-01-01T11:00:00Z"}, "end": {"dateTime": "2030-01-01T12:00:00Z"}});
+        let created: Value = bench.http.post(&google).bearer_auth(&writer).json(&event).send().await.expect("insert").json().await.expect("json");
+        let id = created["id"].as_str().expect("id").to_owned();
+        let started = Instant::now();
+        let r = bench
+            .http
+            .post(&webhook)
+            .header("X-Goog-Channel-ID", &channel.id)
+            .header("X-Goog-Channel-Token", &channel.token)
+            .header("X-Goog-Resource-ID", &channel.resource_id)
+            .header("X-Goog-Resource-State", "exists")
+            .header("X-Goog-Message-Number", (1000 + i).to_string())
+            .send()
+            .await
+            .expect("webhook");
+        assert!(r.status().is_success());
+        while !holds(id.clone()).await {
+            assert!(started.elapsed() < Duration::from_secs(10), "the event never arrived");
+        }
+        latencies.push(started.elapsed());
+        // Keep the calendar small so every round measures the same work.
+        bench.http.delete(format!("{google}/{id}")).bearer_auth(&writer).send().await.expect("delete");
+        let _ = bench
+            .http
+            .post(&webhook)
+            .header("X-Goog-Channel-ID", &channel.id)
+            .header("X-Goog-Channel-Token", &channel.token)
+            .header("X-Goog-Resource-ID", &channel.resource_id)
+            .header("X-Goog-Resource-State", "exists")
+            .send()
+            .await;
+        while holds(id.clone()).await {}
+    }
+    latencies.sort();
+    println!(
+        "notification → store updated, {ROUNDS} rounds: p50 {} (target < 10 ms), p90 {}, p99 {} (target < 50 ms), max {}",
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 90.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO))
+    );
+    bench.stop().await;
+}

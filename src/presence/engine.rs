@@ -1,0 +1,238 @@
+//! The presence engine: each user's timeline over the horizon, recomputed when their events or
+//! profiles change and as the horizon rolls; a scheduler that wakes at every boundary (on the
+//! injected clock) and reconciles what the phone system was last told with what is true now.
+//!
+//! Reconciling is level-triggered: at a boundary, after a change, and at start, gwsync compares
+//! the state now with the last state it queued for the user and queues a message only if they
+//! differ. So an edit before a boundary simply changes what fires, and after downtime each user
+//! gets their current state once — not the missed history.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::Outbox;
+use super::timeline::{Profiles, State, Timeline, Transition};
+use crate::app::AppState;
+use crate::store::{OutboxMessage, PresenceRecord, StoreError};
+use crate::sync::queue::CalendarKey;
+
+/// How far back a timeline reaches (an event that began before "now" still counts).
+const LOOKBACK: Duration = Duration::days(2);
+
+pub struct Presence {
+    app: Arc<AppState>,
+    pub outbox: Arc<Outbox>,
+    timelines: Mutex<HashMap<CalendarKey, Arc<Timeline>>>,
+    /// Each user's next wake-up (a boundary, or time to roll the horizon).
+    schedule: Mutex<Schedule>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Schedule {
+    queue: BTreeSet<(DateTime<Utc>, CalendarKey)>,
+    at: HashMap<CalendarKey, DateTime<Utc>>,
+}
+
+impl Schedule {
+    fn set(&mut self, key: &CalendarKey, when: Option<DateTime<Utc>>) {
+        if let Some(old) = self.at.remove(key) {
+            self.queue.remove(&(old, key.clone()));
+        }
+        if let Some(w) = when {
+            self.queue.insert((w, key.clone()));
+            self.at.insert(key.clone(), w);
+        }
+    }
+}
+
+impl Presence {
+    pub fn new(app: Arc<AppState>, outbox: Arc<Outbox>) -> Self {
+        Presence {
+            app,
+            outbox,
+            timelines: Mutex::new(HashMap::new()),
+            schedule: Mutex::new(Schedule::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    fn horizon(&self) -> Duration {
+        Duration::from_std(self.app.config.presence.horizon).unwrap_or(Duration::days(14))
+    }
+
+    /// Recomputes every user's timeline (at start); messages go out for those whose state
+    /// changed while gwsync was down.
+    pub fn recompute_all(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for t in self.app.store.tenants()? {
+            for u in self.app.store.users(&t.id)? {
+                self.recompute(&CalendarKey::new(&t.id, &u.email))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Recomputes all users of a tenant (its phone system changed).
+    pub fn recompute_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        for u in self.app.store.users(tenant)? {
+            self.recompute(&CalendarKey::new(tenant, &u.email))?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes one user's timeline from their stored events and profiles, and reconciles.
+    pub fn recompute(&self, key: &CalendarKey) -> Result<(), StoreError> {
+        let store = &self.app.store;
+        let Some(user) = store.user(&key.tenant, &key.user)? else {
+            self.forget(key);
+            return Ok(());
+        };
+        let events = store.events(&key.tenant, &key.user)?;
+        let zone: Tz = store
+            .calendar_state(&key.tenant, &key.user)?
+            .and_then(|s| s.time_zone)
+            .and_then(|z| z.parse().ok())
+            .unwrap_or(chrono_tz::UTC);
+        let now = self.app.clock.now();
+        let timeline = Arc::new(Timeline::compute(
+            &events,
+            &Profiles::new(&user.profiles),
+            zone,
+            now - LOOKBACK,
+            now + self.horizon(),
+        ));
+        self.timelines.lock().insert(key.clone(), timeline.clone());
+        self.reconcile(key, &timeline, now)?;
+        self.reschedule(key, &timeline, now);
+        Ok(())
+    }
+
+    pub fn forget(&self, key: &CalendarKey) {
+        self.timelines.lock().remove(key);
+        self.schedule.lock().set(key, None);
+        self.outbox.forget(key);
+    }
+
+    fn reschedule(&self, key: &CalendarKey, timeline: &Timeline, now: DateTime<Utc>) {
+        // Roll the horizon a day before it runs out.
+        let roll = timeline.until - Duration::days(1);
+        let next = timeline.next_boundary(now).map_or(roll, |b| b.min(roll));
+        self.schedule.lock().set(key, Some(next.max(now)));
+        self.wake.notify_one();
+    }
+
+    /// The user's state now and the switches ahead.
+    pub fn presence(&self, key: &CalendarKey) -> Option<(State, Vec<Transition>)> {
+        let timeline = self.timelines.lock().get(key).cloned()?;
+        let now = self.app.clock.now();
+        Some((timeline.state_at(now), timeline.upcoming(now)))
+    }
+
+    /// Queues a message if the user's state at `now` is not what the phone system was last told.
+    fn reconcile(&self, key: &CalendarKey, timeline: &Timeline, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let store = &self.app.store;
+        let Some(tenant) = store.tenant(&key.tenant)? else { return Ok(()) };
+        if tenant.phone_system.is_none() {
+            return Ok(());
+        }
+        let Some(user) = store.user(&key.tenant, &key.user)? else { return Ok(()) };
+        let state = timeline.state_at(now);
+        let record = store.presence_record(&key.tenant, &key.user)?.unwrap_or_default();
+        let news = match &record.last {
+            Some(last) => !last.same_as(&state),
+            // A phone system assumes the default profile for someone it was never told about.
+            None => state.profile.is_some(),
+        };
+        if !news {
+            return Ok(());
+        }
+        let sequence = record.sequence + 1;
+        let body = json!({
+            "type": "profile.changed",
+            "tenant": key.tenant,
+            "user": key.user,
+            "external_id": user.external_id,
+            "sequence": sequence,
+            "profile": state.profile,
+            "since": state.since.map(rfc3339),
+            "until": state.until.map(rfc3339),
+            "cause": state.cause,
+        });
+        let message = OutboxMessage {
+            tenant: key.tenant.clone(),
+            user: key.user.clone(),
+            sequence,
+            id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            body: body.to_string(),
+            created_at: now,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+        };
+        store.enqueue_message(&PresenceRecord { sequence, last: Some(state.clone()) }, &message)?;
+        tracing::info!(tenant = %key.tenant, user = %key.user, sequence, profile = ?state.profile, "profile switch queued");
+        self.outbox.queued(&message);
+        self.app.metrics.outbox.set(self.outbox.pending() as i64);
+        Ok(())
+    }
+
+    /// Wakes at every boundary and reconciles the users whose state changes then.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let clock = self.app.clock.clone();
+        loop {
+            let now = clock.now();
+            let due: Vec<CalendarKey> = {
+                let mut s = self.schedule.lock();
+                let mut due = Vec::new();
+                while let Some((at, _)) = s.queue.first() {
+                    if *at > now {
+                        break;
+                    }
+                    if let Some((_, key)) = s.queue.pop_first() {
+                        s.at.remove(&key);
+                        due.push(key);
+                    }
+                }
+                due
+            };
+            for key in due {
+                let timeline = self.timelines.lock().get(&key).cloned();
+                let result = match timeline {
+                    Some(t) if now < t.until - Duration::days(1) => {
+                        self.reconcile(&key, &t, now).map(|()| self.reschedule(&key, &t, now))
+                    }
+                    _ => self.recompute(&key),
+                };
+                if let Err(e) = result {
+                    tracing::error!(user = %key, error = %e, "presence update failed; retrying in a minute");
+                    self.schedule.lock().set(&key, Some(now + Duration::minutes(1)));
+                }
+            }
+            let next = self.schedule.lock().queue.first().map(|(t, _)| *t);
+            let wait = async {
+                match next {
+                    Some(t) => clock.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = wait => {}
+            }
+        }
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
