@@ -1,6 +1,8 @@
 //! Notification → store updated: an event is written at (fake) Google, Google's notification
 //! reaches gwsync's webhook, and the time until gwsync's store holds the event is measured,
-//! with fake Google answering at once. Sequential rounds; percentiles from one run.
+//! with fake Google answering at once. Sequential rounds over `USERS` calendars (one calendar
+//! would soon hit gwsync's own pacing under Google's 600 requests/minute/user quota);
+//! percentiles from one run.
 //!
 //!     cargo bench --bench sync_latency
 //!
@@ -11,34 +13,49 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ms, percentile, Bench};
+use support::{Bench, ms, percentile};
 
 const ROUNDS: usize = 300;
+const USERS: usize = 100;
 
 #[tokio::main]
 async fn main() {
     gwsync::logging::init(gwsync::config::LogFormat::Plain);
-    let bench = Bench::start(1).await;
-    let channel = bench.channels().await.remove(0);
-    let user = channel.user.clone();
-    let writer = bench.writer(&user).await;
+    let bench = Bench::start(USERS).await;
+    let channels = bench.channels().await;
+    let mut writers = Vec::with_capacity(channels.len());
+    for c in &channels {
+        writers.push(bench.writer(&c.user).await);
+    }
     // The bench posts the notification itself, timed; Google's own copies would only blur it.
     bench.fake("PUT", "/_fake/delivery", Some(json!({"drop": 1.0}))).await;
-    let events_url = format!("{}/api/v1/tenants/bench/users/{user}/events", bench.gwsync);
     let google = format!("{}/calendar/v3/calendars/primary/events", bench.fake.base_url());
     let webhook = format!("{}/webhooks/google/calendar", bench.gwsync);
-    let holds = |id: String| {
-        let (http, url) = (bench.http.clone(), events_url.clone());
+    let holds = |user: String, id: String| {
+        let (http, url) = (bench.http.clone(), format!("{}/api/v1/tenants/bench/users/{user}/events", bench.gwsync));
         async move {
-            let v: Value = http.get(&url).bearer_auth(support::ADMIN).send().await.expect("events").json().await.expect("json");
+            let v: Value =
+                http.get(&url).bearer_auth(support::ADMIN).send().await.expect("events").json().await.expect("json");
             v["events"].as_array().is_some_and(|a| a.iter().any(|e| e["id"] == id.as_str()))
         }
     };
 
     let mut latencies = Vec::with_capacity(ROUNDS);
     for i in 0..ROUNDS {
+        let (channel, writer) = (&channels[i % channels.len()], &writers[i % channels.len()]);
+        let user = channel.user.clone();
         let event = json!({"summary": format!("Lunch {i}"), "start": {"dateTime": "2030-01-01T11:00:00Z"}, "end": {"dateTime": "2030-01-01T12:00:00Z"}});
-        let created: Value = bench.http.post(&google).bearer_auth(&writer).json(&event).send().await.expect("insert").json().await.expect("json");
+        let created: Value = bench
+            .http
+            .post(&google)
+            .bearer_auth(writer)
+            .json(&event)
+            .send()
+            .await
+            .expect("insert")
+            .json()
+            .await
+            .expect("json");
         let id = created["id"].as_str().expect("id").to_owned();
         let started = Instant::now();
         let r = bench
@@ -53,22 +70,10 @@ async fn main() {
             .await
             .expect("webhook");
         assert!(r.status().is_success());
-        while !holds(id.clone()).await {
+        while !holds(user.clone(), id.clone()).await {
             assert!(started.elapsed() < Duration::from_secs(10), "the event never arrived");
         }
         latencies.push(started.elapsed());
-        // Keep the calendar small so every round measures the same work.
-        bench.http.delete(format!("{google}/{id}")).bearer_auth(&writer).send().await.expect("delete");
-        let _ = bench
-            .http
-            .post(&webhook)
-            .header("X-Goog-Channel-ID", &channel.id)
-            .header("X-Goog-Channel-Token", &channel.token)
-            .header("X-Goog-Resource-ID", &channel.resource_id)
-            .header("X-Goog-Resource-State", "exists")
-            .send()
-            .await;
-        while holds(id.clone()).await {}
     }
     latencies.sort();
     println!(

@@ -50,7 +50,10 @@ async fn load(url: String, channels: Arc<Vec<Channel>>) -> Run {
                     .header("X-Goog-Resource-ID", &ch.resource_id)
                     .header("X-Goog-Resource-State", "exists")
                     .header("X-Goog-Message-Number", (100_000 + n).to_string())
-                    .header("X-Goog-Resource-URI", "https://www.googleapis.com/calendar/v3/calendars/primary/events?alt=json")
+                    .header(
+                        "X-Goog-Resource-URI",
+                        "https://www.googleapis.com/calendar/v3/calendars/primary/events?alt=json",
+                    )
                     .header("X-Goog-Channel-Expiration", "Tue, 19 Nov 2030 01:13:52 GMT")
                     .header("Content-Length", "0")
                     .send()
@@ -80,7 +83,10 @@ async fn load(url: String, channels: Arc<Vec<Channel>>) -> Run {
 async fn bare(req: HttpRequest) -> HttpResponse {
     // Reads what gwsync reads, then answers.
     let h = req.headers();
-    let seen = ["x-goog-channel-id", "x-goog-channel-token", "x-goog-resource-id", "x-goog-resource-state"].iter().filter(|n| h.get(**n).is_some()).count();
+    let seen = ["x-goog-channel-id", "x-goog-channel-token", "x-goog-resource-id", "x-goog-resource-state"]
+        .iter()
+        .filter(|n| h.get(**n).is_some())
+        .count();
     if seen == 4 { HttpResponse::Ok().finish() } else { HttpResponse::BadRequest().finish() }
 }
 
@@ -104,11 +110,17 @@ async fn main() {
     let channels = Arc::new(bench.channels().await);
     // Notifications here are synthetic: keep Google quiet so the workers sync at most once
     // per calendar while the load runs.
-    println!("webhook acknowledgement, {CONNECTIONS} connections, {SECONDS} s each, notifications spread over {USERS} calendars");
+    println!(
+        "webhook acknowledgement, {CONNECTIONS} connections, {SECONDS} s each, notifications spread over {USERS} calendars"
+    );
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let bare_url = format!("http://{}/webhooks/google/calendar", listener.local_addr().expect("addr"));
-    let server = HttpServer::new(|| App::new().route("/webhooks/google/calendar", web::post().to(bare))).disable_signals().listen(listener).expect("listen").run();
+    let server = HttpServer::new(|| App::new().route("/webhooks/google/calendar", web::post().to(bare)))
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
     let handle = server.handle();
     tokio::spawn(server);
 
@@ -118,11 +130,7 @@ async fn main() {
     let (gw_rps, gw_p99) = report("gwsync", &gw);
     let ratio = gw_rps / base_rps;
     let p99_ratio = gw_p99.as_secs_f64() / base_p99.as_secs_f64().max(1e-9);
-    println!(
-        "gwsync/bare: throughput {:.0} % (target ≥ 70 %), p99 {:.2}× (target ≤ 2×)",
-        ratio * 100.0,
-        p99_ratio
-    );
+    println!("gwsync/bare: throughput {:.0} % (target ≥ 70 %), p99 {:.2}× (target ≤ 2×)", ratio * 100.0, p99_ratio);
     handle.stop(false).await;
     bench.stop().await;
 }

@@ -78,6 +78,10 @@ pub struct SyncConfig {
     /// Longest backoff after transient failures (rate limits, 5xx).
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// A calendar starts syncing at most once per this window, so a burst of notifications
+    /// costs two syncs.
+    #[serde(with = "humantime_serde")]
+    pub rerun_delay: Duration,
 }
 
 impl Default for SyncConfig {
@@ -94,6 +98,7 @@ impl Default for SyncConfig {
             channel_ttl: Duration::from_secs(7 * 24 * 3600),
             slow_retry: Duration::from_secs(3600),
             max_backoff: Duration::from_secs(15 * 60),
+            rerun_delay: Duration::from_millis(250),
         }
     }
 }
@@ -164,22 +169,8 @@ impl Default for Config {
     }
 }
 
-/// Top-level keys, so that other `GWSYNC_*` variables (`GWSYNC_SERVER` of the operator
-/// commands) don't count as unknown keys.
-const KEYS: &[&str] = &[
-    "listen",
-    "public_url",
-    "data_dir",
-    "admin_token",
-    "master_key",
-    "master_key_file",
-    "google_api_url",
-    "google_people_url",
-    "log_format",
-    "max_body_bytes",
-    "shutdown_timeout",
-    "store",
-];
+/// `GWSYNC_*` variables that are not configuration keys (the operator commands' server address).
+const NOT_KEYS: &[&str] = &["server"];
 
 impl Config {
     /// Defaults, then `file` if given, then the environment.
@@ -191,11 +182,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(
-            Env::prefixed("GWSYNC_")
-                .split("__")
-                .filter(|k| KEYS.contains(&k.as_str().split('.').next().unwrap_or("").to_ascii_lowercase().as_str())),
-        );
+        figment = figment.merge(Env::prefixed("GWSYNC_").split("__").ignore(NOT_KEYS));
         let config: Config = figment.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         config.validate()?;
         Ok(config)
@@ -363,9 +350,16 @@ mod tests {
             jail.set_env("GWSYNC_LISTEN", "127.0.0.1:9100");
             jail.set_env("GWSYNC_STORE__CACHE_CAPACITY_MB", "16");
             jail.set_env("GWSYNC_SERVER", "http://elsewhere:8080");
+            jail.set_env("GWSYNC_SYNC__PAGE_SIZE", "2");
+            jail.set_env("GWSYNC_PRESENCE__HORIZON", "3d");
             let c = Config::load(Some(Path::new("gwsync.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen.port(), 9100);
             assert_eq!(c.store.cache_capacity_mb, 16);
+            assert_eq!(c.sync.page_size, 2, "every section reads the environment");
+            assert_eq!(c.presence.horizon, Duration::from_secs(3 * 24 * 3600));
+            jail.set_env("GWSYNC_SYNC__PAGESIZE", "2");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("pagesize"), "a misspelt variable is refused by name: {e}");
             Ok(())
         });
     }

@@ -1,112 +1,294 @@
-//! `gwsync demo`: starts the bundled fake Google in this process, sets up a sample Workspace
-//! (domain, service account with domain-wide delegation, a user), signs in as the user the way a
-//! service account does, writes and lists an event, and keeps the fake running so a newcomer can
-//! poke at it. Later issues run the real service against it here.
+//! `gwsync demo`: the real service against a bundled fake Google — no key, no config, no network.
+//!
+//! It starts fake Google in this process with a Swedish demo company (three users, calendars in
+//! Europe/Stockholm), runs `gwsync serve` against it with a fresh data directory, registers the
+//! tenant, its key and the users with their profiles through the admin API, writes events that
+//! start within minutes (a lunch, a "kundmöte", a daily stand-up, an all-day "Semester"), and
+//! prints every profile switch as its built-in phone system receives and verifies it, until
+//! Ctrl-C. The API stays available meanwhile.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::{Context, Result, bail};
+use base64::Engine;
+use chrono::{Duration, Utc};
+use rand::Rng;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
-const DOMAIN: &str = "acme.test";
-const USER: &str = "alice@acme.test";
-const SCOPES: &[&str] = &[
+use crate::config::Config;
+
+const DOMAIN: &str = "demo.test";
+const ZONE: &str = "Europe/Stockholm";
+const USERS: [&str; 3] = ["anna@demo.test", "bjorn@demo.test", "cecilia@demo.test"];
+const ADMIN: &str = "it@demo.test";
+const SCOPES: [&str; 4] = [
     "https://www.googleapis.com/auth/calendar.readonly",
-    "https://www.googleapis.com/auth/calendar.events",
     "https://www.googleapis.com/auth/contacts.readonly",
     "https://www.googleapis.com/auth/directory.readonly",
+    // Only the demo writes events; gwsync itself reads.
+    "https://www.googleapis.com/auth/calendar.events",
 ];
 
-pub fn run(fake_listen: Option<SocketAddr>) -> Result<std::process::ExitCode> {
+pub fn run(listen: Option<SocketAddr>) -> Result<std::process::ExitCode> {
+    let config = Config::default();
+    crate::logging::init(config.log_format);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let addr = fake_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let fake =
-            fake_google::FakeGoogle::start_on(addr).await.with_context(|| format!("starting fake Google on {addr}"))?;
-        let base = fake.base_url();
-        println!("fake Google is listening on {base}");
-        let http = reqwest::Client::builder().no_proxy().build()?;
-
-        post(
-            &http,
-            &format!("{base}/_fake/domains"),
-            json!({"domain": DOMAIN, "users": [USER], "time_zone": "Europe/Stockholm"}),
-        )
-        .await?;
-        let key = post(&http, &format!("{base}/_fake/service-accounts"), json!({"domain": DOMAIN})).await?;
-        let client_id = key["client_id"].as_str().context("key file without client_id")?;
-        let resp =
-            http.put(format!("{base}/_fake/delegation/{client_id}")).json(&json!({"scopes": SCOPES})).send().await?;
-        check(resp).await?;
-        println!(
-            "set up {DOMAIN}: user {USER}, service account {} (client id {client_id}), delegation granted",
-            key["client_email"].as_str().unwrap_or("?")
-        );
-
-        let token = sign_in(&http, &key, USER).await?;
-        println!("signed in as {USER} with a JWT-bearer assertion: got an access token");
-
-        let now = chrono::Utc::now();
-        let event = json!({
-            "summary": "Lunch with a customer",
-            "start": {"dateTime": (now + chrono::Duration::minutes(5)).to_rfc3339()},
-            "end": {"dateTime": (now + chrono::Duration::minutes(65)).to_rfc3339()},
-        });
-        let resp = http
-            .post(format!("{base}/calendar/v3/calendars/primary/events"))
-            .bearer_auth(&token)
-            .json(&event)
-            .send()
-            .await?;
-        let inserted = check(resp).await?;
-        println!(
-            "inserted event {} \"{}\" starting {}",
-            inserted["id"].as_str().unwrap_or("?"),
-            inserted["summary"].as_str().unwrap_or(""),
-            inserted["start"]["dateTime"].as_str().unwrap_or("?")
-        );
-
-        let resp = http.get(format!("{base}/calendar/v3/calendars/primary/events")).bearer_auth(&token).send().await?;
-        let list = check(resp).await?;
-        println!(
-            "events.list: {} event(s), sync token issued: {}",
-            list["items"].as_array().map_or(0, Vec::len),
-            list["nextSyncToken"].is_string()
-        );
-        println!("\nfake Google keeps running; try:  curl {base}/_fake/requests");
-        println!("press Ctrl-C to stop");
-        tokio::signal::ctrl_c().await?;
-        fake.stop().await;
-        Ok(std::process::ExitCode::SUCCESS)
-    })
+    runtime.block_on(demo(listen))?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn post(http: &reqwest::Client, url: &str, body: Value) -> Result<Value> {
-    check(http.post(url).json(&body).send().await?).await
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rng().fill_bytes(&mut b);
+    b
+}
+
+async fn demo(listen: Option<SocketAddr>) -> Result<()> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+
+    // Fake Google with the demo company.
+    let fake = fake_google::FakeGoogle::start().await.context("starting fake Google")?;
+    let google = fake.base_url();
+    let all: Vec<&str> = USERS.iter().copied().chain([ADMIN]).collect();
+    call(
+        &http,
+        "POST",
+        &format!("{google}/_fake/domains"),
+        Some(json!({"domain": DOMAIN, "users": all, "time_zone": ZONE, "region": "SE"})),
+    )
+    .await?;
+    let key = call(&http, "POST", &format!("{google}/_fake/service-accounts"), Some(json!({"domain": DOMAIN}))).await?;
+    let client_id = key["client_id"].as_str().context("key without client_id")?.to_owned();
+    call(&http, "PUT", &format!("{google}/_fake/delegation/{client_id}"), Some(json!({"scopes": SCOPES}))).await?;
+
+    // The phone system: prints what it gets, after checking the signature.
+    let phone_key = random_bytes::<24>();
+    let receiver = start_receiver(phone_key.to_vec())?;
+
+    // gwsync itself.
+    let listener = match TcpListener::bind(listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)))) {
+        Ok(l) => l,
+        Err(_) if listen.is_none() => TcpListener::bind("127.0.0.1:0")?,
+        Err(e) => return Err(e).context("binding the API address"),
+    };
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let data = tempfile_dir()?;
+    let admin_token = hex(&random_bytes::<16>());
+    let config = Config {
+        listen: addr,
+        public_url: Some(base.parse()?),
+        data_dir: data.clone(),
+        admin_token: Some(SecretString::from(admin_token.clone())),
+        master_key: Some(SecretString::from(b64.encode(random_bytes::<32>()))),
+        google_api_url: google.parse()?,
+        google_people_url: google.parse()?,
+        ..Config::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(crate::serve(config, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    wait_up(&http, &base).await?;
+
+    let api = |method: &'static str, path: String, body: Option<Value>| {
+        let (http, base, token) = (http.clone(), base.clone(), admin_token.clone());
+        async move {
+            let mut req = http.request(method.parse()?, format!("{base}{path}")).bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            check(req.send().await?).await
+        }
+    };
+    let secret = format!("whsec_{}", b64.encode(phone_key));
+    api("PUT", "/api/v1/tenants/demo".into(), Some(json!({"domain": DOMAIN, "directory_admin": ADMIN, "default_region": "SE", "phone_system": {"url": receiver, "secret": secret}}))).await?;
+    check(
+        http.put(format!("{base}/api/v1/tenants/demo/credentials"))
+            .bearer_auth(&admin_token)
+            .body(key.to_string())
+            .send()
+            .await?,
+    )
+    .await?;
+    let profiles = [
+        json!([{"name": "Semester", "triggers": ["semester", "ledig"]}, {"name": "Lunch", "triggers": ["lunch"]}, {"name": "Möte", "triggers": ["*möte", "meeting"]}]),
+        json!([{"name": "Möte", "triggers": ["*möte", "meeting"]}, {"name": "Lunch", "triggers": ["lunch"]}]),
+        json!([{"name": "Stand-up", "triggers": ["stand-up", "standup"]}, {"name": "Semester", "triggers": ["semester"]}]),
+    ];
+    for (i, (user, p)) in USERS.iter().zip(profiles).enumerate() {
+        api(
+            "PUT",
+            format!("/api/v1/tenants/demo/users/{user}"),
+            Some(json!({"external_id": format!("{}", 1041 + i), "profiles": p})),
+        )
+        .await?;
+    }
+
+    // Events that start within minutes, written through Google's own Calendar API.
+    let token = sign_in(&http, &key, USERS[0]).await?;
+    let now = Utc::now();
+    let minute = |m: i64| (now + Duration::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let local = (now + Duration::minutes(1)).with_timezone(&ZONE.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC));
+    let events = [
+        (
+            USERS[0],
+            json!({"summary": "Lunch med kund", "start": {"dateTime": minute(1)}, "end": {"dateTime": minute(3)}}),
+        ),
+        (
+            USERS[1],
+            json!({"summary": "Kundmöte Volvo", "start": {"dateTime": minute(2)}, "end": {"dateTime": minute(4)}}),
+        ),
+        (
+            USERS[2],
+            json!({"summary": "Stand-up", "recurrence": ["RRULE:FREQ=DAILY"],
+            "start": {"dateTime": local.format("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": ZONE},
+            "end": {"dateTime": (local + Duration::minutes(2)).format("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": ZONE}}),
+        ),
+        (
+            USERS[2],
+            json!({"summary": "Semester", "start": {"date": local.format("%Y-%m-%d").to_string()}, "end": {"date": (local.date_naive() + Duration::days(1)).format("%Y-%m-%d").to_string()}}),
+        ),
+    ];
+    for (user, event) in events {
+        let t = sign_in(&http, &key, user).await?;
+        check(
+            http.post(format!("{google}/calendar/v3/calendars/primary/events"))
+                .bearer_auth(&t)
+                .json(&event)
+                .send()
+                .await?,
+        )
+        .await?;
+    }
+    drop(token);
+
+    println!();
+    println!("gwsync demo: the real service against a bundled fake Google (no key, no network).");
+    println!("  gwsync API    {base}   (admin token: {admin_token})");
+    println!("  fake Google   {google}   (control API under /_fake/)");
+    println!(
+        "  users         {} — Lunch at +1 min, Kundmöte at +2 min, a daily Stand-up at +1 min, Semester all day today",
+        USERS.join(", ")
+    );
+    println!(
+        "  try:          curl -H 'Authorization: Bearer {admin_token}' {base}/api/v1/tenants/demo/users/{}/presence",
+        USERS[0]
+    );
+    println!("Profile switches, as the phone system receives them (Ctrl-C to stop):");
+
+    tokio::signal::ctrl_c().await?;
+    let _ = stop_tx.send(());
+    let _ = service.await;
+    fake.stop().await;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("gwsync-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn wait_up(http: &reqwest::Client, base: &str) -> Result<()> {
+    for _ in 0..500 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    bail!("gwsync did not start")
+}
+
+async fn call(http: &reqwest::Client, method: &str, url: &str, body: Option<Value>) -> Result<Value> {
+    let mut req = http.request(method.parse()?, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    check(req.send().await?).await
 }
 
 async fn check(resp: reqwest::Response) -> Result<Value> {
     let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() && status != reqwest::StatusCode::NO_CONTENT {
-        bail!("fake Google answered {status}: {body}");
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{status}: {text}");
     }
-    Ok(body)
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Signs in as `subject` with the demo key (the demo writes events; gwsync only reads).
 async fn sign_in(http: &reqwest::Client, key: &Value, subject: &str) -> Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let token_uri = key["token_uri"].as_str().context("key file without token_uri")?;
-    let claims = json!({
-        "iss": key["client_email"], "sub": subject, "aud": token_uri,
-        "scope": SCOPES.join(" "), "iat": now, "exp": now + 3600,
-    });
+    let now = Utc::now().timestamp();
+    let token_uri = key["token_uri"].as_str().context("key without token_uri")?;
+    let claims = json!({"iss": key["client_email"], "sub": subject, "aud": token_uri, "scope": SCOPES[3], "iat": now, "exp": now + 3600});
     let assertion = fake_google::jwt::sign(key, &claims)?;
-    let resp = http
-        .post(token_uri)
-        .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
-        .send()
-        .await?;
-    let body = check(resp).await?;
-    body["access_token"].as_str().map(str::to_owned).context("token response without access_token")
+    let body = check(
+        http.post(token_uri)
+            .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
+            .send()
+            .await?,
+    )
+    .await?;
+    body["access_token"].as_str().map(str::to_owned).context("no access token")
+}
+
+/// The demo's phone system: verifies each message's Standard Webhooks signature and prints it.
+fn start_receiver(key: Vec<u8>) -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/hooks/gwsync", listener.local_addr()?);
+    let key = Arc::new(key);
+    let server = HttpServer::new(move || {
+        let key = key.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let key = key.clone();
+            async move { receive(&key, &req, &body) }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    tokio::spawn(server);
+    Ok(url)
+}
+
+fn receive(key: &[u8], req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
+    let text = String::from_utf8_lossy(body);
+    let expected = crate::presence::signing::signature(key, &id, ts.parse().unwrap_or(0), &text);
+    if !sig.split(' ').any(|s| s == expected) {
+        println!("  !! a message with a bad signature was refused");
+        return HttpResponse::Unauthorized().finish();
+    }
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let zone: chrono_tz::Tz = ZONE.parse().unwrap_or(chrono_tz::UTC);
+    let local = |field: &str| {
+        v[field]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&zone).format("%H:%M").to_string())
+    };
+    let now = Utc::now().with_timezone(&zone).format("%H:%M:%S");
+    let who = v["user"].as_str().unwrap_or("?");
+    match v["profile"].as_str() {
+        Some(p) => println!(
+            "  {now}  {who:<18} → {p:<9} until {}   (trigger \"{}\", #{})",
+            local("until").unwrap_or_else(|| "?".into()),
+            v["cause"]["trigger"].as_str().unwrap_or("?"),
+            v["sequence"]
+        ),
+        None => println!("  {now}  {who:<18} → default   (#{})", v["sequence"]),
+    }
+    HttpResponse::NoContent().finish()
 }

@@ -90,7 +90,12 @@ pub async fn serve_with_clock(
     tracing::info!(users, queued_switches = queued, "presence ready");
     tracker.spawn(outbox.clone().run(tracker.clone(), cancel.clone()));
     tracker.spawn(presence.clone().run(cancel.clone()));
-    let sync = Arc::new(SyncService::new(app.clone(), SyncQueue::new(store.clone(), flush), clock, presence.clone()));
+    let sync = Arc::new(SyncService::new(
+        app.clone(),
+        SyncQueue::new(store.clone(), flush, config.sync.rerun_delay, clock.clone()),
+        clock,
+        presence.clone(),
+    ));
     sync.start(&tracker, &cancel).context("starting the sync workers")?;
     let addr = listener.local_addr()?;
 

@@ -33,11 +33,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run against a bundled fake Google, with sample data, so you can see it work.
+    /// Run the service against a bundled fake Google with a demo company, and watch the
+    /// profile switches arrive (no key, no config, no network).
     Demo {
-        /// Where the bundled fake Google listens (default: a free loopback port).
+        /// Where gwsync's API listens (default 127.0.0.1:8080, or a free port if taken).
         #[arg(long)]
-        fake_listen: Option<std::net::SocketAddr>,
+        listen: Option<std::net::SocketAddr>,
     },
     /// Ask the running server to renew push channels that expire soon.
     Renew {
@@ -139,7 +140,7 @@ enum UserCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { fake_listen } => gwsync::demo::run(fake_listen),
+        Command::Demo { listen } => gwsync::demo::run(listen),
         Command::Serve { config } => serve(config),
         Command::Renew { .. } => Err(anyhow::anyhow!("`gwsync renew` is not built yet (issue #6)")),
         other => operator(other),

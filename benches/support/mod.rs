@@ -42,9 +42,23 @@ impl Bench {
         let emails: Vec<String> = (0..users).map(|i| format!("user{i}@bench.test")).collect();
         let post = |path: &str, body: Value| http.post(format!("{base}{path}")).json(&body).send();
         post("/_fake/domains", json!({"domain": "bench.test", "users": emails})).await.expect("domain");
-        let key: Value = post("/_fake/service-accounts", json!({"domain": "bench.test"})).await.expect("sa").json().await.expect("key");
-        let scopes = ["https://www.googleapis.com/auth/calendar.readonly", "https://www.googleapis.com/auth/calendar.events", "https://www.googleapis.com/auth/contacts.readonly", "https://www.googleapis.com/auth/directory.readonly"];
-        http.put(format!("{base}/_fake/delegation/{}", key["client_id"].as_str().expect("id"))).json(&json!({"scopes": scopes})).send().await.expect("delegation");
+        let key: Value = post("/_fake/service-accounts", json!({"domain": "bench.test"}))
+            .await
+            .expect("sa")
+            .json()
+            .await
+            .expect("key");
+        let scopes = [
+            "https://www.googleapis.com/auth/calendar.readonly",
+            "https://www.googleapis.com/auth/calendar.events",
+            "https://www.googleapis.com/auth/contacts.readonly",
+            "https://www.googleapis.com/auth/directory.readonly",
+        ];
+        http.put(format!("{base}/_fake/delegation/{}", key["client_id"].as_str().expect("id")))
+            .json(&json!({"scopes": scopes}))
+            .send()
+            .await
+            .expect("delegation");
 
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -67,10 +81,22 @@ impl Bench {
         let mut b = Bench { fake, gwsync, http, users: emails, key, stop: Some(tx), task: Some(task), _dir: dir };
         b.wait_up().await;
         b.admin("PUT", "/api/v1/tenants/bench", Some(json!({"domain": "bench.test"}))).await;
-        let r = b.http.put(format!("{}/api/v1/tenants/bench/credentials", b.gwsync)).bearer_auth(ADMIN).body(b.key.to_string()).send().await.expect("key");
+        let r = b
+            .http
+            .put(format!("{}/api/v1/tenants/bench/credentials", b.gwsync))
+            .bearer_auth(ADMIN)
+            .body(b.key.to_string())
+            .send()
+            .await
+            .expect("key");
         assert!(r.status().is_success());
         for u in b.users.clone() {
-            b.admin("PUT", &format!("/api/v1/tenants/bench/users/{u}"), Some(json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]}))).await;
+            b.admin(
+                "PUT",
+                &format!("/api/v1/tenants/bench/users/{u}"),
+                Some(json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]})),
+            )
+            .await;
         }
         b
     }
@@ -86,7 +112,8 @@ impl Bench {
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method.parse().expect("method"), format!("{}{path}", self.gwsync)).bearer_auth(ADMIN);
+        let mut req =
+            self.http.request(method.parse().expect("method"), format!("{}{path}", self.gwsync)).bearer_auth(ADMIN);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -124,7 +151,12 @@ impl Bench {
             if list.len() >= self.users.len() {
                 return list;
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "only {} of {} channels after 2 minutes", list.len(), self.users.len());
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "only {} of {} channels after 2 minutes",
+                list.len(),
+                self.users.len()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

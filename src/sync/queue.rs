@@ -9,6 +9,10 @@
 //! - running: a sync is fetching; a notification now may be about a change it misses, so it
 //!   takes a new durable mark and the calendar runs once more afterwards.
 //!
+//! A calendar starts syncing at most once per `rerun_delay`: the first notification after a
+//! quiet spell syncs at once, later ones wait for the rest of the window — so a burst of
+//! notifications (Google sends one per change, sometimes repeated) costs two syncs, not dozens.
+//!
 //! Failed syncs wait (backoff) in `delayed` with their mark kept.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -19,6 +23,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::store::group_flush::GroupFlush;
 use crate::store::{SharedStore, StoreError};
 
@@ -52,6 +57,8 @@ struct Entry {
     phase: Phase,
     /// Generation of the durable mark this entry stands for (0: none, e.g. a backstop sync).
     generation: u64,
+    /// Whether a durable mark exists for it (later notifications then need none of their own).
+    marked: bool,
     /// When the oldest notification this entry covers arrived (for the lag metric).
     since: Option<Instant>,
 }
@@ -61,6 +68,27 @@ struct Inner {
     entries: HashMap<CalendarKey, Entry>,
     ready: VecDeque<CalendarKey>,
     delayed: BTreeSet<(DateTime<Utc>, CalendarKey)>,
+    /// When each recently synced calendar last started a sync (pruned as they age out).
+    started: HashMap<CalendarKey, DateTime<Utc>>,
+}
+
+impl Inner {
+    /// Queues `key` now, or at the end of its settling window if it synced very recently.
+    fn schedule(&mut self, key: &CalendarKey, now: DateTime<Utc>, window: chrono::Duration) -> bool {
+        match self.started.get(key).map(|t| *t + window).filter(|t| *t > now) {
+            Some(at) => {
+                if let Some(e) = self.entries.get_mut(key) {
+                    e.phase = Phase::Delayed;
+                }
+                self.delayed.insert((at, key.clone()));
+                false
+            }
+            None => {
+                self.ready.push_back(key.clone());
+                true
+            }
+        }
+    }
 }
 
 /// What a worker got: the calendar, and since when it has been waiting.
@@ -79,6 +107,9 @@ pub enum Finish {
 }
 
 pub struct SyncQueue {
+    /// A calendar starts syncing at most once per this window.
+    rerun_delay: chrono::Duration,
+    clock: Clock,
     inner: Mutex<Inner>,
     ready: Notify,
     delayed_changed: Notify,
@@ -87,8 +118,10 @@ pub struct SyncQueue {
 }
 
 impl SyncQueue {
-    pub fn new(store: SharedStore, flush: Arc<GroupFlush>) -> Self {
+    pub fn new(store: SharedStore, flush: Arc<GroupFlush>, rerun_delay: std::time::Duration, clock: Clock) -> Self {
         SyncQueue {
+            rerun_delay: chrono::Duration::from_std(rerun_delay).unwrap_or_default(),
+            clock,
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
             delayed_changed: Notify::new(),
@@ -105,7 +138,9 @@ impl SyncQueue {
         for (tenant, user, generation) in marks {
             let key = CalendarKey { tenant, user };
             if !inner.entries.contains_key(&key) {
-                inner.entries.insert(key.clone(), Entry { phase: Phase::Queued, generation, since: None });
+                inner
+                    .entries
+                    .insert(key.clone(), Entry { phase: Phase::Queued, generation, marked: true, since: None });
                 inner.ready.push_back(key);
             }
         }
@@ -115,28 +150,54 @@ impl SyncQueue {
     }
 
     /// A notification: returns once the need to sync is durable (or already was).
+    ///
+    /// The notification counts at once — a queued sync will see its change, a running one will
+    /// run again — and the durable mark is written meanwhile (group commit), so a burst is
+    /// coalesced however fast it arrives.
     pub async fn notify(&self, key: &CalendarKey) -> Result<(), StoreError> {
-        if matches!(self.inner.lock().entries.get(key).map(|e| e.phase), Some(Phase::Queued)) {
-            return Ok(());
+        let now = Instant::now();
+        {
+            let mut inner = self.inner.lock();
+            match inner.entries.get_mut(key) {
+                None => {
+                    inner.entries.insert(
+                        key.clone(),
+                        Entry { phase: Phase::Queued, generation: 0, marked: false, since: Some(now) },
+                    );
+                    if inner.schedule(key, self.clock.now(), self.rerun_delay) {
+                        drop(inner);
+                        self.ready.notify_one();
+                    } else {
+                        drop(inner);
+                        self.delayed_changed.notify_one();
+                    }
+                }
+                Some(e) => {
+                    e.since.get_or_insert(now);
+                    match &mut e.phase {
+                        Phase::Running { again } => *again = true,
+                        Phase::Queued | Phase::Delayed if e.marked => return Ok(()),
+                        Phase::Queued | Phase::Delayed => {}
+                    }
+                }
+            }
         }
         let generation = self.store.mark_dirty(&key.tenant, &key.user)?;
         self.flush.durable().await?;
-        let mut inner = self.inner.lock();
-        let now = Instant::now();
-        match inner.entries.get_mut(key) {
-            None => {
-                inner.entries.insert(key.clone(), Entry { phase: Phase::Queued, generation, since: Some(now) });
-                inner.ready.push_back(key.clone());
-                drop(inner);
-                self.ready.notify_one();
-            }
-            Some(e) => {
-                e.generation = e.generation.max(generation);
-                e.since.get_or_insert(now);
-                if let Phase::Running { again } = &mut e.phase {
-                    *again = true;
+        let covered = {
+            let mut inner = self.inner.lock();
+            match inner.entries.get_mut(key) {
+                Some(e) => {
+                    e.generation = e.generation.max(generation);
+                    e.marked = true;
+                    false
                 }
+                None => true,
             }
+        };
+        if covered {
+            // The sync this notification queued has already run and covered it.
+            self.store.clear_dirty(&key.tenant, &key.user, generation)?;
         }
         Ok(())
     }
@@ -147,7 +208,9 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         match inner.entries.get_mut(key) {
             None => {
-                inner.entries.insert(key.clone(), Entry { phase: Phase::Queued, generation: 0, since: None });
+                inner
+                    .entries
+                    .insert(key.clone(), Entry { phase: Phase::Queued, generation: 0, marked: false, since: None });
                 inner.ready.push_back(key.clone());
                 drop(inner);
                 self.ready.notify_one();
@@ -196,7 +259,12 @@ impl SyncQueue {
                         && e.phase == Phase::Queued
                     {
                         e.phase = Phase::Running { again: false };
-                        return Claim { since: e.since.take(), key };
+                        let since = e.since.take();
+                        let now = self.clock.now();
+                        let window = self.rerun_delay;
+                        inner.started.retain(|_, t| *t + window > now);
+                        inner.started.insert(key.clone(), now);
+                        return Claim { since, key };
                     }
                 }
             }
@@ -207,15 +275,16 @@ impl SyncQueue {
     /// Ends a claim.
     pub fn finish(&self, claim: &Claim, outcome: Finish) -> Result<(), StoreError> {
         let key = &claim.key;
+        let now = self.clock.now();
         let mut inner = self.inner.lock();
         let Some(entry) = inner.entries.get_mut(key) else { return Ok(()) };
         let again = matches!(entry.phase, Phase::Running { again: true });
         match outcome {
             Finish::Done | Finish::GiveUp if again => {
                 entry.phase = Phase::Queued;
-                inner.ready.push_back(key.clone());
+                let ready = inner.schedule(key, now, self.rerun_delay);
                 drop(inner);
-                self.ready.notify_one();
+                if ready { self.ready.notify_one() } else { self.delayed_changed.notify_one() }
             }
             Finish::Done | Finish::GiveUp => {
                 let generation = entry.generation;
@@ -282,7 +351,7 @@ impl SyncQueue {
     pub fn phase(&self, key: &CalendarKey) -> Option<&'static str> {
         self.inner.lock().entries.get(key).map(|e| match e.phase {
             Phase::Queued => "queued",
-            Phase::Delayed => "waiting_to_retry",
+            Phase::Delayed => "waiting",
             Phase::Running { .. } => "syncing",
         })
     }
@@ -299,7 +368,7 @@ mod tests {
         let store: SharedStore = Arc::new(SledStore::open(dir.path(), 8).unwrap());
         let stop = CancellationToken::new();
         let flush = GroupFlush::start(store.clone(), stop.clone());
-        (SyncQueue::new(store.clone(), flush), store, dir, stop)
+        (SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), Clock::system()), store, dir, stop)
     }
 
     #[tokio::test]
@@ -316,6 +385,9 @@ mod tests {
             q.notify(&k).await.unwrap();
         }
         q.finish(&claim, Finish::Done).unwrap();
+        let now = Utc::now();
+        assert_eq!(q.release_due(now), 0, "the rerun waits for the burst to settle");
+        assert_eq!(q.release_due(now + chrono::Duration::milliseconds(250)), 1);
         let second = q.take().await;
         q.finish(&second, Finish::Done).unwrap();
         assert!(!q.contains(&k));
@@ -328,7 +400,7 @@ mod tests {
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
         let flush = GroupFlush::start(store.clone(), stop.clone());
-        let restarted = SyncQueue::new(store.clone(), flush);
+        let restarted = SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), Clock::system());
         assert_eq!(restarted.load_marks().unwrap(), 1);
         let claim = restarted.take().await;
         let later = Utc::now() + chrono::Duration::minutes(5);
