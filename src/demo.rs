@@ -33,8 +33,7 @@ const SCOPES: [&str; 4] = [
 ];
 
 pub fn run(listen: Option<SocketAddr>) -> Result<std::process::ExitCode> {
-    let config = Config::default();
-    crate::logging::init(config.log_format);
+    crate::logging::init_with_default(Config::default().log_format, "warn");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(demo(listen))?;
     Ok(std::process::ExitCode::SUCCESS)

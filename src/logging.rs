@@ -8,8 +8,8 @@ use crate::config::LogFormat;
 /// Directives that always win over `RUST_LOG`.
 const PINNED: &[&str] = &["yup_oauth2=warn", "hyper_util=info", "sled=info"];
 
-pub fn filter() -> EnvFilter {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn filter(default: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     for d in PINNED {
         if let Ok(d) = d.parse() {
             filter = filter.add_directive(d);
@@ -18,9 +18,15 @@ pub fn filter() -> EnvFilter {
     filter
 }
 
-/// Installs the global subscriber; a second call (tests) is a no-op.
+/// Installs the global subscriber at `info` unless `RUST_LOG` says otherwise; a second call
+/// (tests) is a no-op.
 pub fn init(format: LogFormat) {
-    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr);
+    init_with_default(format, "info");
+}
+
+/// Like `init`, with another default level (the demo keeps its screen for profile switches).
+pub fn init_with_default(format: LogFormat, default: &str) {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter(default)).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Plain => builder.try_init(),
