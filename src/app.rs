@@ -28,6 +28,8 @@ pub struct AppState {
     pub google: GoogleApi,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Set once the workers run; cleared when shutdown begins (`/readyz`).
+    pub ready: std::sync::atomic::AtomicBool,
     accounts: Mutex<HashMap<String, Arc<ServiceAccount>>>,
 }
 
@@ -62,6 +64,7 @@ impl AppState {
         Ok(AppState {
             metrics,
             clock,
+            ready: std::sync::atomic::AtomicBool::new(false),
             admin_token_digest: sha256(admin_token.expose_secret().as_bytes()),
             tokens: TokenSource::new()?,
             google,

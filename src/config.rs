@@ -82,6 +82,12 @@ pub struct SyncConfig {
     /// costs two syncs.
     #[serde(with = "humantime_serde")]
     pub rerun_delay: Duration,
+    /// Channels expiring within this are replaced (new channel first, then the old one stopped).
+    #[serde(with = "humantime_serde")]
+    pub renew_within: Duration,
+    /// How often the channel keeper looks for channels to renew or stop.
+    #[serde(with = "humantime_serde")]
+    pub keeper_interval: Duration,
 }
 
 impl Default for SyncConfig {
@@ -99,6 +105,8 @@ impl Default for SyncConfig {
             slow_retry: Duration::from_secs(3600),
             max_backoff: Duration::from_secs(15 * 60),
             rerun_delay: Duration::from_millis(250),
+            renew_within: Duration::from_secs(48 * 3600),
+            keeper_interval: Duration::from_secs(600),
         }
     }
 }
@@ -228,6 +236,20 @@ impl Config {
                 "sync.channel_ttl",
                 "GWSYNC_SYNC__CHANNEL_TTL",
                 "must be between 1h and 7d (Google's maximum)",
+            ));
+        }
+        if sync.renew_within >= sync.channel_ttl {
+            return Err(invalid(
+                "sync.renew_within",
+                "GWSYNC_SYNC__RENEW_WITHIN",
+                "must be shorter than sync.channel_ttl, or every channel would be renewed at once",
+            ));
+        }
+        if sync.keeper_interval < Duration::from_secs(1) || sync.keeper_interval > sync.renew_within / 4 {
+            return Err(invalid(
+                "sync.keeper_interval",
+                "GWSYNC_SYNC__KEEPER_INTERVAL",
+                "must be at least 1s and at most a quarter of sync.renew_within",
             ));
         }
         if sync.backstop_interval < Duration::from_secs(60) {

@@ -109,12 +109,14 @@ pub async fn serve_with_clock(
     .run();
     let handle = server.handle();
     let mut server = tokio::spawn(server);
+    app.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(listen = %addr, public_url = %app.public_url, "gwsync serving");
 
     let server_result = tokio::select! {
         result = &mut server => result.context("the HTTP server task failed").and_then(|r| r.map_err(Into::into)),
         () = shutdown => {
             tracing::info!("shutting down");
+            app.ready.store(false, std::sync::atomic::Ordering::SeqCst);
             handle.stop(true).await;
             let _ = server.await;
             Ok(())

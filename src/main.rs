@@ -40,11 +40,13 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Ask the running server to renew push channels that expire soon.
+    /// Ask the running server to renew push channels that expire soon (for cron).
     Renew {
         /// Renew channels expiring within this long.
         #[arg(long, default_value = "48h")]
         within: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Walk a tenant's Google setup step by step and say what is wrong and how to fix it.
     Diagnose {
@@ -142,7 +144,6 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { listen } => gwsync::demo::run(listen),
         Command::Serve { config } => serve(config),
-        Command::Renew { .. } => Err(anyhow::anyhow!("`gwsync renew` is not built yet (issue #6)")),
         other => operator(other),
     };
     match result {
@@ -219,6 +220,27 @@ fn operator(command: Command) -> Result<ExitCode> {
                     serde_json::from_value(client.call(Method::GET, &path, None).await?)?;
                 print!("{}", report.render());
                 Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            Command::Renew { within, server } => {
+                let client = AdminClient::new(&server.server, token)?;
+                let path = format!(
+                    "api/v1/channels/renew?within={}",
+                    url::form_urlencoded::byte_serialize(within.as_bytes()).collect::<String>()
+                );
+                let v = client.call(Method::POST, &path, None).await?;
+                let renewed = v["renewed"].as_array().map_or(0, Vec::len);
+                let failed = v["failed"].as_array().cloned().unwrap_or_default();
+                for f in &failed {
+                    eprintln!(
+                        "failed: {} {}: {} — {}",
+                        f["tenant"].as_str().unwrap_or("?"),
+                        f["user"].as_str().unwrap_or("?"),
+                        f["message"].as_str().unwrap_or("?"),
+                        f["hint"].as_str().unwrap_or("")
+                    );
+                }
+                println!("renewed {renewed}, failed {}, users checked {}", failed.len(), v["users_checked"]);
+                Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
             Command::Tenant { command, server } => {
                 let client = AdminClient::new(&server.server, token)?;

@@ -35,6 +35,17 @@ pub struct Metrics {
     pub deliveries: Family<OutcomeLabel, Counter>,
     /// Profile switches waiting to be delivered.
     pub outbox: Gauge,
+    /// Channel renewals by outcome.
+    pub renewals: Family<OutcomeLabel, Counter>,
+    /// Channels by state (live, due, expired, pending, orphaned).
+    pub channels: Family<StateLabel, Gauge>,
+    /// Seconds until the soonest live channel expires (negative: one already has).
+    pub soonest_expiry: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
 }
 
 impl Default for Metrics {
@@ -60,7 +71,29 @@ impl Metrics {
         registry.register("deliveries", "Profile-switch deliveries to phone systems, by outcome", deliveries.clone());
         let outbox = Gauge::default();
         registry.register("outbox_messages", "Profile switches waiting to be delivered", outbox.clone());
-        Metrics { registry, notifications, syncs, google_calls, sync_lag, dirty_calendars, deliveries, outbox }
+        let renewals = Family::<OutcomeLabel, Counter>::default();
+        registry.register("channel_renewals", "Push channel renewals, by outcome", renewals.clone());
+        let channels = Family::<StateLabel, Gauge>::default();
+        registry.register("channels", "Push channels, by state", channels.clone());
+        let soonest_expiry = Gauge::default();
+        registry.register(
+            "channel_soonest_expiry_seconds",
+            "Seconds until the soonest live push channel expires",
+            soonest_expiry.clone(),
+        );
+        Metrics {
+            registry,
+            notifications,
+            syncs,
+            google_calls,
+            sync_lag,
+            dirty_calendars,
+            deliveries,
+            outbox,
+            renewals,
+            channels,
+            soonest_expiry,
+        }
     }
 
     pub fn registry_mut(&mut self) -> &mut Registry {
@@ -77,6 +110,14 @@ impl Metrics {
 
     pub fn delivery(&self, outcome: &str) {
         self.deliveries.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn renewal(&self, outcome: &str) {
+        self.renewals.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn channel_count(&self, state: &str, n: i64) {
+        self.channels.get_or_create(&StateLabel { state: state.to_owned() }).set(n);
     }
 
     pub fn google_call(&self, method: &str, status: &str) {

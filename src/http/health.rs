@@ -17,6 +17,10 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if !state.ready.load(std::sync::atomic::Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "not_ready", "reason": "starting or shutting down" }));
+    }
     match state.store.tenants() {
         Ok(_) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "reason": e.to_string() })),

@@ -2,6 +2,7 @@
 //! per area, each with its own `configure`.
 
 pub mod body;
+pub mod channels;
 pub mod diagnose;
 pub mod error;
 pub mod health;
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(tenants::configure)
             .configure(users::configure)
             .configure(diagnose::configure)
+            .configure(channels::configure)
             .default_service(web::to(no_such_endpoint)),
     );
 }

@@ -44,8 +44,8 @@ async fn calendar(state: web::Data<AppState>, sync: web::Data<SyncService>, req:
         return answer(&state, StatusCode::NOT_FOUND, "unknown_channel");
     }
     let channel = match state.store.channel(channel_id) {
-        Ok(Some(c)) => c,
-        Ok(None) => return answer(&state, StatusCode::NOT_FOUND, "unknown_channel"),
+        Ok(Some(c)) if !c.orphaned => c,
+        Ok(_) => return answer(&state, StatusCode::NOT_FOUND, "unknown_channel"),
         Err(e) => {
             tracing::error!(error = %e, "reading a channel failed");
             return answer(&state, StatusCode::SERVICE_UNAVAILABLE, "store_error");

@@ -90,6 +90,10 @@ pub struct ChannelRecord {
     pub resource_id: Option<String>,
     pub expiration: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Its user or tenant is gone (or it was replaced) but stopping it at Google failed: the
+    /// keeper retries until it is stopped or expires. Its notifications are ignored.
+    #[serde(default)]
+    pub orphaned: bool,
 }
 
 /// What gwsync last told the phone system about a user, and the last sequence number used.

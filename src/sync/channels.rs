@@ -20,22 +20,80 @@ pub const WEBHOOK_PATH: &str = "webhooks/google/calendar";
 
 /// Whether the channel is registered at Google and not expired at `now`.
 pub fn is_live(c: &ChannelRecord, now: DateTime<Utc>) -> bool {
-    c.resource_id.is_some() && c.expiration.is_some_and(|e| e > now)
+    !c.orphaned && c.resource_id.is_some() && c.expiration.is_some_and(|e| e > now)
 }
 
-/// Makes sure the user's calendar has a live channel; registers one if not.
+/// When a channel is due for renewal: `renew_within` before its expiry, less a fixed offset
+/// per channel of up to a quarter of that window, so channels created together (a mass
+/// registration at start) are not all renewed in the same minute.
+pub fn renew_at(c: &ChannelRecord, within: std::time::Duration) -> Option<DateTime<Utc>> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.id.hash(&mut h);
+    let within_ms = within.as_millis() as i64;
+    let spread = (h.finish() % (within_ms as u64 / 4).max(1)) as i64;
+    c.expiration.map(|e| e - chrono::Duration::milliseconds(within_ms + spread))
+}
+
+/// What `ensure` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ensured {
+    /// A live channel that is not due for renewal exists.
+    Fine,
+    /// There was none (new user, or every channel expired while gwsync was down).
+    Registered(ChannelRecord),
+    /// The live channel was due; a new one replaced it and the old one was stopped.
+    Renewed { new: ChannelRecord, old: Vec<String> },
+}
+
+/// Makes sure the user's calendar has a live channel that is not about to expire: registers
+/// one if there is none, replaces the newest if it is due (`force`: if it expires within
+/// `within` at all). The caller holds the user's job lock, so there is never more than one
+/// replacement at a time.
 pub async fn ensure(
     svc: &SyncService,
     tenant: &str,
     user: &str,
     token: &mut CalendarToken<'_>,
-) -> Result<Option<ChannelRecord>, SyncError> {
+    within: std::time::Duration,
+    force: bool,
+) -> Result<Ensured, SyncError> {
     let now = svc.clock.now();
     let existing = svc.app.store.channels_of(tenant, user)?;
-    if existing.iter().any(|c| is_live(c, now)) {
-        return Ok(None);
+    let live: Vec<&ChannelRecord> = existing.iter().filter(|c| is_live(c, now)).collect();
+    let Some(newest) = live.iter().max_by_key(|c| c.expiration) else {
+        return register(svc, tenant, user, token).await.map(Ensured::Registered);
+    };
+    let due = if force {
+        newest.expiration.is_some_and(|e| e <= now + chrono::Duration::from_std(within).unwrap_or_default())
+    } else {
+        renew_at(newest, within).is_some_and(|at| at <= now)
+    };
+    if !due {
+        return Ok(Ensured::Fine);
     }
-    register(svc, tenant, user, token).await.map(Some)
+    let new = register(svc, tenant, user, token).await?;
+    svc.app.metrics.renewal("renewed");
+    // Both fire until the old one is stopped; the queue makes their notifications one sync.
+    let mut old = Vec::new();
+    for c in live.into_iter().filter(|c| c.id != new.id) {
+        old.push(c.id.clone());
+        retire(svc, c).await;
+    }
+    Ok(Ensured::Renewed { new, old })
+}
+
+/// Stops a channel that is no longer wanted; if Google cannot be told now, marks it orphaned
+/// so the keeper retries (its notifications are ignored meanwhile).
+pub async fn retire(svc: &SyncService, channel: &ChannelRecord) {
+    if let Err(e) = stop(svc, channel).await {
+        tracing::warn!(tenant = %channel.tenant, user = %channel.user, channel = %channel.id, error = %e, "could not stop a channel at Google; the keeper retries");
+        let mut c = channel.clone();
+        c.orphaned = true;
+        if let Err(e) = svc.app.store.put_channel(&c) {
+            tracing::error!(channel = %c.id, error = %e, "could not mark a channel for a later stop");
+        }
+    }
 }
 
 /// Registers a new channel (alongside any old one).
@@ -58,6 +116,7 @@ pub async fn register(
         resource_id: None,
         expiration: None,
         created_at: svc.clock.now(),
+        orphaned: false,
     };
     app.store.put_channel(&record)?;
     store::flush(&app.store).await?;

@@ -8,6 +8,7 @@ pub mod backstop;
 pub mod calendar;
 pub mod channels;
 pub mod error;
+pub mod keeper;
 pub mod pacing;
 pub mod queue;
 
@@ -38,6 +39,8 @@ pub struct SyncService {
     pub presence: Arc<Presence>,
     /// When each calendar last got a notification (shown in the user's status).
     last_notification: Mutex<HashMap<CalendarKey, DateTime<Utc>>>,
+    /// One job per user at a time: a sync with its channel check, a renewal, a removal.
+    locks: Mutex<HashMap<CalendarKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl SyncService {
@@ -49,10 +52,11 @@ impl SyncService {
             clock,
             presence,
             last_notification: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Starts the workers, the retry timer and the backstop on `tracker`.
+    /// Starts the workers, the retry timer, the backstop and the channel keeper on `tracker`.
     pub fn start(self: &Arc<Self>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<(), StoreError> {
         let marked = self.queue.load_marks()?;
         if marked > 0 {
@@ -66,7 +70,38 @@ impl SyncService {
         tracker.spawn(async move { svc.retry_timer(stop).await });
         let (svc, stop) = (self.clone(), shutdown.clone());
         tracker.spawn(async move { backstop::run(svc, stop).await });
+        let (svc, stop) = (self.clone(), shutdown.clone());
+        tracker.spawn(async move { keeper::run(svc, stop).await });
         Ok(())
+    }
+
+    /// Takes the user's job lock (released when the guard drops).
+    pub async fn lock(&self, key: &CalendarKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock();
+            // Forget locks nobody holds or waits for, so the map stays small.
+            if locks.len() > 1024 {
+                locks.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            locks.entry(key.clone()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// Renews (now) the user's channel if it expires within `within`; for the renew endpoint.
+    pub async fn renew_user(
+        &self,
+        key: &CalendarKey,
+        within: std::time::Duration,
+    ) -> Result<channels::Ensured, SyncError> {
+        let _job = self.lock(key).await;
+        let account = self.app.service_account(&key.tenant)?;
+        let mut token = CalendarToken::new(self, &account, &key.user).await?;
+        let result = channels::ensure(self, &key.tenant, &key.user, &mut token, within, true).await;
+        if result.is_err() {
+            self.app.metrics.renewal("failed");
+        }
+        result
     }
 
     /// A verified notification for a user's calendar; returns once the need to sync is durable.
@@ -92,13 +127,9 @@ impl SyncService {
         self.queue.forget(&key);
         self.presence.forget(&key);
         self.last_notification.lock().remove(&key);
+        let _job = self.lock(&key).await;
         for channel in self.app.store.channels_of(tenant, user)? {
-            if let Err(e) = channels::stop(self, &channel).await {
-                // The channel dies on its own at its expiry; until then its notifications
-                // find no channel record and cost nothing.
-                tracing::warn!(tenant, user, channel = %channel.id, error = %e, "could not stop the channel at Google; forgetting it");
-                self.app.store.delete_channel(&channel.id)?;
-            }
+            channels::retire(self, &channel).await;
         }
         self.app.store.delete_user(tenant, user)?;
         crate::store::flush(&self.app.store).await
@@ -155,9 +186,14 @@ impl SyncService {
         }
         let account = self.app.service_account(&key.tenant)?;
         let mut token = CalendarToken::new(self, &account, &key.user).await?;
+        let _job = self.lock(key).await;
         // The channel first: a change made between a sync and a later registration would
         // otherwise wait for the backstop.
-        let channel = channels::ensure(self, &key.tenant, &key.user, &mut token).await;
+        let within = self.app.config.sync.renew_within;
+        let channel = channels::ensure(self, &key.tenant, &key.user, &mut token, within, false).await;
+        if channel.is_err() {
+            self.app.metrics.renewal("failed");
+        }
         calendar::sync(self, &key.tenant, &key.user, &mut token).await?;
         self.presence.recompute(key)?;
         channel.map(|_| ())

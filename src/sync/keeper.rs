@@ -1,0 +1,88 @@
+//! The channel keeper: every `keeper_interval` it looks at every channel gwsync has —
+//! queues the users whose channel is due for renewal (the user's next job replaces it),
+//! retries stopping channels whose user is gone or that were replaced, drops records of
+//! channels long expired, and publishes channel metrics.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::SyncService;
+use super::channels::{self, is_live, renew_at};
+use super::queue::CalendarKey;
+
+pub async fn run(svc: Arc<SyncService>, shutdown: CancellationToken) {
+    let interval = svc.app.config.sync.keeper_interval;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = sweep(&svc) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = svc.clock.sleep(interval) => {}
+        }
+    }
+}
+
+pub async fn sweep(svc: &SyncService) {
+    let store = &svc.app.store;
+    let now = svc.clock.now();
+    let within = svc.app.config.sync.renew_within;
+    let channels = match store.channels() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the channel keeper cannot read channels");
+            return;
+        }
+    };
+    let (mut live, mut due, mut expired, mut pending, mut orphaned) = (0, 0, 0, 0, 0);
+    let mut soonest = None;
+    let mut queued = HashSet::new();
+    for c in channels {
+        let owner_exists = matches!(store.user(&c.tenant, &c.user), Ok(Some(_)));
+        if c.orphaned || !owner_exists {
+            orphaned += 1;
+            if c.expiration.is_some_and(|e| e <= now) {
+                // Google stopped it by itself.
+                let _ = store.delete_channel(&c.id);
+            } else {
+                let key = CalendarKey::new(&c.tenant, &c.user);
+                let _job = svc.lock(&key).await;
+                if let Err(e) = channels::stop(svc, &c).await {
+                    tracing::warn!(channel = %c.id, error = %e, "stopping an orphaned channel failed; retrying later");
+                }
+            }
+            continue;
+        }
+        match c.expiration {
+            None => pending += 1,
+            Some(e) if e <= now => {
+                expired += 1;
+                // A day past its expiry nobody needs its record (late notifications included).
+                if e + chrono::Duration::days(1) <= now {
+                    let _ = store.delete_channel(&c.id);
+                }
+            }
+            Some(e) => {
+                live += 1;
+                soonest = Some(soonest.map_or(e, |s: chrono::DateTime<chrono::Utc>| s.min(e)));
+                if renew_at(&c, within).is_some_and(|at| at <= now) && is_live(&c, now) {
+                    due += 1;
+                    let key = CalendarKey::new(&c.tenant, &c.user);
+                    if queued.insert(key.clone()) {
+                        svc.queue.enqueue(&key);
+                    }
+                }
+            }
+        }
+    }
+    let m = &svc.app.metrics;
+    m.channel_count("live", live);
+    m.channel_count("due", due);
+    m.channel_count("expired", expired);
+    m.channel_count("pending", pending);
+    m.channel_count("orphaned", orphaned);
+    m.soonest_expiry.set(soonest.map_or(0, |s| (s - now).num_seconds()));
+}
