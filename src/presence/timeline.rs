@@ -5,7 +5,9 @@
 //! is the highest-priority profile (earliest in the user's list) with a matching trigger. All-day
 //! events cover whole days in the calendar's time zone. Series are expanded over the window with
 //! their moved, renamed and cancelled instances applied. Where intervals overlap, the
-//! highest-priority profile wins; between equals, the event that started last.
+//! highest-priority profile wins; between equals, the event that started last. Back-to-back
+//! stretches of one profile form one *run*: one switch for the phone system, whose `since` and
+//! `until` are the run's, while `cause` names the event winning at that moment.
 
 use std::collections::HashMap;
 
@@ -123,7 +125,7 @@ fn instance_suffix(t: &EventTime) -> String {
     }
 }
 
-/// A stretch of time with one active profile.
+/// A stretch of time with one winning event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub start: DateTime<Utc>,
@@ -132,8 +134,7 @@ pub struct Segment {
     pub cause: Cause,
 }
 
-/// The user's segments, in order and non-overlapping; adjacent ones with the same profile are
-/// merged (switching to the profile one already has is no switch).
+/// The user's segments, in order and non-overlapping: one per stretch of one winning event.
 pub fn segments(intervals: &[Interval]) -> Vec<Segment> {
     let mut bounds: Vec<DateTime<Utc>> = intervals.iter().flat_map(|i| [i.start, i.end]).collect();
     bounds.sort();
@@ -146,7 +147,7 @@ pub fn segments(intervals: &[Interval]) -> Vec<Segment> {
         });
         let Some(w) = winner else { continue };
         match out.last_mut() {
-            Some(last) if last.end == a && last.profile == w.profile => last.end = b,
+            Some(last) if last.end == a && last.cause == w.cause => last.end = b,
             _ => out.push(Segment { start: a, end: b, profile: w.profile, cause: w.cause.clone() }),
         }
     }
@@ -163,14 +164,12 @@ pub struct State {
 }
 
 impl State {
-    /// Whether telling the phone system `other` after `self` would say something new. For the
-    /// default profile the next start (`until`) is not news: every edit of a future event
-    /// would otherwise send a message.
+    /// Whether telling the phone system `other` after `self` would say nothing new: the same
+    /// profile, and for a profile the same end. Another event of the same profile taking over
+    /// (a new `cause`) is no switch; for the default profile the next start (`until`) is not
+    /// news either, or every edit of a future event would send a message.
     pub fn same_as(&self, other: &State) -> bool {
-        if self.profile != other.profile || self.cause != other.cause {
-            return false;
-        }
-        self.profile.is_none() || self.until == other.until
+        self.profile == other.profile && (self.profile.is_none() || self.until == other.until)
     }
 }
 
@@ -204,14 +203,30 @@ impl Timeline {
         Timeline { names: profiles.names.clone(), segments: segments(&iv), from, until }
     }
 
+    /// Runs: index ranges (inclusive) of contiguous segments with one profile.
+    fn runs(&self) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            match out.last_mut() {
+                Some((_, last)) if self.segments[*last].end == s.start && self.segments[*last].profile == s.profile => {
+                    *last = i
+                }
+                _ => out.push((i, i)),
+            }
+        }
+        out
+    }
+
     /// The state at `t`.
     pub fn state_at(&self, t: DateTime<Utc>) -> State {
-        match self.segments.iter().find(|s| s.start <= t && t < s.end) {
-            Some(s) => State {
-                profile: Some(self.names[s.profile].clone()),
-                since: Some(s.start),
-                until: Some(s.end),
-                cause: Some(s.cause.clone()),
+        let runs = self.runs();
+        let current = self.segments.iter().position(|s| s.start <= t && t < s.end);
+        match current.and_then(|i| runs.iter().find(|(a, b)| (*a..=*b).contains(&i)).map(|r| (i, *r))) {
+            Some((i, (first, last))) => State {
+                profile: Some(self.names[self.segments[i].profile].clone()),
+                since: Some(self.segments[first].start),
+                until: Some(self.segments[last].end),
+                cause: Some(self.segments[i].cause.clone()),
             },
             None => State {
                 profile: None,
@@ -222,33 +237,35 @@ impl Timeline {
         }
     }
 
-    /// The switches after `t`, in order.
+    /// The switches after `t`, in order: each run's start, and its end unless another run
+    /// starts right there.
     pub fn upcoming(&self, t: DateTime<Utc>) -> Vec<Transition> {
+        let runs = self.runs();
         let mut out = Vec::new();
-        for (i, s) in self.segments.iter().enumerate() {
-            if s.start > t {
+        for (k, &(first, last)) in runs.iter().enumerate() {
+            let (start, end) = (self.segments[first].start, self.segments[last].end);
+            if start > t {
                 out.push(Transition {
-                    at: s.start,
-                    profile: Some(self.names[s.profile].clone()),
-                    until: Some(s.end),
-                    cause: Some(s.cause.clone()),
+                    at: start,
+                    profile: Some(self.names[self.segments[first].profile].clone()),
+                    until: Some(end),
+                    cause: Some(self.segments[first].cause.clone()),
                 });
             }
-            let next_starts_here = self.segments.get(i + 1).is_some_and(|n| n.start == s.end);
-            if s.end > t && !next_starts_here {
-                out.push(Transition {
-                    at: s.end,
-                    profile: None,
-                    until: self.segments.get(i + 1).map(|n| n.start),
-                    cause: None,
-                });
+            let next_start = runs.get(k + 1).map(|&(f, _)| self.segments[f].start);
+            if end > t && next_start != Some(end) {
+                out.push(Transition { at: end, profile: None, until: next_start, cause: None });
             }
         }
         out
     }
 
-    /// The first moment after `t` at which the state changes.
+    /// The first moment after `t` at which the state changes for the phone system.
     pub fn next_boundary(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.segments.iter().flat_map(|s| [s.start, s.end]).filter(|b| *b > t).min()
+        self.runs()
+            .iter()
+            .flat_map(|&(first, last)| [self.segments[first].start, self.segments[last].end])
+            .filter(|b| *b > t)
+            .min()
     }
 }
