@@ -127,6 +127,24 @@ impl Default for PresenceConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct ContactsConfig {
+    /// A number without an exact match matches entries ending in the same this many digits
+    /// (0: off).
+    pub match_last_digits: usize,
+    /// People API reads per minute per user (Google's "critical read" bucket).
+    pub user_requests_per_minute: u32,
+    /// People listing page size (Google's maximum is 1000).
+    pub page_size: u32,
+}
+
+impl Default for ContactsConfig {
+    fn default() -> Self {
+        ContactsConfig { match_last_digits: 8, user_requests_per_minute: 60, page_size: 1000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the HTTP server listens. Loopback by default: TLS is the reverse proxy's job.
     pub listen: SocketAddr,
@@ -154,6 +172,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub sync: SyncConfig,
     pub presence: PresenceConfig,
+    pub contacts: ContactsConfig,
 }
 
 impl Default for Config {
@@ -173,6 +192,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             sync: SyncConfig::default(),
             presence: PresenceConfig::default(),
+            contacts: ContactsConfig::default(),
         }
     }
 }
@@ -258,6 +278,27 @@ impl Config {
         let horizon = self.presence.horizon;
         if horizon < Duration::from_secs(2 * 24 * 3600) || horizon > Duration::from_secs(90 * 24 * 3600) {
             return Err(invalid("presence.horizon", "GWSYNC_PRESENCE__HORIZON", "must be between 2d and 90d"));
+        }
+        if !(1..=1000).contains(&self.contacts.page_size) {
+            return Err(invalid(
+                "contacts.page_size",
+                "GWSYNC_CONTACTS__PAGE_SIZE",
+                "must be 1 to 1000 (Google's maximum)",
+            ));
+        }
+        if self.contacts.user_requests_per_minute == 0 {
+            return Err(invalid(
+                "contacts.user_requests_per_minute",
+                "GWSYNC_CONTACTS__USER_REQUESTS_PER_MINUTE",
+                "must be positive",
+            ));
+        }
+        if self.contacts.match_last_digits > 15 || (1..6).contains(&self.contacts.match_last_digits) {
+            return Err(invalid(
+                "contacts.match_last_digits",
+                "GWSYNC_CONTACTS__MATCH_LAST_DIGITS",
+                "must be 0 (off) or 6 to 15",
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "GWSYNC_DATA_DIR", "must name a directory"));

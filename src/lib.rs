@@ -19,6 +19,7 @@ pub mod backoff;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod demo;
 pub mod diagnose;
 pub mod google;
@@ -44,6 +45,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::AppState;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::contacts::Contacts;
 use crate::presence::engine::Presence;
 use crate::presence::outbox::Outbox;
 use crate::store::SharedStore;
@@ -90,6 +92,8 @@ pub async fn serve_with_clock(
     tracing::info!(users, queued_switches = queued, "presence ready");
     tracker.spawn(outbox.clone().run(tracker.clone(), cancel.clone()));
     tracker.spawn(presence.clone().run(cancel.clone()));
+    let contacts = Arc::new(Contacts::new(app.clone()));
+    tracker.spawn(contacts.clone().run(cancel.clone()));
     let sync = Arc::new(SyncService::new(
         app.clone(),
         SyncQueue::new(store.clone(), flush, config.sync.rerun_delay, clock.clone()),
@@ -99,9 +103,14 @@ pub async fn serve_with_clock(
     sync.start(&tracker, &cancel).context("starting the sync workers")?;
     let addr = listener.local_addr()?;
 
-    let (app_data, sync_data) = (web::Data::from(app.clone()), web::Data::from(sync.clone()));
+    let (app_data, sync_data, contacts_data) =
+        (web::Data::from(app.clone()), web::Data::from(sync.clone()), web::Data::from(contacts.clone()));
     let server = HttpServer::new(move || {
-        App::new().app_data(app_data.clone()).app_data(sync_data.clone()).configure(http::configure)
+        App::new()
+            .app_data(app_data.clone())
+            .app_data(sync_data.clone())
+            .app_data(contacts_data.clone())
+            .configure(http::configure)
     })
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
@@ -128,6 +137,7 @@ pub async fn serve_with_clock(
         tracing::warn!("background work did not stop within shutdown_timeout; its dirty marks stay for the next start");
     }
     drop(sync);
+    drop(contacts);
     drop(presence);
     drop(outbox);
     drop(app);

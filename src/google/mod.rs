@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod calendar;
 pub mod error;
+pub mod people;
 
 /// The OAuth scopes gwsync asks for, one purpose each, so a scope the admin forgot to delegate
 /// breaks only what needs it.

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod channels;
+pub mod contacts;
 pub mod diagnose;
 pub mod error;
 pub mod health;
@@ -21,13 +22,14 @@ use error::ApiError;
 
 /// Routes of the whole app; `serve` and tests mount the same thing.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(health::configure).configure(webhook::configure).service(
+    cfg.configure(health::configure).configure(webhook::configure).configure(contacts::configure_public).service(
         web::scope("/api/v1")
             .wrap(from_fn(require_admin_token))
             .configure(tenants::configure)
             .configure(users::configure)
             .configure(diagnose::configure)
             .configure(channels::configure)
+            .configure(contacts::configure_api)
             .default_service(web::to(no_such_endpoint)),
     );
 }

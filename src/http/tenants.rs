@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::body;
 use super::error::ApiError;
 use crate::app::{AppState, credentials_context, webhook_secret_context};
+use crate::contacts::Contacts;
 use crate::model::key_file::{self, MAX_KEY_FILE_BYTES};
 use crate::model::tenant::{StoredPhoneSystem, TenantRecord, TenantSpec, validate_tenant_id};
 use crate::store::{self, StoredCredentials};
@@ -69,6 +70,7 @@ async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<Http
 async fn put(
     state: web::Data<AppState>,
     sync: web::Data<SyncService>,
+    contacts: web::Data<Contacts>,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
@@ -110,12 +112,14 @@ async fn put(
         contacts: valid.contacts,
         created_at: previous.as_ref().map(|p| p.created_at).unwrap_or(now),
         updated_at: now,
+        export_token_digest: previous.as_ref().and_then(|p| p.export_token_digest.clone()),
     };
     state.store.put_tenant(&record)?;
     store::flush(&state.store).await?;
     tracing::info!(tenant = %id, domain = %record.domain, created = previous.is_none(), "tenant saved");
     // A phone system added or changed: tell it everybody's current state.
     sync.presence.recompute_tenant(&id)?;
+    contacts.poll_soon(&id);
     let body = view(&state, &record)?;
     Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
 }
@@ -123,6 +127,7 @@ async fn put(
 async fn delete(
     state: web::Data<AppState>,
     sync: web::Data<SyncService>,
+    contacts: web::Data<Contacts>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path)?;
@@ -133,6 +138,7 @@ async fn delete(
     state.store.delete_tenant(&t.id)?;
     store::flush(&state.store).await?;
     state.forget_tenant(&t.id);
+    contacts.forget_tenant(&t.id);
     tracing::info!(tenant = %t.id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
 }

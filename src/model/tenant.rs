@@ -184,6 +184,9 @@ pub struct TenantRecord {
     pub contacts: ContactsSettings,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// SHA-256 (hex) of the token desk phones use to fetch the phonebook exports.
+    #[serde(default)]
+    pub export_token_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -171,6 +171,22 @@ pub trait Store: Send + Sync {
     fn update_message(&self, message: &OutboxMessage) -> Result<(), StoreError>;
     fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError>;
 
+    fn contact_book(&self, tenant: &str, book: &str) -> Result<Option<crate::contacts::model::BookState>, StoreError>;
+    fn contact_books(&self, tenant: &str) -> Result<Vec<(String, crate::contacts::model::BookState)>, StoreError>;
+    /// Applies a People listing atomically: optionally wipes the book, then the changes, then
+    /// its new state (with the sync token). Returns the book's size after.
+    fn apply_contacts(
+        &self,
+        tenant: &str,
+        book: &str,
+        wipe: bool,
+        changes: &[crate::contacts::model::Change],
+        state: &crate::contacts::model::BookState,
+    ) -> Result<usize, StoreError>;
+    /// Every entry of every book of a tenant.
+    fn contacts(&self, tenant: &str) -> Result<Vec<crate::contacts::model::Contact>, StoreError>;
+    fn delete_contact_book(&self, tenant: &str, book: &str) -> Result<(), StoreError>;
+
     /// Blocks until everything written so far is on disk.
     fn flush_blocking(&self) -> Result<(), StoreError>;
 }

@@ -4,8 +4,10 @@
 //! sealed key file), `users` and `calendars` (`tenant \0 email` → JSON), `events`
 //! (`tenant \0 email \0 event id` → JSON), `dirty` (`tenant \0 email` → generation, u64 BE),
 //! `channels` (channel id → JSON) with its index `user_channels` (`tenant \0 email \0 id`),
-//! `presence` (`tenant \0 email` → what the phone system was last told) and `outbox`
-//! (`tenant \0 email \0 sequence` (u64 BE) → a message to deliver). Values are JSON: small, readable with any sled tool, and
+//! `presence` (`tenant \0 email` → what the phone system was last told), `outbox`
+//! (`tenant \0 email \0 sequence` (u64 BE) → a message to deliver), `contact_books`
+//! (`tenant \0 book` → its sync state) and `contacts` (`tenant \0 book \0 resource name` →
+//! a phonebook entry). Values are JSON: small, readable with any sled tool, and
 //! versioned by the schema number in `meta`.
 
 use std::path::Path;
@@ -18,6 +20,7 @@ use super::{
     CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store, StoreError,
     StoredCredentials,
 };
+use crate::contacts::model::{BookState, Change, Contact};
 use crate::model::event::StoredEvent;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
@@ -34,6 +37,8 @@ pub struct SledStore {
     user_channels: sled::Tree,
     presence: sled::Tree,
     outbox: sled::Tree,
+    contact_books: sled::Tree,
+    contacts: sled::Tree,
 }
 
 type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<()>>;
@@ -115,6 +120,8 @@ impl SledStore {
             user_channels: db.open_tree("user_channels")?,
             presence: db.open_tree("presence")?,
             outbox: db.open_tree("outbox")?,
+            contact_books: db.open_tree("contact_books")?,
+            contacts: db.open_tree("contacts")?,
             db,
         })
     }
@@ -194,6 +201,10 @@ impl Store for SledStore {
                 Ok(existed)
             })
             .map_err(tx_error)
+            .and_then(|existed| {
+                self.delete_contact_book(tenant, &format!("personal:{email}"))?;
+                Ok(existed)
+            })
     }
 
     fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError> {
@@ -377,6 +388,72 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn contact_book(&self, tenant: &str, book: &str) -> Result<Option<BookState>, StoreError> {
+        self.contact_books.get(user_key(tenant, book))?.map(|v| decode(&v)).transpose()
+    }
+
+    fn contact_books(&self, tenant: &str) -> Result<Vec<(String, BookState)>, StoreError> {
+        let prefix = tenant_prefix(tenant);
+        self.contact_books
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), decode(&v)?))
+            })
+            .collect()
+    }
+
+    fn apply_contacts(
+        &self,
+        tenant: &str,
+        book: &str,
+        wipe: bool,
+        changes: &[Change],
+        state: &BookState,
+    ) -> Result<usize, StoreError> {
+        let prefix = calendar_prefix(tenant, book);
+        let existing: Vec<sled::IVec> =
+            if wipe { self.contacts.scan_prefix(&prefix).keys().collect::<Result<_, _>>()? } else { Vec::new() };
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = existing.iter().map(|k| (k.to_vec(), None)).collect();
+        for c in changes {
+            match c {
+                Change::Upsert(contact) => {
+                    writes.push((event_key(tenant, book, &contact.resource_name), Some(encode(contact.as_ref())?)))
+                }
+                Change::Delete(name) => writes.push((event_key(tenant, book, name), None)),
+            }
+        }
+        let state_key = user_key(tenant, book);
+        let state_bytes = encode(state)?;
+        (&self.contacts, &self.contact_books)
+            .transaction(|(contacts, books)| -> TxResult<()> {
+                for (k, v) in &writes {
+                    match v {
+                        Some(v) => contacts.insert(k.as_slice(), v.as_slice())?,
+                        None => contacts.remove(k.as_slice())?,
+                    };
+                }
+                books.insert(state_key.as_slice(), state_bytes.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(self.contacts.scan_prefix(&prefix).count())
+    }
+
+    fn contacts(&self, tenant: &str) -> Result<Vec<Contact>, StoreError> {
+        self.contacts.scan_prefix(tenant_prefix(tenant)).values().map(|v| decode(&v?)).collect()
+    }
+
+    fn delete_contact_book(&self, tenant: &str, book: &str) -> Result<(), StoreError> {
+        let keys: Vec<sled::IVec> =
+            self.contacts.scan_prefix(calendar_prefix(tenant, book)).keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            self.contacts.remove(k)?;
+        }
+        self.contact_books.remove(user_key(tenant, book))?;
+        Ok(())
+    }
+
     fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
@@ -399,6 +476,7 @@ mod tests {
             contacts: ContactsSettings::default(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            export_token_digest: None,
         }
     }
 

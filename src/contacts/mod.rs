@@ -1,0 +1,362 @@
+//! Contacts: the company's Google contacts as the phone system's phonebook.
+//!
+//! Google offers no push for contacts, so each tenant is polled (`poll_interval`, jittered;
+//! or on request): the Workspace directory — users' profiles and shared contacts — as the
+//! tenant's `directory_admin`, and optionally every user's own contacts. Listings are
+//! incremental with sync tokens, written atomically with their changes; an expired token means
+//! a full sync. Numbers are put into E.164 with the tenant's default region (`numbers`); an
+//! in-memory index per tenant answers caller-ID lookups and searches (`index`); `export` renders
+//! vCard and desk-phone phonebooks.
+
+pub mod export;
+pub mod index;
+pub mod model;
+pub mod numbers;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::{Mutex, RwLock};
+use rand::RngExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::google::Scope;
+use crate::google::auth::ServiceAccount;
+use crate::google::error::ApiError;
+use crate::google::people::Book;
+use crate::store::{StoreError, SyncFailure};
+use crate::sync::error::SyncError;
+use index::TenantBook;
+use model::{BookState, Source};
+
+pub const DIRECTORY: &str = "directory";
+
+pub fn personal_book(user: &str) -> String {
+    format!("personal:{user}")
+}
+
+const DIRECTORY_SHARING_FIX: &str = "In the Admin console › Directory › Directory settings › Sharing settings, turn on External Directory Sharing with \"Organization data and authenticated user basic profile fields\" (it can take up to 24 hours to apply)";
+
+/// What one sync of a tenant's phonebook did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub books: Vec<BookSummary>,
+    pub entries: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BookSummary {
+    pub book: String,
+    pub full: bool,
+    pub pages: usize,
+    pub changes: usize,
+    pub entries: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<SyncFailure>,
+}
+
+pub struct Contacts {
+    app: Arc<AppState>,
+    reads: DefaultKeyedRateLimiter<String>,
+    books: RwLock<HashMap<String, Arc<TenantBook>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    next_poll: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl Contacts {
+    pub fn new(app: Arc<AppState>) -> Self {
+        let rpm = app.config.contacts.user_requests_per_minute;
+        let rate = NonZeroU32::new(((f64::from(rpm) * 0.9) as u32).max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new((rpm / 20).max(1)).unwrap_or(NonZeroU32::MIN);
+        Contacts {
+            reads: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
+            app,
+            books: RwLock::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            next_poll: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's phonebook index (built from the store on first use).
+    pub fn book(&self, tenant: &str) -> Result<Arc<TenantBook>, StoreError> {
+        if let Some(b) = self.books.read().get(tenant) {
+            return Ok(b.clone());
+        }
+        self.reindex(tenant)
+    }
+
+    fn reindex(&self, tenant: &str) -> Result<Arc<TenantBook>, StoreError> {
+        let book =
+            Arc::new(TenantBook::build(self.app.store.contacts(tenant)?, self.app.config.contacts.match_last_digits));
+        self.books.write().insert(tenant.to_owned(), book.clone());
+        Ok(book)
+    }
+
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.books.write().remove(tenant);
+        self.next_poll.lock().remove(tenant);
+    }
+
+    /// Polls the tenant at the next sweep (its settings changed).
+    pub fn poll_soon(&self, tenant: &str) {
+        self.next_poll.lock().insert(tenant.to_owned(), self.app.clock.now());
+    }
+
+    pub fn next_poll(&self, tenant: &str) -> Option<DateTime<Utc>> {
+        self.next_poll.lock().get(tenant).copied()
+    }
+
+    /// Syncs every book of the tenant now (one sync per tenant at a time).
+    pub async fn sync_tenant(&self, tenant_id: &str) -> Result<Summary, StoreError> {
+        let lock = self.locks.lock().entry(tenant_id.to_owned()).or_default().clone();
+        let _guard = lock.lock().await;
+        let store = &self.app.store;
+        let Some(tenant) = store.tenant(tenant_id)? else {
+            self.forget_tenant(tenant_id);
+            return Ok(Summary::default());
+        };
+        let now = self.app.clock.now();
+        let mut summary = Summary::default();
+        let account = self.app.service_account(&tenant.id);
+        let mut retry_soon = false;
+
+        let mut plan: Vec<(String, Book, String, Scope, Source)> = Vec::new();
+        match &tenant.directory_admin {
+            Some(admin) => {
+                plan.push((DIRECTORY.into(), Book::Directory, admin.clone(), Scope::Directory, Source::Shared))
+            }
+            None => {
+                let failure = failure(
+                    now,
+                    "no_directory_admin",
+                    "the tenant has no directory_admin",
+                    "Set the tenant's directory_admin: the Workspace user whose view of the directory becomes the phonebook",
+                );
+                summary.books.push(self.record_failure(&tenant.id, DIRECTORY, failure)?);
+            }
+        }
+        let users = store.users(&tenant.id)?;
+        if tenant.contacts.personal_contacts {
+            for u in &users {
+                plan.push((
+                    personal_book(&u.email),
+                    Book::Connections,
+                    u.email.clone(),
+                    Scope::Contacts,
+                    Source::Personal { owner: u.email.clone() },
+                ));
+            }
+        }
+        // Books no longer wanted: personal contacts switched off, or their user deleted.
+        for (book, _) in store.contact_books(&tenant.id)? {
+            if book != DIRECTORY && !plan.iter().any(|(b, ..)| *b == book) {
+                store.delete_contact_book(&tenant.id, &book)?;
+            }
+        }
+        for (book, kind, subject, scope, source) in plan {
+            let result = match &account {
+                Ok(a) => {
+                    self.sync_book(&tenant.id, &tenant.default_region, a, &book, kind, &subject, scope, &source).await
+                }
+                Err(e) => Err(SyncError::from(crate::app::CredentialsError::Unreadable(e.to_string()))),
+            };
+            match result {
+                Ok(s) => summary.books.push(s),
+                Err(e) => {
+                    retry_soon |= matches!(
+                        e,
+                        SyncError::Api(ApiError::RateLimited { .. }) | SyncError::Api(ApiError::Transient { .. })
+                    );
+                    let hint = match (&e, kind) {
+                        (SyncError::Api(ApiError::Forbidden { .. }), Book::Directory) => {
+                            DIRECTORY_SHARING_FIX.to_owned()
+                        }
+                        _ => e.hint(),
+                    };
+                    let code = match (&e, kind) {
+                        (SyncError::Api(ApiError::Forbidden { .. }), Book::Directory) => "directory_sharing_off",
+                        _ => e.code(),
+                    };
+                    tracing::warn!(tenant = %tenant.id, book, code, error = %e, "phonebook sync failed");
+                    summary.books.push(self.record_failure(
+                        &tenant.id,
+                        &book,
+                        failure(now, code, &e.to_string(), &hint),
+                    )?);
+                }
+            }
+        }
+        crate::store::flush(store).await?;
+        let index = self.reindex(&tenant.id)?;
+        summary.entries = index.entries.len();
+        let interval = Duration::from_std(tenant.contacts.poll_interval).unwrap_or(Duration::minutes(15));
+        // ±10 % so tenants polled together drift apart; rate limits come back sooner, with backoff.
+        let jittered = interval.to_std().unwrap_or_default().mul_f64(rand::rng().random_range(0.9..1.1));
+        let next = if retry_soon { Duration::minutes(5) } else { Duration::from_std(jittered).unwrap_or(interval) };
+        self.next_poll.lock().insert(tenant.id.clone(), now + next);
+        Ok(summary)
+    }
+
+    fn record_failure(&self, tenant: &str, book: &str, error: SyncFailure) -> Result<BookSummary, StoreError> {
+        let mut state = self.app.store.contact_book(tenant, book)?.unwrap_or_default();
+        state.last_poll_at = Some(error.at);
+        state.last_error = Some(error.clone());
+        let entries = self.app.store.apply_contacts(tenant, book, false, &[], &state)?;
+        Ok(BookSummary { book: book.to_owned(), full: false, pages: 0, changes: 0, entries, error: Some(error) })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_book(
+        &self,
+        tenant: &str,
+        region: &str,
+        account: &ServiceAccount,
+        book: &str,
+        kind: Book,
+        subject: &str,
+        scope: Scope,
+        source: &Source,
+    ) -> Result<BookSummary, SyncError> {
+        let app = &self.app;
+        let mut state = app.store.contact_book(tenant, book)?.unwrap_or_default();
+        let mut token = app.tokens.token(account, subject, scope).await?;
+        let mut refreshed = false;
+        loop {
+            let full = state.sync_token.is_none();
+            let mut changes = Vec::new();
+            let mut page_token: Option<String> = None;
+            let mut pages = 0;
+            let next_sync_token = loop {
+                self.reads.until_key_ready(&subject.to_owned()).await;
+                let page = app
+                    .google
+                    .list_people(
+                        kind,
+                        &token,
+                        subject,
+                        state.sync_token.as_deref(),
+                        page_token.as_deref(),
+                        app.config.contacts.page_size,
+                    )
+                    .await;
+                match page {
+                    Ok(p) => {
+                        pages += 1;
+                        changes.extend(
+                            p.people.iter().filter_map(|person| model::change_from_person(person, source, region)),
+                        );
+                        match (p.next_page_token, p.next_sync_token) {
+                            (Some(next), _) => page_token = Some(next),
+                            (None, sync_token) => break sync_token,
+                        }
+                    }
+                    Err(ApiError::Unauthorized) if !refreshed => {
+                        token = app.tokens.fresh_token(account, subject, scope).await?;
+                        refreshed = true;
+                    }
+                    Err(ApiError::ExpiredSyncToken) if !full => {
+                        tracing::info!(tenant, book, "contacts sync token expired: full sync");
+                        state.sync_token = None;
+                        break None;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if next_sync_token.is_none() && state.sync_token.is_none() && !full {
+                continue;
+            }
+            let now = app.clock.now();
+            state.sync_token = next_sync_token;
+            state.last_poll_at = Some(now);
+            if full {
+                state.last_full_sync_at = Some(now);
+            }
+            state.last_error = None;
+            let entries = app.store.apply_contacts(tenant, book, full, &changes, &state)?;
+            if entries != state.entries {
+                state.entries = entries;
+                app.store.apply_contacts(tenant, book, false, &[], &state)?;
+            }
+            tracing::info!(tenant, book, full, pages, changes = changes.len(), entries, "phonebook synced");
+            return Ok(BookSummary {
+                book: book.to_owned(),
+                full,
+                pages,
+                changes: changes.len(),
+                entries,
+                error: None,
+            });
+        }
+    }
+
+    /// Polls every tenant when due, until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let clock = self.app.clock.clone();
+        loop {
+            let now = clock.now();
+            let tenants = match self.app.store.tenants() {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "the contacts poller cannot read tenants");
+                    Vec::new()
+                }
+            };
+            for t in tenants {
+                let due = self.next_poll.lock().get(&t.id).is_none_or(|at| *at <= now);
+                if !due {
+                    continue;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    result = self.sync_tenant(&t.id) => if let Err(e) = result {
+                        tracing::error!(tenant = %t.id, error = %e, "phonebook sync failed");
+                    },
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = clock.sleep(std::time::Duration::from_secs(15)) => {}
+            }
+        }
+    }
+
+    /// The tenant's phonebook status: each book's last poll, size and last error.
+    pub fn status(&self, tenant: &str) -> Result<serde_json::Value, StoreError> {
+        let books: Vec<serde_json::Value> = self
+            .app
+            .store
+            .contact_books(tenant)?
+            .into_iter()
+            .map(|(book, s): (String, BookState)| {
+                serde_json::json!({
+                    "book": book,
+                    "entries": s.entries,
+                    "last_poll": s.last_poll_at,
+                    "last_full_sync": s.last_full_sync_at,
+                    "last_error": s.last_error,
+                })
+            })
+            .collect();
+        let index = self.book(tenant)?;
+        let indexed_numbers: usize =
+            index.entries.iter().map(|c| c.phones.iter().filter(|p| p.e164.is_some()).count()).sum();
+        let unindexed_numbers: usize =
+            index.entries.iter().map(|c| c.phones.iter().filter(|p| p.e164.is_none()).count()).sum();
+        Ok(serde_json::json!({
+            "entries": index.entries.len(),
+            "numbers": indexed_numbers,
+            "unindexed_numbers": unindexed_numbers,
+            "next_poll": self.next_poll(tenant),
+            "books": books,
+        }))
+    }
+}
+
+fn failure(at: DateTime<Utc>, code: &str, message: &str, hint: &str) -> SyncFailure {
+    SyncFailure { code: code.to_owned(), message: message.to_owned(), hint: hint.to_owned(), at, retry_at: None }
+}
