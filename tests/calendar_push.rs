@@ -124,3 +124,30 @@ async fn a_new_user_gets_a_channel_and_changes_arrive_by_push() {
     assert!(status["sync"]["last_notification"].is_string() && status["sync"]["last_sync"].is_string(), "{status}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn resync_on_request_brings_a_change_whose_notification_was_lost() {
+    let app = TestApp::start().await;
+    app.setup_tenant().await;
+    let writer = writer_token(&app, ALICE).await;
+    let r = app.put_user(ALICE, json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    wait_for_store(&app, ALICE, "the first sync", |_| true).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while user_status(&app, ALICE).await["sync"]["last_sync"].is_null() {
+        assert!(tokio::time::Instant::now() < deadline, "never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.fake_control("PUT", "/_fake/delivery", json!({"drop": 1.0})).await;
+    let created = google(&app, "POST", "events", &writer, Some(json!({
+        "summary": "Lunch, unannounced", "start": {"dateTime": "2030-01-02T11:00:00Z"}, "end": {"dateTime": "2030-01-02T12:00:00Z"}
+    })))
+    .await;
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stored(&app, ALICE).await.iter().any(|e| e["id"] == id.as_str()), "the notification was dropped");
+    let r = app.api("POST", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}/resync"), None).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    wait_for_store(&app, ALICE, "resynced", |e| e.iter().any(|x| x["id"] == id.as_str())).await;
+    app.stop().await;
+}

@@ -21,7 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/tenants/{tenant}/users/{email}", web::get().to(get))
         .route("/tenants/{tenant}/users/{email}", web::delete().to(delete))
         .route("/tenants/{tenant}/users/{email}/events", web::get().to(events))
-        .route("/tenants/{tenant}/users/{email}/presence", web::get().to(presence));
+        .route("/tenants/{tenant}/users/{email}/presence", web::get().to(presence))
+        .route("/tenants/{tenant}/users/{email}/resync", web::post().to(resync));
 }
 
 pub fn view(u: &UserRecord) -> Value {
@@ -181,4 +182,18 @@ async fn presence(
         "cause": now.cause,
         "upcoming": upcoming,
     })))
+}
+
+/// Syncs the user's calendar (and checks their channel) now, cutting any backoff short.
+async fn resync(
+    state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, email) = path.into_inner();
+    let t = existing(&state, &tenant)?;
+    let u = existing_user(&state, &t, &email)?;
+    sync.user_saved(&t.id, &u.email);
+    Ok(HttpResponse::Accepted()
+        .json(json!({ "queued": true, "status": format!("/api/v1/tenants/{}/users/{}", t.id, u.email) })))
 }
