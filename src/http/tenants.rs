@@ -117,8 +117,11 @@ async fn put(
     state.store.put_tenant(&record)?;
     store::flush(&state.store).await?;
     tracing::info!(tenant = %id, domain = %record.domain, created = previous.is_none(), "tenant saved");
-    // A phone system added or changed: tell it everybody's current state.
-    sync.presence.recompute_tenant(&id)?;
+    // A phone system added or moved to another URL knows nothing yet: tell it everybody's
+    // current state.
+    let old_url = previous.as_ref().and_then(|p| p.phone_system.as_ref()).map(|p| p.url.clone());
+    let new_url = record.phone_system.as_ref().map(|p| p.url.clone());
+    sync.presence.recompute_tenant(&id, new_url.is_some() && old_url != new_url)?;
     contacts.poll_soon(&id);
     let body = view(&state, &record)?;
     Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })

@@ -81,9 +81,16 @@ impl Presence {
         Ok(n)
     }
 
-    /// Recomputes all users of a tenant (its phone system changed).
-    pub fn recompute_tenant(&self, tenant: &str) -> Result<(), StoreError> {
-        for u in self.app.store.users(tenant)? {
+    /// Recomputes all users of a tenant. With `new_receiver` (its phone system was added or
+    /// moved) the receiver is assumed to know nothing, so every user's current state is sent.
+    pub fn recompute_tenant(&self, tenant: &str, new_receiver: bool) -> Result<(), StoreError> {
+        let store = &self.app.store;
+        for u in store.users(tenant)? {
+            if new_receiver && let Some(mut record) = store.presence_record(tenant, &u.email)? {
+                // Keep the sequence: it must keep rising for the receiver.
+                record.last = None;
+                store.put_presence_record(tenant, &u.email, &record)?;
+            }
             self.recompute(&CalendarKey::new(tenant, &u.email))?;
         }
         Ok(())

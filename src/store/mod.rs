@@ -163,6 +163,7 @@ pub trait Store: Send + Sync {
     fn delete_channel(&self, id: &str) -> Result<(), StoreError>;
 
     fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError>;
+    fn put_presence_record(&self, tenant: &str, user: &str, record: &PresenceRecord) -> Result<(), StoreError>;
     /// Records what the user is now told and queues the message saying it, atomically.
     fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError>;
     /// Every queued message, each user's in sequence order.

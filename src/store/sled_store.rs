@@ -358,6 +358,11 @@ impl Store for SledStore {
         self.presence.get(user_key(tenant, user))?.map(|v| decode(&v)).transpose()
     }
 
+    fn put_presence_record(&self, tenant: &str, user: &str, record: &PresenceRecord) -> Result<(), StoreError> {
+        self.presence.insert(user_key(tenant, user), encode(record)?)?;
+        Ok(())
+    }
+
     fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError> {
         let (rk, rv) = (user_key(&message.tenant, &message.user), encode(record)?);
         let (mk, mv) = (outbox_key(&message.tenant, &message.user, message.sequence), encode(message)?);

@@ -171,7 +171,18 @@ pub async fn stop(svc: &SyncService, channel: &ChannelRecord) -> Result<(), Sync
                 }
             };
             svc.pacer.call(&subject).await;
-            match svc.app.google.stop_channel(&token, &subject, &channel.id, resource_id).await {
+            let mut result = svc.app.google.stop_channel(&token, &subject, &channel.id, resource_id).await;
+            if matches!(result, Err(ApiError::Unauthorized)) {
+                // A cached token Google no longer takes: one fresh one, as for every other call.
+                match svc.app.tokens.fresh_token(&account, &subject, Scope::Calendar).await {
+                    Ok(fresh) => result = svc.app.google.stop_channel(&fresh, &subject, &channel.id, resource_id).await,
+                    Err(e) => {
+                        last_error = Some(e.into());
+                        continue;
+                    }
+                }
+            }
+            match result {
                 Ok(()) => {
                     last_error = None;
                     break;
