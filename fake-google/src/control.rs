@@ -774,20 +774,18 @@ async fn get_notifications(shared: web::Data<Shared>, req: HttpRequest) -> HttpR
 
 async fn get_stats(shared: web::Data<Shared>) -> HttpResponse {
     let world = shared.world.lock();
-    let mut by_method = std::collections::BTreeMap::<String, u64>::new();
-    for r in world.requests.query(0, None, None) {
-        if let Some(m) = r.method {
-            *by_method.entry(m).or_default() += 1;
-        }
-    }
+    let by_method = &world.requests.by_method;
+    let by_status: std::collections::BTreeMap<String, u64> = world.requests.by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     HttpResponse::Ok().json(json!({
         "requests_by_method": by_method,
+        "google_responses_by_status": by_status,
         "peak_requests_per_minute": {
             "project": world.quota.peak(Bucket::Project),
             "calendar_user": world.quota.peak(Bucket::CalendarUser),
             "people_user": world.quota.peak(Bucket::PeopleUser),
         },
         "channels": world.channels.by_id.len(),
+        "live_channels": world.channels.by_id.values().filter(|c| c.is_live(shared.clock.now())).count(),
         "access_tokens": world.access_tokens.len(),
     }))
 }

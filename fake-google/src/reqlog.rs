@@ -33,10 +33,17 @@ pub struct RequestRecord {
 pub struct RequestLog {
     next_seq: u64,
     records: VecDeque<RequestRecord>,
+    /// Counts since the last clear, however many records the log still holds.
+    pub by_method: std::collections::BTreeMap<String, u64>,
+    pub by_status: std::collections::BTreeMap<u16, u64>,
 }
 
 impl RequestLog {
     pub fn push(&mut self, mut record: RequestRecord) {
+        if let Some(m) = record.method.as_deref().filter(|m| *m != "control") {
+            *self.by_method.entry(m.to_owned()).or_default() += 1;
+            *self.by_status.entry(record.status).or_default() += 1;
+        }
         self.next_seq += 1;
         record.seq = self.next_seq;
         if self.records.len() == CAPACITY {
@@ -62,5 +69,7 @@ impl RequestLog {
 
     pub fn clear(&mut self) {
         self.records.clear();
+        self.by_method.clear();
+        self.by_status.clear();
     }
 }

@@ -68,9 +68,44 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
+/// Most authenticators kept at once. Each holds the parsed key and a cached token (a few KB);
+/// with 100,000 users that would be hundreds of MB for tokens that expire within the hour
+/// anyway, so the oldest are dropped (and sign in again when next needed).
+const MAX_AUTHENTICATORS: usize = 4096;
+
+type AuthKey = (String, String, Scope);
+
 pub struct TokenSource {
     client: hyper_util::client::legacy::Client<Connector, String>,
-    authenticators: Mutex<HashMap<(String, String, Scope), Arc<Auth>>>,
+    authenticators: Mutex<Authenticators>,
+}
+
+#[derive(Default)]
+struct Authenticators {
+    map: HashMap<AuthKey, Arc<Auth>>,
+    /// Insertion order, for eviction.
+    order: std::collections::VecDeque<AuthKey>,
+}
+
+impl Authenticators {
+    fn insert(&mut self, key: AuthKey, auth: Arc<Auth>) {
+        if self.map.insert(key.clone(), auth).is_none() {
+            self.order.push_back(key);
+        }
+        while self.map.len() > MAX_AUTHENTICATORS {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&AuthKey) -> bool) {
+        self.map.retain(|k, _| keep(k));
+        self.order.retain(|k| keep(k));
+    }
 }
 
 impl TokenSource {
@@ -86,12 +121,12 @@ impl TokenSource {
             .build();
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build::<_, String>(connector);
-        Ok(TokenSource { client, authenticators: Mutex::new(HashMap::new()) })
+        Ok(TokenSource { client, authenticators: Mutex::new(Authenticators::default()) })
     }
 
     async fn authenticator(&self, account: &ServiceAccount, user: &str, scope: Scope) -> Result<Arc<Auth>, AuthError> {
         let key = (account.tenant.clone(), user.to_owned(), scope);
-        if let Some(a) = self.authenticators.lock().get(&key) {
+        if let Some(a) = self.authenticators.lock().map.get(&key) {
             return Ok(a.clone());
         }
         let builder = CustomHyperClientBuilder::from(self.client.clone()).with_timeout(TOKEN_TIMEOUT);
@@ -134,12 +169,12 @@ impl TokenSource {
 
     /// Drops cached tokens of a tenant (its key changed or it was deleted).
     pub fn forget_tenant(&self, tenant: &str) {
-        self.authenticators.lock().retain(|(t, _, _), _| t != tenant);
+        self.authenticators.lock().retain(|(t, _, _)| t != tenant);
     }
 
     /// Drops cached tokens of one user.
     pub fn forget_user(&self, tenant: &str, user: &str) {
-        self.authenticators.lock().retain(|(t, u, _), _| !(t == tenant && u == user));
+        self.authenticators.lock().retain(|(t, u, _)| !(t == tenant && u == user));
     }
 }
 
