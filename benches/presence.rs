@@ -1,7 +1,8 @@
 //! Timeline recomputation: 10,000 users with a realistic calendar each (daily and weekly series
-//! with exceptions, single events, an all-day event, a declined one), computed over the default
-//! 14-day horizon. Reports the time to recompute one user's timeline after a change (p50, p99)
-//! and the memory the computed timelines of all users hold.
+//! with exceptions, single events, an all-day event, a declined one). Reports the time to
+//! recompute one user's timeline after a change (p50, p99) — over the 3-day window the
+//! scheduler keeps in memory, and over the 14-day horizon the presence API computes on request —
+//! and the memory the kept timelines of all users take.
 //!
 //!     cargo bench --bench presence
 

@@ -169,10 +169,7 @@ async fn presence(
     let t = existing(&state, &tenant)?;
     let u = existing_user(&state, &t, &email)?;
     let key = CalendarKey::new(&t.id, &u.email);
-    if sync.presence.presence(&key).is_none() {
-        sync.presence.recompute(&key)?;
-    }
-    let Some((now, upcoming)) = sync.presence.presence(&key) else {
+    let Some((now, upcoming)) = sync.presence.presence(&key)? else {
         return Err(ApiError::not_found("user_not_found", format!("no user {} in tenant '{}'", u.email, t.id)));
     };
     Ok(HttpResponse::Ok().json(json!({

@@ -26,6 +26,11 @@ use crate::sync::queue::CalendarKey;
 /// How far back a timeline reaches (an event that began before "now" still counts).
 const LOOKBACK: Duration = Duration::days(2);
 
+/// How far ahead the timelines kept in memory for the scheduler reach (they roll a day before
+/// they run out). The presence API computes the whole horizon from the store when asked, so
+/// memory stays small with 100,000 users.
+const SCHEDULE_WINDOW: Duration = Duration::days(3);
+
 pub struct Presence {
     app: Arc<AppState>,
     pub outbox: Arc<Outbox>,
@@ -96,27 +101,28 @@ impl Presence {
         Ok(())
     }
 
-    /// Recomputes one user's timeline from their stored events and profiles, and reconciles.
-    pub fn recompute(&self, key: &CalendarKey) -> Result<(), StoreError> {
+    /// The user's timeline from `now - LOOKBACK` to `now + ahead`, from the store; `None` if
+    /// the user is gone.
+    fn compute(&self, key: &CalendarKey, now: DateTime<Utc>, ahead: Duration) -> Result<Option<Timeline>, StoreError> {
         let store = &self.app.store;
-        let Some(user) = store.user(&key.tenant, &key.user)? else {
-            self.forget(key);
-            return Ok(());
-        };
+        let Some(user) = store.user(&key.tenant, &key.user)? else { return Ok(None) };
         let events = store.events(&key.tenant, &key.user)?;
         let zone: Tz = store
             .calendar_state(&key.tenant, &key.user)?
             .and_then(|s| s.time_zone)
             .and_then(|z| z.parse().ok())
             .unwrap_or(chrono_tz::UTC);
+        Ok(Some(Timeline::compute(&events, &Profiles::new(&user.profiles), zone, now - LOOKBACK, now + ahead)))
+    }
+
+    /// Recomputes one user's timeline from their stored events and profiles, and reconciles.
+    pub fn recompute(&self, key: &CalendarKey) -> Result<(), StoreError> {
         let now = self.app.clock.now();
-        let timeline = Arc::new(Timeline::compute(
-            &events,
-            &Profiles::new(&user.profiles),
-            zone,
-            now - LOOKBACK,
-            now + self.horizon(),
-        ));
+        let Some(timeline) = self.compute(key, now, SCHEDULE_WINDOW.min(self.horizon()))? else {
+            self.forget(key);
+            return Ok(());
+        };
+        let timeline = Arc::new(timeline);
         self.timelines.lock().insert(key.clone(), timeline.clone());
         self.reconcile(key, &timeline, now)?;
         self.reschedule(key, &timeline, now);
@@ -137,11 +143,11 @@ impl Presence {
         self.wake.notify_one();
     }
 
-    /// The user's state now and the switches ahead.
-    pub fn presence(&self, key: &CalendarKey) -> Option<(State, Vec<Transition>)> {
-        let timeline = self.timelines.lock().get(key).cloned()?;
+    /// The user's state now and the switches ahead over the whole horizon; `None` if the user
+    /// is gone.
+    pub fn presence(&self, key: &CalendarKey) -> Result<Option<(State, Vec<Transition>)>, StoreError> {
         let now = self.app.clock.now();
-        Some((timeline.state_at(now), timeline.upcoming(now)))
+        Ok(self.compute(key, now, self.horizon())?.map(|t| (t.state_at(now), t.upcoming(now))))
     }
 
     /// Queues a message if the user's state at `now` is not what the phone system was last told.
