@@ -17,14 +17,13 @@ pub struct Phone {
     pub label: Option<String>,
 }
 
-/// Tidies what people write before parsing: the "(0)" some put between the country code and
-/// the number (`+46 (0)8 …`), and a `00` international prefix.
+/// Reads a `00` international prefix as `+` (libphonenumber takes `+46 (0)8 …` as it is).
 fn tidy(raw: &str) -> String {
-    let mut s = raw.trim().replace("(0)", "");
-    if let Some(rest) = s.strip_prefix("00") {
-        s = format!("+{rest}");
+    let s = raw.trim();
+    match s.strip_prefix("00") {
+        Some(rest) => format!("+{rest}"),
+        None => s.to_owned(),
     }
-    s
 }
 
 /// E.164 and extension of `raw`, read in `region` unless it carries a country code.
