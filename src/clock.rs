@@ -70,7 +70,11 @@ impl Clock {
     }
 
     pub async fn sleep(&self, d: Duration) {
-        let until = self.now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let now = self.now();
+        let until = chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         self.sleep_until(until).await;
     }
 }

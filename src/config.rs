@@ -258,6 +258,22 @@ impl Config {
                 "must be between 1h and 7d (Google's maximum)",
             ));
         }
+        let day = Duration::from_secs(24 * 3600);
+        for (key, env, value, max) in [
+            ("sync.full_sync_lookback", "GWSYNC_SYNC__FULL_SYNC_LOOKBACK", sync.full_sync_lookback, 365 * day),
+            ("sync.slow_retry", "GWSYNC_SYNC__SLOW_RETRY", sync.slow_retry, 7 * day),
+            ("sync.max_backoff", "GWSYNC_SYNC__MAX_BACKOFF", sync.max_backoff, day),
+            ("sync.rerun_delay", "GWSYNC_SYNC__RERUN_DELAY", sync.rerun_delay, Duration::from_secs(3600)),
+            ("sync.backstop_interval", "GWSYNC_SYNC__BACKSTOP_INTERVAL", sync.backstop_interval, 7 * day),
+            ("shutdown_timeout", "GWSYNC_SHUTDOWN_TIMEOUT", self.shutdown_timeout, Duration::from_secs(3600)),
+        ] {
+            if value > max {
+                return Err(invalid(key, env, format!("must be at most {}", humantime::format_duration(max))));
+            }
+        }
+        if self.store.cache_capacity_mb == 0 || self.store.cache_capacity_mb > 65_536 {
+            return Err(invalid("store.cache_capacity_mb", "GWSYNC_STORE__CACHE_CAPACITY_MB", "must be 1 to 65536"));
+        }
         if sync.renew_within >= sync.channel_ttl {
             return Err(invalid(
                 "sync.renew_within",

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::{AppState, CredentialsError};
 use crate::google::Scope;
 use crate::google::error::ApiError;
+use crate::google::error::DIRECTORY_SHARING_FIX;
 use crate::model::tenant::TenantRecord;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,8 +66,6 @@ impl Steps {
         }
     }
 }
-
-const DIRECTORY_SHARING_FIX: &str = "In the Admin console › Directory › Directory settings › Sharing settings, turn on External Directory Sharing with \"Organization data and authenticated user basic profile fields\" (it can take up to 24 hours to apply)";
 
 pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str) -> Report {
     let mut steps = Steps(Vec::new());

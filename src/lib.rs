@@ -4,11 +4,18 @@
 //! Module map:
 //! - `config` — layered configuration, validated once
 //! - `secrets` — encryption at rest under the master key
-//! - `model` — tenants, users, key files, and their validation
-//! - `store` — durable state (sled) behind a trait
+//! - `model` — tenants, users, key files, events, and their validation
+//! - `store` — durable state (sled) behind a trait, with group commit
+//! - `clock` — the injectable clock every timer reads
+//! - `backoff` — retry schedules for Google and the phone system
 //! - `google` — tokens per user, typed Google errors, Calendar and People calls
+//! - `sync` — the work queue, calendar sync with sync tokens, push channels and their renewal
+//! - `presence` — trigger words, recurrence, each user's timeline, and the signed outbox to the
+//!   phone system
+//! - `contacts` — the contacts poller, the phonebook index, caller-ID lookup and exports
 //! - `app` — the state handlers and workers share
-//! - `http` — health and the admin API
+//! - `http` — Google's webhook, the admin API, the phonebook, health and metrics
+//! - `metrics` — Prometheus counters and gauges
 //! - `diagnose` — checks a tenant's Google setup step by step
 //! - `client` — the operator commands' client of the admin API
 //! - `demo` — `gwsync demo`

@@ -96,10 +96,6 @@ impl Metrics {
         }
     }
 
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
-    }
-
     pub fn notification(&self, outcome: &str) {
         self.notifications.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
     }

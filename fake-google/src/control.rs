@@ -775,7 +775,8 @@ async fn get_notifications(shared: web::Data<Shared>, req: HttpRequest) -> HttpR
 async fn get_stats(shared: web::Data<Shared>) -> HttpResponse {
     let world = shared.world.lock();
     let by_method = &world.requests.by_method;
-    let by_status: std::collections::BTreeMap<String, u64> = world.requests.by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let by_status: std::collections::BTreeMap<String, u64> =
+        world.requests.by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     HttpResponse::Ok().json(json!({
         "requests_by_method": by_method,
         "google_responses_by_status": by_status,

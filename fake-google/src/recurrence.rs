@@ -184,7 +184,8 @@ fn fix_dates(
     }
     let mut out = Vec::new();
     for v in value.split(',').filter(|v| !v.is_empty()) {
-        let date = NaiveDate::parse_from_str(&v[..v.len().min(8)], "%Y%m%d").map_err(|_| RecurrenceError::Invalid)?;
+        let date = NaiveDate::parse_from_str(v.get(..8).ok_or(RecurrenceError::Invalid)?, "%Y%m%d")
+            .map_err(|_| RecurrenceError::Invalid)?;
         match zone {
             None => out.push(format!("{}T000000Z", date.format("%Y%m%d"))),
             Some((tz, time)) => {

@@ -28,6 +28,7 @@ use crate::app::AppState;
 use crate::google::Scope;
 use crate::google::auth::ServiceAccount;
 use crate::google::error::ApiError;
+use crate::google::error::DIRECTORY_SHARING_FIX;
 use crate::google::people::Book;
 use crate::store::{StoreError, SyncFailure};
 use crate::sync::error::SyncError;
@@ -39,8 +40,6 @@ pub const DIRECTORY: &str = "directory";
 pub fn personal_book(user: &str) -> String {
     format!("personal:{user}")
 }
-
-const DIRECTORY_SHARING_FIX: &str = "In the Admin console › Directory › Directory settings › Sharing settings, turn on External Directory Sharing with \"Organization data and authenticated user basic profile fields\" (it can take up to 24 hours to apply)";
 
 /// What one sync of a tenant's phonebook did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -87,13 +86,23 @@ impl Contacts {
         if let Some(b) = self.books.read().get(tenant) {
             return Ok(b.clone());
         }
-        self.reindex(tenant)
+        // Built under the write lock, so a concurrent `reindex` cannot be overwritten by an
+        // older build.
+        let mut books = self.books.write();
+        if let Some(b) = books.get(tenant) {
+            return Ok(b.clone());
+        }
+        let book =
+            Arc::new(TenantBook::build(self.app.store.contacts(tenant)?, self.app.config.contacts.match_last_digits));
+        books.insert(tenant.to_owned(), book.clone());
+        Ok(book)
     }
 
     fn reindex(&self, tenant: &str) -> Result<Arc<TenantBook>, StoreError> {
+        let mut books = self.books.write();
         let book =
             Arc::new(TenantBook::build(self.app.store.contacts(tenant)?, self.app.config.contacts.match_last_digits));
-        self.books.write().insert(tenant.to_owned(), book.clone());
+        books.insert(tenant.to_owned(), book.clone());
         Ok(book)
     }
 
@@ -162,6 +171,9 @@ impl Contacts {
             let result = match &account {
                 Ok(a) => {
                     self.sync_book(&tenant.id, &tenant.default_region, a, &book, kind, &subject, scope, &source).await
+                }
+                Err(crate::app::CredentialsError::Missing) => {
+                    Err(SyncError::from(crate::app::CredentialsError::Missing))
                 }
                 Err(e) => Err(SyncError::from(crate::app::CredentialsError::Unreadable(e.to_string()))),
             };

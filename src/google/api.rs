@@ -101,28 +101,6 @@ impl GoogleApi {
         self.send(method, req, token, user).await
     }
 
-    pub(crate) async fn get_counted(
-        &self,
-        method: &str,
-        url: Url,
-        query: &[(&str, &str)],
-        token: &SecretString,
-        user: &str,
-    ) -> Result<Value, ApiError> {
-        self.get(method, url, query, token, user).await
-    }
-
-    pub(crate) async fn post_counted(
-        &self,
-        method: &str,
-        url: Url,
-        body: &Value,
-        token: &SecretString,
-        user: &str,
-    ) -> Result<Value, ApiError> {
-        self.post(method, url, body, token, user).await
-    }
-
     async fn send(
         &self,
         method: &str,
@@ -145,7 +123,8 @@ impl GoogleApi {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            // Google asks for seconds or minutes; anything beyond a day is not a real request.
+            .map(|s| Duration::from_secs(s.min(24 * 3600)));
         let body = resp.bytes().await.map_err(|e| ApiError::Network(e.without_url().to_string()))?;
         if (200..300).contains(&status) {
             if body.is_empty() {

@@ -58,7 +58,7 @@ impl GoogleApi {
             query.push(("pageToken", p));
         }
         let url = self.calendar_url(&["calendars", "primary", "events"]);
-        let v = self.get_counted("events.list", url, &query, token, user).await?;
+        let v = self.get("events.list", url, &query, token, user).await?;
         Ok(EventsPage {
             items: v["items"].as_array().cloned().unwrap_or_default(),
             next_page_token: v["nextPageToken"].as_str().map(str::to_owned),
@@ -85,7 +85,7 @@ impl GoogleApi {
             "params": { "ttl": ttl.as_secs().to_string() },
         });
         let url = self.calendar_url(&["calendars", "primary", "events", "watch"]);
-        let v = self.post_counted("events.watch", url, &body, token, user).await?;
+        let v = self.post("events.watch", url, &body, token, user).await?;
         let resource_id = v["resourceId"]
             .as_str()
             .ok_or_else(|| ApiError::Decode("watch response without resourceId".into()))?
@@ -108,10 +108,7 @@ impl GoogleApi {
         resource_id: &str,
     ) -> Result<(), ApiError> {
         let url = self.calendar_url(&["channels", "stop"]);
-        match self
-            .post_counted("channels.stop", url, &json!({ "id": id, "resourceId": resource_id }), token, user)
-            .await
-        {
+        match self.post("channels.stop", url, &json!({ "id": id, "resourceId": resource_id }), token, user).await {
             Ok(_) | Err(ApiError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }

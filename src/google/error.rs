@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use super::Scope;
 
+/// The fix when the directory answers 403: the admin switched directory sharing off.
+pub const DIRECTORY_SHARING_FIX: &str = "In the Admin console › Directory › Directory settings › Sharing settings, turn on External Directory Sharing with \"Organization data and authenticated user basic profile fields\" (it can take up to 24 hours to apply)";
+
 /// Failures of the token endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

@@ -62,9 +62,8 @@ async fn search(
     let hits = contacts.book(&t.id)?.search(query.q.as_deref(), &t.default_region);
     let page: Vec<_> = hits.iter().skip(offset).take(size).collect();
     let mut body = json!({ "contacts": page, "total": hits.len() });
-    if offset + size < hits.len() {
-        body["next_page_token"] =
-            json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode((offset + size).to_string()));
+    if let Some(next) = offset.checked_add(size).filter(|n| *n < hits.len()) {
+        body["next_page_token"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(next.to_string()));
     }
     Ok(HttpResponse::Ok().json(body))
 }

@@ -26,7 +26,7 @@ pub struct TenantSpec {
     pub contacts: Option<ContactsSpec>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneSystemSpec {
     pub url: String,
@@ -57,7 +57,7 @@ impl Default for ContactsSettings {
 }
 
 /// A validated tenant, before its secret is sealed for storage.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ValidTenant {
     pub domain: String,
     pub directory_admin: Option<String>,
@@ -65,6 +65,25 @@ pub struct ValidTenant {
     /// URL and the secret's key bytes.
     pub phone_system: Option<(Url, Vec<u8>)>,
     pub contacts: ContactsSettings,
+}
+
+// Hand-written: the derived ones would print the webhook secret.
+impl std::fmt::Debug for PhoneSystemSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneSystemSpec").field("url", &self.url).field("secret", &"[REDACTED]").finish()
+    }
+}
+
+impl std::fmt::Debug for ValidTenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidTenant")
+            .field("domain", &self.domain)
+            .field("directory_admin", &self.directory_admin)
+            .field("default_region", &self.default_region)
+            .field("phone_system", &self.phone_system.as_ref().map(|(url, _)| (url.as_str(), "[REDACTED]")))
+            .field("contacts", &self.contacts)
+            .finish()
+    }
 }
 
 pub const DEFAULT_REGION: &str = "SE";
@@ -218,6 +237,18 @@ mod tests {
         );
         assert_eq!(t.contacts.poll_interval, Duration::from_secs(1800));
         assert_eq!(t.phone_system.unwrap().1.len(), 24);
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_webhook_secret() {
+        let spec: TenantSpec = serde_json::from_value(serde_json::json!({
+            "domain": "acme.se", "phone_system": {"url": "https://pbx.example", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+        }))
+        .unwrap();
+        let valid = spec.validate().unwrap();
+        for text in [format!("{spec:?}"), format!("{valid:?}")] {
+            assert!(!text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") && text.contains("REDACTED"), "{text}");
+        }
     }
 
     #[test]

@@ -38,7 +38,13 @@ pub struct Presence {
     /// Each user's next wake-up (a boundary, or time to roll the horizon).
     schedule: Mutex<Schedule>,
     wake: Notify,
+    /// Serialise recomputing and reconciling per user (striped by key): the scheduler, sync
+    /// workers and API handlers all do it, and the sequence read-increment-write and the
+    /// choice of timeline must not interleave.
+    user_locks: Vec<Mutex<()>>,
 }
+
+const USER_LOCK_STRIPES: usize = 64;
 
 #[derive(Default)]
 struct Schedule {
@@ -66,7 +72,15 @@ impl Presence {
             timelines: Mutex::new(HashMap::new()),
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
+            user_locks: (0..USER_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    fn user_lock(&self, key: &CalendarKey) -> parking_lot::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        self.user_locks[(h.finish() as usize) % USER_LOCK_STRIPES].lock()
     }
 
     fn horizon(&self) -> Duration {
@@ -117,6 +131,11 @@ impl Presence {
 
     /// Recomputes one user's timeline from their stored events and profiles, and reconciles.
     pub fn recompute(&self, key: &CalendarKey) -> Result<(), StoreError> {
+        let _user = self.user_lock(key);
+        self.recompute_locked(key)
+    }
+
+    fn recompute_locked(&self, key: &CalendarKey) -> Result<(), StoreError> {
         let now = self.app.clock.now();
         let Some(timeline) = self.compute(key, now, SCHEDULE_WINDOW.min(self.horizon()))? else {
             self.forget(key);
@@ -218,12 +237,15 @@ impl Presence {
                 due
             };
             for key in due {
+                // Under the user's lock, so the timeline is the newest (a sync may have just
+                // replaced it).
+                let _user = self.user_lock(&key);
                 let timeline = self.timelines.lock().get(&key).cloned();
                 let result = match timeline {
                     Some(t) if now < t.until - Duration::days(1) => {
                         self.reconcile(&key, &t, now).map(|()| self.reschedule(&key, &t, now))
                     }
-                    _ => self.recompute(&key),
+                    _ => self.recompute_locked(&key),
                 };
                 if let Err(e) = result {
                     tracing::error!(user = %key, error = %e, "presence update failed; retrying in a minute");

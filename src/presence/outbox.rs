@@ -148,7 +148,7 @@ impl Outbox {
     async fn deliver_head(&self, key: &CalendarKey) {
         let Some(sequence) = self.index.lock().pending.get(key).and_then(|q| q.front().copied()) else { return };
         let next_due = match self.attempt(key, sequence).await {
-            Ok(true) => {
+            Ok(()) => {
                 let mut index = self.index.lock();
                 if let Some(q) = index.pending.get_mut(key) {
                     q.pop_front();
@@ -158,7 +158,6 @@ impl Outbox {
                 }
                 index.pending.contains_key(key).then(|| self.app.clock.now())
             }
-            Ok(false) => None,
             Err(retry_at) => Some(retry_at),
         };
         if let Some(at) = next_due {
@@ -166,14 +165,26 @@ impl Outbox {
         }
     }
 
-    /// `Ok(true)`: delivered (or undeliverable and dropped); `Ok(false)`: nothing to do;
-    /// `Err(t)`: failed, try again at `t`.
-    async fn attempt(&self, key: &CalendarKey, sequence: u64) -> Result<bool, DateTime<Utc>> {
+    /// `Ok`: done with it (delivered, or nobody left to tell); `Err(t)`: failed, try again at `t`.
+    async fn attempt(&self, key: &CalendarKey, sequence: u64) -> Result<(), DateTime<Utc>> {
         let store = &self.app.store;
         let now = self.app.clock.now();
-        let Ok(Some(mut message)) = store.outbox_message(&key.tenant, &key.user, sequence) else {
-            return Ok(true);
+        let mut message = match store.outbox_message(&key.tenant, &key.user, sequence) {
+            Ok(Some(m)) => m,
+            // Gone: its user was deleted meanwhile.
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::error!(user = %key, sequence, error = %e, "cannot read a queued switch; retrying");
+                return Err(now + chrono::Duration::seconds(30));
+            }
         };
+        if message.attempts == 0 {
+            // Tell the phone system nothing the store could forget in a crash: the message and
+            // the user's new state must be on disk before it leaves.
+            if let Err(e) = crate::store::flush(store).await {
+                return Err(self.failed(&mut message, now, format!("database: {e}")));
+            }
+        }
         let target = match store.tenant(&key.tenant) {
             Ok(Some(t)) => t.phone_system,
             Ok(None) => None,
@@ -182,7 +193,7 @@ impl Outbox {
         let Some(target) = target else {
             // The tenant no longer has a phone system: nobody to tell.
             let _ = store.delete_message(&key.tenant, &key.user, sequence);
-            return Ok(true);
+            return Ok(());
         };
         let key_bytes = match base64::engine::general_purpose::STANDARD
             .decode(&target.secret_sealed)
@@ -219,7 +230,7 @@ impl Outbox {
                 }
                 self.app.metrics.delivery("delivered");
                 tracing::info!(user = %key, sequence, attempts = message.attempts + 1, "profile switch delivered");
-                Ok(true)
+                Ok(())
             }
             Ok(resp) => Err(self.failed(&mut message, now, format!("the phone system answered {}", resp.status()))),
             Err(e) => {

@@ -120,7 +120,7 @@ fn normalise_line(line: &str, zone: Option<(Tz, NaiveTime)>) -> Option<String> {
             }
             let mut instants = Vec::new();
             for v in value.split(',').filter(|v| v.len() >= 8) {
-                let d = NaiveDate::parse_from_str(&v[..8], "%Y%m%d").ok()?;
+                let d = NaiveDate::parse_from_str(v.get(..8)?, "%Y%m%d").ok()?;
                 instants.push(match zone {
                     None => format!("{}T000000Z", d.format("%Y%m%d")),
                     Some((tz, time)) => tz

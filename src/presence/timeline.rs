@@ -78,23 +78,24 @@ pub fn intervals(
         }
     }
     let mut out = Vec::new();
-    let mut push = |e: &StoredEvent, start: &EventTime, end: &EventTime| {
-        if !counts(e) {
-            return;
-        }
-        let Some((profile, trigger)) = e.summary.as_deref().and_then(|s| profiles.classify(s)) else { return };
+    let mut push = |id: String, trigger: &Trigger, profile: usize, start: &EventTime, end: &EventTime| {
         let (s, t) = (start.instant_in(zone), end.instant_in(zone));
         if t > s && t > from && s < until {
             out.push(Interval {
                 start: s,
                 end: t,
                 profile,
-                cause: Cause { event_id: e.id.clone(), trigger: trigger.text.clone() },
+                cause: Cause { event_id: id, trigger: trigger.text.clone() },
             });
         }
     };
     for e in events {
         let (Some(start), Some(end)) = (&e.start, &e.end) else { continue };
+        // Classified once per event (a series' instances share its summary).
+        if !counts(e) {
+            continue;
+        }
+        let Some((profile, trigger)) = e.summary.as_deref().and_then(|s| profiles.classify(s)) else { continue };
         if e.is_series() {
             let Some(occurrences) = recurrence::expand(start, end, &e.recurrence, zone, from, until) else {
                 tracing::warn!(event = %e.id, "a series' recurrence rules cannot be read; it is left out");
@@ -106,12 +107,16 @@ pub fn intervals(
                 if replaced.is_some_and(|r| r.contains(&slot)) {
                     continue;
                 }
-                let mut instance = e.clone();
-                instance.id = format!("{}_{}", e.id, instance_suffix(&occ.original_start));
-                push(&instance, &occ.start, &occ.end);
+                push(
+                    format!("{}_{}", e.id, instance_suffix(&occ.original_start)),
+                    trigger,
+                    profile,
+                    &occ.start,
+                    &occ.end,
+                );
             }
         } else {
-            push(e, start, end);
+            push(e.id.clone(), trigger, profile, start, end);
         }
     }
     out
@@ -136,16 +141,32 @@ pub struct Segment {
 
 /// The user's segments, in order and non-overlapping: one per stretch of one winning event.
 pub fn segments(intervals: &[Interval]) -> Vec<Segment> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // A sweep over the boundaries: intervals join a heap as they start; the top is the winner
+    // (highest priority, then latest start, then lowest id), and ended ones leave it lazily.
+    let mut by_start: Vec<&Interval> = intervals.iter().collect();
+    by_start.sort_by_key(|i| i.start);
     let mut bounds: Vec<DateTime<Utc>> = intervals.iter().flat_map(|i| [i.start, i.end]).collect();
     bounds.sort();
     bounds.dedup();
+    // Entries end with the interval's index in `by_start` (Interval itself is not Ord).
+    // (priority, latest start first, lowest id, end, index): the smallest is the winner.
+    type Entry<'a> = Reverse<(usize, Reverse<DateTime<Utc>>, &'a str, DateTime<Utc>, usize)>;
+    let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
+    let mut next = 0;
     let mut out: Vec<Segment> = Vec::new();
     for w in bounds.windows(2) {
         let (a, b) = (w[0], w[1]);
-        let winner = intervals.iter().filter(|i| i.start <= a && i.end > a).min_by(|x, y| {
-            x.profile.cmp(&y.profile).then(y.start.cmp(&x.start)).then(x.cause.event_id.cmp(&y.cause.event_id))
-        });
-        let Some(w) = winner else { continue };
+        while let Some(i) = by_start.get(next).filter(|i| i.start <= a) {
+            heap.push(Reverse((i.profile, Reverse(i.start), i.cause.event_id.as_str(), i.end, next)));
+            next += 1;
+        }
+        while heap.peek().is_some_and(|Reverse((_, _, _, end, _))| *end <= a) {
+            heap.pop();
+        }
+        let Some(&Reverse((_, _, _, _, top))) = heap.peek() else { continue };
+        let w = by_start[top];
         match out.last_mut() {
             Some(last) if last.end == a && last.cause == w.cause => last.end = b,
             _ => out.push(Segment { start: a, end: b, profile: w.profile, cause: w.cause.clone() }),

@@ -138,7 +138,8 @@ pub trait Store: Send + Sync {
     fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError>;
     fn put_calendar_state(&self, tenant: &str, user: &str, state: &CalendarState) -> Result<(), StoreError>;
     /// Applies a sync result atomically: optionally wipes the calendar's events first, then the
-    /// changes, then the new state (with its sync token). All or nothing.
+    /// changes, then the new state (with its sync token). All or nothing. Returns how many
+    /// events the calendar holds after.
     fn apply_sync(
         &self,
         tenant: &str,
@@ -146,7 +147,7 @@ pub trait Store: Send + Sync {
         wipe: bool,
         changes: &[EventChange],
         state: &CalendarState,
-    ) -> Result<(), StoreError>;
+    ) -> Result<usize, StoreError>;
     fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Marks the calendar as needing a sync; returns the mark's generation.

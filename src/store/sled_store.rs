@@ -146,22 +146,40 @@ impl Store for SledStore {
         let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, StoreError> {
             Ok(tree.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?)
         };
-        let (user_keys, calendar_keys, event_keys, dirty_keys) =
-            (keys(&self.users)?, keys(&self.calendars)?, keys(&self.events)?, keys(&self.dirty)?);
-        (&self.tenants, &self.credentials, &self.users, &self.calendars, &self.events, &self.dirty)
-            .transaction(|(tenants, credentials, users, calendars, events, dirty)| -> TxResult<bool> {
-                let existed = tenants.remove(id.as_bytes())?.is_some();
-                credentials.remove(id.as_bytes())?;
-                for (tree, ks) in
-                    [(users, &user_keys), (calendars, &calendar_keys), (events, &event_keys), (dirty, &dirty_keys)]
-                {
-                    for k in ks {
-                        tree.remove(k)?;
+        let user_data = [&self.users, &self.calendars, &self.events, &self.dirty, &self.presence, &self.outbox]
+            .into_iter()
+            .map(keys)
+            .collect::<Result<Vec<_>, _>>()?;
+        let existed = (
+            &self.tenants,
+            &self.credentials,
+            &self.users,
+            &self.calendars,
+            &self.events,
+            &self.dirty,
+            &self.presence,
+            &self.outbox,
+        )
+            .transaction(
+                |(tenants, credentials, users, calendars, events, dirty, presence, outbox)| -> TxResult<bool> {
+                    let existed = tenants.remove(id.as_bytes())?.is_some();
+                    credentials.remove(id.as_bytes())?;
+                    for (tree, ks) in [users, calendars, events, dirty, presence, outbox].into_iter().zip(&user_data) {
+                        for k in ks {
+                            tree.remove(k)?;
+                        }
                     }
-                }
-                Ok(existed)
-            })
-            .map_err(tx_error)
+                    Ok(existed)
+                },
+            )
+            .map_err(tx_error)?;
+        // The phonebook can hold 100,000 entries: removed after the transaction. Nothing reads a
+        // deleted tenant's entries, and a re-created tenant's first (full) sync replaces them.
+        for k in keys(&self.contacts)?.into_iter().chain(keys(&self.contact_books)?) {
+            self.contacts.remove(&k)?;
+            self.contact_books.remove(&k)?;
+        }
+        Ok(existed)
     }
 
     fn put_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError> {
@@ -188,23 +206,26 @@ impl Store for SledStore {
 
     fn delete_user(&self, tenant: &str, email: &str) -> Result<bool, StoreError> {
         let key = user_key(tenant, email);
-        let event_keys: Vec<sled::IVec> =
-            self.events.scan_prefix(calendar_prefix(tenant, email)).keys().collect::<Result<_, _>>()?;
-        (&self.users, &self.calendars, &self.events, &self.dirty)
-            .transaction(|(users, calendars, events, dirty)| -> TxResult<bool> {
+        let prefix = calendar_prefix(tenant, email);
+        let event_keys: Vec<sled::IVec> = self.events.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        let outbox_keys: Vec<sled::IVec> = self.outbox.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        let existed = (&self.users, &self.calendars, &self.events, &self.dirty, &self.presence, &self.outbox)
+            .transaction(|(users, calendars, events, dirty, presence, outbox)| -> TxResult<bool> {
                 let existed = users.remove(key.as_slice())?.is_some();
                 calendars.remove(key.as_slice())?;
                 dirty.remove(key.as_slice())?;
+                presence.remove(key.as_slice())?;
                 for k in &event_keys {
                     events.remove(k)?;
                 }
+                for k in &outbox_keys {
+                    outbox.remove(k)?;
+                }
                 Ok(existed)
             })
-            .map_err(tx_error)
-            .and_then(|existed| {
-                self.delete_contact_book(tenant, &format!("personal:{email}"))?;
-                Ok(existed)
-            })
+            .map_err(tx_error)?;
+        self.delete_contact_book(tenant, &crate::contacts::personal_book(email))?;
+        Ok(existed)
     }
 
     fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError> {
@@ -223,7 +244,7 @@ impl Store for SledStore {
         wipe: bool,
         changes: &[EventChange],
         state: &CalendarState,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         // Keys to remove are found before the transaction (a transaction cannot scan).
         let existing: Vec<(sled::IVec, StoredEvent)> =
             if wipe || changes.iter().any(|c| matches!(c, EventChange::Delete(_))) {
@@ -270,7 +291,8 @@ impl Store for SledStore {
                 calendars.insert(key.as_slice(), state_bytes.as_slice())?;
                 Ok(())
             })
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        Ok(self.events.scan_prefix(calendar_prefix(tenant, user)).count())
     }
 
     fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError> {
@@ -567,6 +589,55 @@ mod tests {
         assert_eq!(s.dirty_calendars().unwrap(), [("acme".to_owned(), "u@x".to_owned(), 2)]);
         assert!(s.clear_dirty("acme", "u@x", 2).unwrap());
         assert!(s.dirty_calendars().unwrap().is_empty());
+    }
+
+    #[test]
+    fn deleting_a_user_or_tenant_takes_everything_of_theirs() {
+        use crate::contacts::model::{BookState, Change, Contact, Source};
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8).unwrap();
+        s.put_tenant(&tenant("acme")).unwrap();
+        s.put_user(&user("acme", "a@x")).unwrap();
+        let message = OutboxMessage {
+            tenant: "acme".into(),
+            user: "a@x".into(),
+            sequence: 1,
+            id: "msg_1".into(),
+            body: "{}".into(),
+            created_at: Utc::now(),
+            attempts: 0,
+            next_attempt_at: Utc::now(),
+            last_error: None,
+        };
+        s.enqueue_message(&PresenceRecord { sequence: 1, last: None }, &message).unwrap();
+        let contact = |book: &str| Contact {
+            resource_name: format!("people/{book}"),
+            source: Source::Shared,
+            name: None,
+            given_name: None,
+            family_name: None,
+            organization: None,
+            title: None,
+            department: None,
+            emails: vec![],
+            phones: vec![],
+        };
+        s.apply_contacts("acme", "directory", false, &[Change::Upsert(Box::new(contact("d")))], &BookState::default())
+            .unwrap();
+        s.apply_contacts(
+            "acme",
+            "personal:a@x",
+            false,
+            &[Change::Upsert(Box::new(contact("p")))],
+            &BookState::default(),
+        )
+        .unwrap();
+        assert!(s.delete_user("acme", "a@x").unwrap());
+        assert!(s.outbox().unwrap().is_empty(), "a deleted user's switches are not sent");
+        assert!(s.presence_record("acme", "a@x").unwrap().is_none());
+        assert_eq!(s.contacts("acme").unwrap().len(), 1, "their own contacts go, the directory stays");
+        assert!(s.delete_tenant("acme").unwrap());
+        assert!(s.contacts("acme").unwrap().is_empty() && s.contact_books("acme").unwrap().is_empty());
     }
 
     #[test]

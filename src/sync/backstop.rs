@@ -51,11 +51,15 @@ async fn sweep_once(
             if svc.queue.contains(&key) {
                 continue;
             }
-            let due = startup
-                || match store.calendar_state(&tenant.id, &user.email)?.and_then(|s| s.last_sync_at) {
-                    None => true,
-                    Some(last) => last + interval_c + offset(&key, interval) <= svc.clock.now(),
-                };
+            let state = store.calendar_state(&tenant.id, &user.email)?.unwrap_or_default();
+            // Given up on (an unknown Google alias) until the user is saved again.
+            let given_up = state.last_error.as_ref().is_some_and(|e| e.retry_at.is_none() && user.updated_at <= e.at);
+            let due = !given_up
+                && (startup
+                    || match state.last_sync_at {
+                        None => true,
+                        Some(last) => last + interval_c + offset(&key, interval) <= svc.clock.now(),
+                    });
             if !due {
                 continue;
             }

@@ -70,7 +70,9 @@ pub async fn sync(
             Some(t) => ListFrom::Changes { sync_token: t },
             None => ListFrom::Full { time_min: Some(svc.clock.now() - lookback) },
         };
-        let mut items = Vec::new();
+        // Pages are read into changes as they come, so raw JSON never piles up.
+        let mut changes = Vec::new();
+        let mut skipped = 0;
         let mut page_token: Option<String> = None;
         let mut pages = 0;
         let mut time_zone = None;
@@ -79,7 +81,13 @@ pub async fn sync(
             match app.google.list_events(token.get(), user, &from, page_token.as_deref(), config.page_size).await {
                 Ok(page) => {
                     pages += 1;
-                    items.extend(page.items);
+                    if pages > MAX_PAGES {
+                        return Err(ApiError::Decode(format!(
+                            "the calendar lists more than {MAX_PAGES} pages; gwsync stops there"
+                        ))
+                        .into());
+                    }
+                    skipped += read_page(&page.items, &mut changes, tenant, user);
                     time_zone = time_zone.or(page.time_zone);
                     match (page.next_page_token, page.next_sync_token) {
                         (Some(next), _) => page_token = Some(next),
@@ -101,25 +109,6 @@ pub async fn sync(
             continue;
         }
 
-        let mut changes = Vec::with_capacity(items.len());
-        let mut skipped = 0;
-        for item in &items {
-            match StoredEvent::from_google(item) {
-                // A cancelled instance of a series is kept: it is what cancels that instance.
-                Ok(e) if e.is_cancelled() && e.recurring_event_id.is_none() => changes.push(EventChange::Delete(e.id)),
-                Ok(e) => changes.push(EventChange::Upsert(Box::new(e))),
-                Err(why) => {
-                    skipped += 1;
-                    tracing::warn!(
-                        tenant,
-                        user,
-                        event = item["id"].as_str().unwrap_or("?"),
-                        why,
-                        "skipped an event gwsync cannot read"
-                    );
-                }
-            }
-        }
         let now = svc.clock.now();
         state.sync_token = Some(next_sync_token);
         state.time_zone = time_zone.or(state.time_zone.take());
@@ -129,15 +118,41 @@ pub async fn sync(
         }
         state.last_error = None;
         state.failures = 0;
-        app.store.apply_sync(tenant, user, full, &changes, &state)?;
-        let count = app.store.events(tenant, user)?.len();
+        let count = app.store.apply_sync(tenant, user, full, &changes, &state)?;
         if count != state.events {
             state.events = count;
             app.store.put_calendar_state(tenant, user, &state)?;
         }
         store::flush(&app.store).await?;
         svc.app.metrics.sync(if full { "full" } else { "incremental" });
-        tracing::debug!(tenant, user, full, pages, changes = changes.len(), "calendar synced");
+        tracing::debug!(tenant, user, full, pages, changes = changes.len(), skipped, "calendar synced");
         return Ok(Report { full, pages, changes: changes.len(), skipped });
     }
+}
+
+/// Most pages one sync reads (2,500 events each): a calendar beyond it is an error, not a
+/// memory problem.
+const MAX_PAGES: usize = 400;
+
+/// Turns a page's items into changes; returns how many could not be read (logged, skipped).
+fn read_page(items: &[serde_json::Value], changes: &mut Vec<EventChange>, tenant: &str, user: &str) -> usize {
+    let mut skipped = 0;
+    for item in items {
+        match StoredEvent::from_google(item) {
+            // A cancelled instance of a series is kept: it is what cancels that instance.
+            Ok(e) if e.is_cancelled() && e.recurring_event_id.is_none() => changes.push(EventChange::Delete(e.id)),
+            Ok(e) => changes.push(EventChange::Upsert(Box::new(e))),
+            Err(why) => {
+                skipped += 1;
+                tracing::warn!(
+                    tenant,
+                    user,
+                    event = item["id"].as_str().unwrap_or("?"),
+                    why,
+                    "skipped an event gwsync cannot read"
+                );
+            }
+        }
+    }
+    skipped
 }

@@ -57,7 +57,15 @@ pub async fn sweep(svc: &SyncService) {
             continue;
         }
         match c.expiration {
-            None => pending += 1,
+            None => {
+                pending += 1;
+                // Registration was cut short (a stop mid-call, a crash): Google may or may not
+                // have the channel; without its resource id it cannot be stopped, and it dies on
+                // its own within a week. After an hour nobody waits for its answer any more.
+                if c.created_at + chrono::Duration::hours(1) <= now {
+                    let _ = store.delete_channel(&c.id);
+                }
+            }
             Some(e) if e <= now => {
                 expired += 1;
                 // A day past its expiry nobody needs its record (late notifications included).

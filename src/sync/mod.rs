@@ -210,7 +210,9 @@ impl SyncService {
             Retry::Backoff(at_least) => crate::backoff::delay(failures, Duration::from_secs(2), config.max_backoff)
                 .max(at_least.unwrap_or_default()),
         };
-        Some(now + chrono::Duration::from_std(delay).unwrap_or_default())
+        // Delays are bounded (config, Retry-After capped), but never let a date overflow.
+        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(1));
+        Some(now.checked_add_signed(delay).unwrap_or(now + chrono::Duration::days(1)))
     }
 
     fn record_failure(
