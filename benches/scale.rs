@@ -5,7 +5,7 @@
 //! its own process (release build); fake Google runs in this one.
 //!
 //!     cargo bench --bench scale                         # 100,000 users: about half an hour
-//!     GWSYNC_BENCH_USERS=10000 cargo bench --bench scale
+//!     BENCH_USERS=10000 cargo bench --bench scale
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,7 +25,8 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn spawn(port: u16, data: &std::path::Path, fake: &str) -> Child {
+/// Starts gwsync; its log goes to `log` (shown if it never becomes ready).
+fn spawn(port: u16, data: &std::path::Path, log: &std::path::Path, fake: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gwsync"))
         .arg("serve")
         .env("GWSYNC_LISTEN", format!("127.0.0.1:{port}"))
@@ -37,12 +38,12 @@ fn spawn(port: u16, data: &std::path::Path, fake: &str) -> Child {
         .env("GWSYNC_GOOGLE_PEOPLE_URL", fake)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("gwsync starts")
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) -> Duration {
+async fn wait_ready(http: &reqwest::Client, base: &str, log: &std::path::Path) -> Duration {
     let started = Instant::now();
     loop {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await
@@ -50,14 +51,21 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> Duration {
         {
             return started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "gwsync never became ready");
+        if started.elapsed() > Duration::from_secs(60) {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "gwsync never became ready; its log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::main]
 async fn main() {
-    let users: usize = std::env::var("GWSYNC_BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let users: usize = std::env::var("BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let fake = fake_google::FakeGoogle::start().await.expect("fake");
     let base_fake = fake.base_url();
     let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(64).build().expect("client");
@@ -83,10 +91,12 @@ async fn main() {
         .expect("quota");
 
     let data = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("gwsync.log");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn(port, data.path(), &base_fake);
-    wait_ready(&http, &base).await;
+    let mut child = spawn(port, data.path(), &log, &base_fake);
+    wait_ready(&http, &base, &log).await;
     let admin = |method: reqwest::Method, path: String, body: Option<Vec<u8>>| {
         let mut req = http.request(method, format!("{base}{path}")).bearer_auth(ADMIN);
         if let Some(b) = body {
@@ -151,8 +161,8 @@ async fn main() {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
     let restart = Instant::now();
-    let mut child = spawn(port, data.path(), &base_fake);
-    let ready = wait_ready(&http, &base).await;
+    let mut child = spawn(port, data.path(), &log, &base_fake);
+    let ready = wait_ready(&http, &base, &log).await;
     let restart_total = restart.elapsed();
 
     println!("  users added through the admin API in {:.1} s", added.as_secs_f64());

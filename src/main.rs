@@ -354,3 +354,9 @@ async fn user(client: &AdminClient, command: UserCommand) -> Result<()> {
     }
     Ok(())
 }
+
+/// jemalloc keeps the resident memory of a long-running service close to its live heap (see
+/// Cargo.toml for why).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

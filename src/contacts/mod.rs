@@ -30,7 +30,7 @@ use crate::google::auth::ServiceAccount;
 use crate::google::error::ApiError;
 use crate::google::error::DIRECTORY_SHARING_FIX;
 use crate::google::people::Book;
-use crate::store::{StoreError, SyncFailure};
+use crate::store::{self, StoreError, SyncFailure};
 use crate::sync::error::SyncError;
 use index::TenantBook;
 use model::{BookState, Source};
@@ -289,20 +289,16 @@ impl Contacts {
                 state.last_full_sync_at = Some(now);
             }
             state.last_error = None;
-            let entries = app.store.apply_contacts(tenant, book, full, &changes, &state)?;
+            let changed = changes.len();
+            let (t, b, s) = (tenant.to_owned(), book.to_owned(), state.clone());
+            let entries =
+                store::blocking(&app.store, move |store| store.apply_contacts(&t, &b, full, &changes, &s)).await?;
             if entries != state.entries {
                 state.entries = entries;
                 app.store.apply_contacts(tenant, book, false, &[], &state)?;
             }
-            tracing::info!(tenant, book, full, pages, changes = changes.len(), entries, "phonebook synced");
-            return Ok(BookSummary {
-                book: book.to_owned(),
-                full,
-                pages,
-                changes: changes.len(),
-                entries,
-                error: None,
-            });
+            tracing::info!(tenant, book, full, pages, changes = changed, entries, "phonebook synced");
+            return Ok(BookSummary { book: book.to_owned(), full, pages, changes: changed, entries, error: None });
         }
     }
 

@@ -142,7 +142,13 @@ impl Presence {
             return Ok(());
         };
         let timeline = Arc::new(timeline);
-        self.timelines.lock().insert(key.clone(), timeline.clone());
+        if timeline.segments.is_empty() {
+            // Nothing switches in the window, so nothing is worth keeping: the scheduler's
+            // daily roll recomputes from the store (most users of a large tenant, most days).
+            self.timelines.lock().remove(key);
+        } else {
+            self.timelines.lock().insert(key.clone(), timeline.clone());
+        }
         self.reconcile(key, &timeline, now)?;
         self.reschedule(key, &timeline, now);
         Ok(())

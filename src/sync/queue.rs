@@ -73,6 +73,16 @@ struct Inner {
 }
 
 impl Inner {
+    /// After a burst (every user queued at once, at start or on an import) the maps would keep
+    /// their peak capacity for good; give it back once the queue drains.
+    fn shrink_if_idle(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 1024 {
+            self.entries.shrink_to_fit();
+            self.ready.shrink_to_fit();
+            self.started.shrink_to_fit();
+        }
+    }
+
     /// Queues `key` now, or at the end of its settling window if it synced very recently.
     fn schedule(&mut self, key: &CalendarKey, now: DateTime<Utc>, window: chrono::Duration) -> bool {
         match self.started.get(key).map(|t| *t + window).filter(|t| *t > now) {
@@ -289,6 +299,7 @@ impl SyncQueue {
             Finish::Done | Finish::GiveUp => {
                 let generation = entry.generation;
                 inner.entries.remove(key);
+                inner.shrink_if_idle();
                 drop(inner);
                 if generation > 0 {
                     // Fails harmlessly if a notification marked it again meanwhile: that mark
