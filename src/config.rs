@@ -135,11 +135,14 @@ pub struct ContactsConfig {
     pub user_requests_per_minute: u32,
     /// People listing page size (Google's maximum is 1000).
     pub page_size: u32,
+    /// Tenants polled at the same time. Each tenant is its own Google project and quota, so a
+    /// large directory (minutes at quota pace) holds up no other tenant.
+    pub parallel_tenants: usize,
 }
 
 impl Default for ContactsConfig {
     fn default() -> Self {
-        ContactsConfig { match_last_digits: 8, user_requests_per_minute: 60, page_size: 1000 }
+        ContactsConfig { match_last_digits: 8, user_requests_per_minute: 60, page_size: 1000, parallel_tenants: 4 }
     }
 }
 
@@ -309,6 +312,9 @@ impl Config {
                 "must be positive",
             ));
         }
+        if !(1..=64).contains(&self.contacts.parallel_tenants) {
+            return Err(invalid("contacts.parallel_tenants", "GWSYNC_CONTACTS__PARALLEL_TENANTS", "must be 1 to 64"));
+        }
         if self.contacts.match_last_digits > 15 || (1..6).contains(&self.contacts.match_last_digits) {
             return Err(invalid(
                 "contacts.match_last_digits",
@@ -452,6 +458,10 @@ mod tests {
             jail.set_env("GWSYNC_MAX_BODY_BYTES", "12");
             let e = Config::load(None).unwrap_err().to_string();
             assert!(e.contains("max_body_bytes"), "{e}");
+            jail.clear_env();
+            jail.set_env("GWSYNC_CONTACTS__PARALLEL_TENANTS", "0");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("GWSYNC_CONTACTS__PARALLEL_TENANTS") && e.contains("1 to 64"), "{e}");
             Ok(())
         });
         let mut c = Config { admin_token: Some("0123456789abcdef".to_owned().into()), ..Config::default() };

@@ -13,6 +13,72 @@ use serde_json::{Value, json};
 
 const LIST_DIRECTORY: &str = "people.people.listDirectoryPeople";
 
+#[tokio::test]
+async fn a_tenant_whose_directory_is_slow_holds_up_no_other_tenant() {
+    let app = start().await;
+    quiet_poller(&app).await;
+    add_directory(&app, person("Växeln", &["08-123 456 78"], None)).await;
+    app.setup_tenant().await;
+
+    // A second company with its own domain, service account and delegation.
+    let (domain, admin) = ("globex.test", "it@globex.test");
+    let r = app
+        .fake_control("POST", "/_fake/domains", json!({"domain": domain, "users": [admin], "directory_sharing": true}))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let key = app.fake_control("POST", "/_fake/service-accounts", json!({"domain": domain})).await.body;
+    let client_id = key["client_id"].as_str().expect("client_id");
+    let r = app.fake_control("PUT", &format!("/_fake/delegation/{client_id}"), json!({"scopes": GWSYNC_SCOPES})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = app
+        .fake_control(
+            "POST",
+            &format!("/_fake/directory/{domain}/people"),
+            person("Globex reception", &["08-555 000 00"], None),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = app.api("PUT", "/api/v1/tenants/globex", Some(json!({"domain": domain, "directory_admin": admin}))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = app
+        .raw(
+            "PUT",
+            "/api/v1/tenants/globex/credentials",
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            key.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // acme's directory answers only after 6 s (acme comes first in the poller's order).
+    let r = app
+        .fake_control(
+            "POST",
+            "/_fake/faults",
+            json!({"method": "people.listDirectoryPeople", "user": IT, "delay_ms": 6000}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let held_since = std::time::Instant::now();
+    app.advance("16s").await;
+
+    let app_ref = &app;
+    eventually("globex's phonebook", || async move {
+        let r = app_ref.api("GET", "/api/v1/tenants/globex/contacts/lookup?number=0855500000", None).await;
+        (r.status == 200 && names(&r.body["matches"]) == ["Globex reception"]).then_some(())
+    })
+    .await;
+    assert!(held_since.elapsed() < Duration::from_secs(5), "globex waited for acme: {:?}", held_since.elapsed());
+    assert_eq!(lookup_names(&app, "08-123 456 78").await, Vec::<String>::new(), "acme is still being held");
+
+    // And acme's poll completes once Google answers.
+    eventually("acme's phonebook", || async move {
+        (lookup_names(app_ref, "08-123 456 78").await == ["Växeln"]).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
 // ---- harness helpers ----
 
 /// gwsync against the fake, with the per-user People read limiter opened up so that the

@@ -22,6 +22,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::{Mutex, RwLock};
 use rand::RngExt;
 use serde::Serialize;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
@@ -302,9 +303,15 @@ impl Contacts {
         }
     }
 
-    /// Polls every tenant when due, until `shutdown`.
+    /// Polls every tenant when due, up to `contacts.parallel_tenants` at once, until `shutdown`
+    /// (polls in flight are dropped then: each page is written with its sync token, so the next
+    /// start goes on from the last page written).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let clock = self.app.clock.clone();
+        let parallel = self.app.config.contacts.parallel_tenants.max(1);
+        let mut polls: JoinSet<()> = JoinSet::new();
+        // The tenant of each poll in flight, by its task (a panicked task still names its id).
+        let mut polling: HashMap<tokio::task::Id, String> = HashMap::new();
         loop {
             let now = clock.now();
             let tenants = match self.app.store.tenants() {
@@ -315,19 +322,34 @@ impl Contacts {
                 }
             };
             for t in tenants {
+                if polling.len() >= parallel {
+                    break;
+                }
                 let due = self.next_poll.lock().get(&t.id).is_none_or(|at| *at <= now);
-                if !due {
+                if !due || polling.values().any(|id| *id == t.id) {
                     continue;
                 }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    result = self.sync_tenant(&t.id) => if let Err(e) = result {
-                        tracing::error!(tenant = %t.id, error = %e, "phonebook sync failed");
-                    },
-                }
+                let contacts = self.clone();
+                let tenant = t.id.clone();
+                let task = polls.spawn(async move {
+                    if let Err(e) = contacts.sync_tenant(&tenant).await {
+                        tracing::error!(tenant, error = %e, "phonebook sync failed");
+                    }
+                });
+                polling.insert(task.id(), t.id);
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                Some(done) = polls.join_next_with_id(), if !polls.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            tracing::error!(tenant = ?polling.get(&e.id()), error = %e, "a phonebook poll failed unexpectedly");
+                            e.id()
+                        }
+                    };
+                    polling.remove(&id);
+                }
                 () = clock.sleep(std::time::Duration::from_secs(15)) => {}
             }
         }
