@@ -304,8 +304,8 @@ impl Contacts {
     }
 
     /// Polls every tenant when due, up to `contacts.parallel_tenants` at once, until `shutdown`
-    /// (polls in flight are dropped then: each page is written with its sync token, so the next
-    /// start goes on from the last page written).
+    /// (polls in flight are dropped then: a listing is written, with its sync token, only once
+    /// complete, so nothing half-done is kept).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let clock = self.app.clock.clone();
         let parallel = self.app.config.contacts.parallel_tenants.max(1);
@@ -334,6 +334,9 @@ impl Contacts {
                 let task = polls.spawn(async move {
                     if let Err(e) = contacts.sync_tenant(&tenant).await {
                         tracing::error!(tenant, error = %e, "phonebook sync failed");
+                        // Not at once again: the store's trouble would keep this slot spinning.
+                        let retry = contacts.app.clock.now() + Duration::minutes(1);
+                        contacts.next_poll.lock().insert(tenant, retry);
                     }
                 });
                 polling.insert(task.id(), t.id);
