@@ -21,7 +21,7 @@ const USERS: usize = 100;
 
 #[tokio::main]
 async fn main() {
-    gwsync::logging::init(gwsync::config::LogFormat::Plain);
+    gwsync::logging::init_with_default(gwsync::config::LogFormat::Plain, "warn");
     let bench = Bench::start(USERS).await;
     let channels = bench.channels().await;
     let mut writers = Vec::with_capacity(channels.len());

@@ -105,7 +105,7 @@ fn report(name: &str, r: &Run) -> (f64, Duration) {
 
 #[tokio::main]
 async fn main() {
-    gwsync::logging::init(gwsync::config::LogFormat::Plain);
+    gwsync::logging::init_with_default(gwsync::config::LogFormat::Plain, "warn");
     let bench = Bench::start(USERS).await;
     let channels = Arc::new(bench.channels().await);
     // Notifications here are synthetic: keep Google quiet so the workers sync at most once
