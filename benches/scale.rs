@@ -1,8 +1,11 @@
 //! Scale: 100,000 users registered from scratch against fake Google enforcing Google's quotas
-//! (600 requests/min/user, 10,000/min/project). Reports the time and Google calls to register
-//! every user (a push channel and a full sync each), the peak requests per minute fake Google
-//! saw, refused requests, gwsync's RSS afterwards, and restart-to-ready time. gwsync runs as
-//! its own process (release build); fake Google runs in this one.
+//! (600 requests/min/user, 10,000/min/project). Each user's calendar holds a working week's
+//! worth: a daily stand-up and a weekly customer meeting (series, Europe/Stockholm), a lunch
+//! with a customer tomorrow and an all-day conference, so every user has profile switches
+//! ahead and the scheduler keeps a timeline for each. Reports the time and Google calls to
+//! register every user (a push channel and a full sync each), the peak requests per minute fake
+//! Google saw, refused requests, gwsync's RSS afterwards, and restart-to-ready time. gwsync runs
+//! as its own process (release build); fake Google runs in this one.
 //!
 //!     cargo bench --bench scale                         # 100,000 users: about half an hour
 //!     BENCH_USERS=10000 cargo bench --bench scale
@@ -78,12 +81,21 @@ async fn main() {
         "https://www.googleapis.com/auth/calendar.readonly",
         "https://www.googleapis.com/auth/contacts.readonly",
         "https://www.googleapis.com/auth/directory.readonly",
+        // Only for writing the calendars below; gwsync asks for the read-only scopes.
+        "https://www.googleapis.com/auth/calendar.events",
     ];
     http.put(format!("{base_fake}/_fake/delegation/{}", key["client_id"].as_str().expect("id")))
         .json(&json!({"scopes": scopes}))
         .send()
         .await
         .expect("delegation");
+    let seeding = Instant::now();
+    let seeded = seed_calendars(&http, &base_fake, &key, &emails).await;
+    println!(
+        "scale: {seeded} events written to {users} calendars in {:.0} s; waiting a minute for fake Google's quota windows to empty",
+        seeding.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(61)).await;
     http.put(format!("{base_fake}/_fake/quota"))
         .json(&json!({"calendar_per_user_per_minute": 600, "project_per_minute": 10000}))
         .send()
@@ -121,7 +133,12 @@ async fn main() {
     use futures_util::StreamExt;
     futures_util::stream::iter(emails.iter().cloned())
         .map(|u| {
-            let body = json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]}).to_string().into_bytes();
+            let body = json!({"profiles": [
+                {"name": "Lunch", "triggers": ["lunch"]},
+                {"name": "Möte", "triggers": ["*möte", "stand-up"]}
+            ]})
+            .to_string()
+            .into_bytes();
             admin(reqwest::Method::PUT, format!("/api/v1/tenants/scale/users/{u}"), Some(body))
         })
         .buffer_unordered(32)
@@ -157,6 +174,15 @@ async fn main() {
         .await
         .unwrap_or(stats);
 
+    let sample: Value =
+        admin(reqwest::Method::GET, format!("/api/v1/tenants/scale/users/{}/presence", emails[0]), None)
+            .await
+            .expect("presence")
+            .json()
+            .await
+            .expect("json");
+    let upcoming = sample["upcoming"].as_array().map_or(0, Vec::len);
+
     // Restart: SIGTERM, then start on the same data and time until ready.
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
@@ -173,6 +199,7 @@ async fn main() {
         "  peak requests in any minute: project {} (limit 10,000), one user {} (limit 600)",
         stats["peak_requests_per_minute"]["project"], stats["peak_requests_per_minute"]["calendar_user"]
     );
+    println!("  presence of {}: {upcoming} switches ahead over the horizon", emails[0]);
     println!("  gwsync RSS after registering: {rss:.0} MiB (target < 500 MB)");
     println!(
         "  restart to ready: {:.2} s (process start included: {:.2} s; target < 10 s)",
@@ -182,4 +209,56 @@ async fn main() {
     let _ = child.kill();
     let _ = child.wait();
     fake.stop().await;
+}
+
+/// Writes each user's calendar through the Calendar API, 64 users at a time; the number of
+/// events written.
+async fn seed_calendars(http: &reqwest::Client, fake: &str, key: &Value, emails: &[String]) -> usize {
+    use futures_util::StreamExt;
+    let zone = "Europe/Stockholm";
+    let stockholm: chrono_tz::Tz = zone.parse().expect("zone");
+    let today = chrono::Utc::now().with_timezone(&stockholm).date_naive();
+    let at = |days: i64, hm: &str| format!("{}T{hm}:00", today + chrono::Duration::days(days));
+    let calendar = [
+        json!({"summary": "Daily stand-up", "recurrence": ["RRULE:FREQ=DAILY;BYDAY=MO,TU,WE,TH,FR"],
+               "start": {"dateTime": at(-14, "09:00"), "timeZone": zone}, "end": {"dateTime": at(-14, "09:15"), "timeZone": zone}}),
+        json!({"summary": "Kundmöte", "recurrence": ["RRULE:FREQ=WEEKLY"],
+               "start": {"dateTime": at(-6, "14:00"), "timeZone": zone}, "end": {"dateTime": at(-6, "15:00"), "timeZone": zone}}),
+        json!({"summary": "Lunch with a customer",
+               "start": {"dateTime": at(1, "12:00"), "timeZone": zone}, "end": {"dateTime": at(1, "13:00"), "timeZone": zone}}),
+        json!({"summary": "Conference", "start": {"date": (today + chrono::Duration::days(5)).to_string()},
+               "end": {"date": (today + chrono::Duration::days(7)).to_string()}}),
+    ];
+    let calendar = &calendar;
+    futures_util::stream::iter(emails)
+        .map(|user| async move {
+            let now = chrono::Utc::now().timestamp();
+            let claims = json!({"iss": key["client_email"], "sub": user, "aud": key["token_uri"],
+                "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600});
+            let assertion = fake_google::jwt::sign(key, &claims).expect("sign");
+            let token: Value = http
+                .post(format!("{fake}/token"))
+                .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
+                .send()
+                .await
+                .expect("token")
+                .json()
+                .await
+                .expect("json");
+            let token = token["access_token"].as_str().expect("access_token").to_owned();
+            for event in calendar {
+                let r = http
+                    .post(format!("{fake}/calendar/v3/calendars/primary/events"))
+                    .bearer_auth(&token)
+                    .json(event)
+                    .send()
+                    .await
+                    .expect("insert");
+                assert!(r.status().is_success(), "insert: {}", r.status());
+            }
+            calendar.len()
+        })
+        .buffer_unordered(64)
+        .fold(0, |n, k| async move { n + k })
+        .await
 }
