@@ -89,15 +89,23 @@ impl Presence {
 
     /// Recomputes every user's timeline (at start); messages go out for those whose state
     /// changed while gwsync was down.
+    /// Runs at start-up, before the server listens: spread over the cores, as 100,000 users
+    /// take seconds on one.
     pub fn recompute_all(&self) -> Result<usize, StoreError> {
-        let mut n = 0;
+        let mut keys = Vec::new();
         for t in self.app.store.tenants()? {
-            for u in self.app.store.users(&t.id)? {
-                self.recompute(&CalendarKey::new(&t.id, &u.email))?;
-                n += 1;
-            }
+            keys.extend(self.app.store.users(&t.id)?.into_iter().map(|u| CalendarKey::new(&t.id, &u.email)));
         }
-        Ok(n)
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = keys.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = keys
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().try_for_each(|key| self.recompute(key))))
+                .collect();
+            workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })?;
+        Ok(keys.len())
     }
 
     /// Recomputes all users of a tenant. With `new_receiver` (its phone system was added or
