@@ -7,44 +7,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// A token for `user` with write access, to change their calendar through the fake's API.
-async fn writer_token(app: &TestApp, user: &str) -> String {
-    app.delegate(&[GWSYNC_SCOPES, &["https://www.googleapis.com/auth/calendar.events"]].concat()).await;
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "iss": app.key["client_email"], "sub": user, "aud": app.key["token_uri"],
-        "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600,
-    });
-    let assertion = fake_google::jwt::sign(&app.key, &claims).expect("sign");
-    let r = reply(
-        app.http
-            .post(format!("{}/token", app.fake.base_url()))
-            .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
-            .send()
-            .await
-            .expect("token"),
-    )
-    .await;
-    r.body["access_token"].as_str().expect("token").to_owned()
-}
-
-async fn google(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
-    let mut req = app
-        .http
-        .request(method.parse().unwrap(), format!("{}/calendar/v3/calendars/primary/{path}", app.fake.base_url()))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    reply(req.send().await.expect("google call")).await
-}
-
-async fn stored(app: &TestApp, user: &str) -> Vec<Value> {
-    let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{user}/events"), None).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["events"].as_array().cloned().unwrap_or_default()
-}
-
 /// Waits (up to 10 s) until `check` holds for the user's stored events.
 async fn wait_for_store(app: &TestApp, user: &str, what: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

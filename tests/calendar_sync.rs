@@ -6,79 +6,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use common::*;
 use serde_json::{Value, json};
 
-/// The longest any one wait may take.
-const WAIT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(20);
 const HOOK: &str = "/webhooks/google/calendar";
 
-// ---- waiting ----
-
-/// Polls `check` until it gives a value; fails the test after `WAIT` with the last reason.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) => assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {why}"),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Polls `bad` for `during`; fails the test as soon as it holds.
-async fn never_within(what: &str, during: Duration, mut bad: impl AsyncFnMut() -> Option<String>) {
-    let deadline = tokio::time::Instant::now() + during;
-    while tokio::time::Instant::now() < deadline {
-        if let Some(why) = bad().await {
-            panic!("{what}: {why}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 // ---- Google's side (the fake) ----
-
-/// A token for `user` with write access, to change their calendar through the fake's API.
-async fn writer_token(app: &TestApp, user: &str) -> String {
-    app.delegate(&[GWSYNC_SCOPES, &["https://www.googleapis.com/auth/calendar.events"]].concat()).await;
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "iss": app.key["client_email"], "sub": user, "aud": app.key["token_uri"],
-        "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600,
-    });
-    let assertion = fake_google::jwt::sign(&app.key, &claims).expect("sign");
-    let r = reply(
-        app.http
-            .post(format!("{}/token", app.fake.base_url()))
-            .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
-            .send()
-            .await
-            .expect("token"),
-    )
-    .await;
-    r.body["access_token"].as_str().expect("token").to_owned()
-}
-
-async fn google(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
-    let mut req = app
-        .http
-        .request(method.parse().unwrap(), format!("{}/calendar/v3/calendars/primary/{path}", app.fake.base_url()))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    reply(req.send().await.expect("google call")).await
-}
 
 /// Inserts a one-hour event on March `day` 2030; returns its id.
 async fn insert(app: &TestApp, token: &str, summary: &str, day: u32) -> String {
@@ -97,43 +33,6 @@ async fn rename(app: &TestApp, token: &str, id: &str, summary: &str) {
     assert_eq!(r.status, 200, "rename {id}: {r:?}");
 }
 
-async fn delete(app: &TestApp, token: &str, id: &str) {
-    let r = google(app, "DELETE", &format!("events/{id}"), token, None).await;
-    assert_eq!(r.status, 204, "delete {id}: {r:?}");
-}
-
-/// The user's calendar as Google holds it: live events, id → summary.
-async fn google_calendar(app: &TestApp, user: &str) -> BTreeMap<String, String> {
-    let r = app.fake_control("GET", &format!("/_fake/calendars/{user}/events"), Value::Null).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    summaries(r.body["items"].as_array().map(Vec::as_slice).unwrap_or_default())
-}
-
-/// Non-cancelled events, id → summary.
-fn summaries(events: &[Value]) -> BTreeMap<String, String> {
-    events
-        .iter()
-        .filter(|e| e["status"] != "cancelled")
-        .map(|e| {
-            (e["id"].as_str().unwrap_or_default().to_owned(), e["summary"].as_str().unwrap_or_default().to_owned())
-        })
-        .collect()
-}
-
-/// The fake's request log after `since`, of one API method (or all with `None`).
-async fn requests(app: &TestApp, method: Option<&str>, since: u64) -> Vec<Value> {
-    let filter = method.map(|m| format!("&method={m}")).unwrap_or_default();
-    let r = app.fake_control("GET", &format!("/_fake/requests?since={since}{filter}"), Value::Null).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["requests"].as_array().cloned().unwrap_or_default()
-}
-
-/// The sequence number of the fake's last logged request.
-async fn last_seq(app: &TestApp) -> u64 {
-    let r = app.fake_control("GET", &format!("/_fake/requests?since={}", u64::MAX), Value::Null).await;
-    r.body["last_seq"].as_u64().expect("last_seq")
-}
-
 fn query_has(request: &Value, param: &str) -> bool {
     request["query"].as_str().unwrap_or_default().split('&').any(|kv| kv.starts_with(&format!("{param}=")))
 }
@@ -147,13 +46,6 @@ async fn google_calls_since(app: &TestApp, since: u64) -> Vec<Value> {
         .collect()
 }
 
-/// Every delivery attempt of a channel's notifications.
-async fn deliveries(app: &TestApp, channel: &str) -> Vec<Value> {
-    let r = app.fake_control("GET", &format!("/_fake/notifications?channel={channel}"), Value::Null).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["notifications"].as_array().cloned().unwrap_or_default()
-}
-
 async fn fake_channel(app: &TestApp, id: &str) -> Option<Value> {
     let r = app.fake_control("GET", "/_fake/channels", Value::Null).await;
     r.body["channels"].as_array().into_iter().flatten().find(|c| c["id"] == id).cloned()
@@ -162,15 +54,6 @@ async fn fake_channel(app: &TestApp, id: &str) -> Option<Value> {
 async fn set_delivery(app: &TestApp, settings: Value) {
     let r = app.fake_control("PUT", "/_fake/delivery", settings).await;
     assert_eq!(r.status, 200, "{r:?}");
-}
-
-async fn arm_fault(app: &TestApp, fault: Value) {
-    let r = app.fake_control("POST", "/_fake/faults", fault).await;
-    assert_eq!(r.status, 201, "{r:?}");
-}
-
-async fn faults_left(app: &TestApp) -> usize {
-    app.fake_control("GET", "/_fake/faults", Value::Null).await.body["faults"].as_array().map(Vec::len).unwrap_or(99)
 }
 
 /// Waits until `n` `exists` notifications of `channel` were dropped by the fake.
@@ -187,12 +70,6 @@ async fn wait_dropped(app: &TestApp, channel: &str, n: usize) {
 }
 
 // ---- gwsync's side ----
-
-async fn stored(app: &TestApp, user: &str) -> Vec<Value> {
-    let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{user}/events"), None).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["events"].as_array().cloned().unwrap_or_default()
-}
 
 async fn store_map(app: &TestApp, user: &str) -> BTreeMap<String, String> {
     summaries(&stored(app, user).await)
@@ -257,12 +134,6 @@ async fn quiet(app: &TestApp, user: &str) {
         if idle_polls >= 15 { Ok(()) } else { Err(format!("{status}")) }
     })
     .await;
-}
-
-async fn metrics(app: &TestApp) -> String {
-    let r = app.raw("GET", "/metrics", &[], Vec::new()).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.text
 }
 
 /// The value of one series (`name{labels}`) in Prometheus text, 0 if absent.
@@ -391,103 +262,27 @@ async fn changes_spanning_several_pages_all_arrive_in_full_and_incremental_syncs
 
 // ---- 3. kill -9 between pages (the real binary) ----
 
-/// `gwsync serve` as a child process; killed when dropped.
-struct Gwsync {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
+/// Alice as the process's admin API shows her.
+async fn alice_status(gw: &ServeProcess, app: &TestApp) -> Value {
+    let r = gw.api(app, "GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}"), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body
 }
 
-impl Gwsync {
-    async fn spawn(app: &TestApp, data_dir: &Path, port: u16, master_key: &str) -> Gwsync {
-        let base = format!("http://127.0.0.1:{port}");
-        let log = data_dir.with_extension(format!("{}.log", uuid::Uuid::new_v4()));
-        let out = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gwsync"));
-        cmd.arg("serve");
-        for (k, _) in std::env::vars_os() {
-            let name = k.to_string_lossy();
-            if name.starts_with("GWSYNC_") || name == "RUST_LOG" {
-                cmd.env_remove(&k);
-            }
-        }
-        cmd.env("NO_COLOR", "1")
-            .env("GWSYNC_LISTEN", format!("127.0.0.1:{port}"))
-            .env("GWSYNC_PUBLIC_URL", &base)
-            .env("GWSYNC_DATA_DIR", data_dir)
-            .env("GWSYNC_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("GWSYNC_MASTER_KEY", master_key)
-            .env("GWSYNC_GOOGLE_API_URL", app.fake.base_url())
-            .env("GWSYNC_GOOGLE_PEOPLE_URL", app.fake.base_url())
-            .env("GWSYNC_SYNC__PAGE_SIZE", "2")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out);
-        let child = cmd.spawn().expect("spawn gwsync serve");
-        let mut g = Gwsync { child, base, log };
-        let health = format!("{}/healthz", g.base);
-        eventually("gwsync serve to answer /healthz", async || {
-            if let Ok(Some(exit)) = g.child.try_wait() {
-                panic!("gwsync serve exited with {exit}: {}", std::fs::read_to_string(&g.log).unwrap_or_default());
-            }
-            match app.http.get(&health).send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
-        g
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn api(&self, app: &TestApp, method: &str, path: &str, body: Option<Vec<u8>>) -> Reply {
-        let mut req = app
-            .http
-            .request(method.parse().expect("method"), format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .timeout(Duration::from_secs(10));
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        reply(req.send().await.expect("gwsync serve answers")).await
-    }
-
-    async fn status(&self, app: &TestApp) -> Value {
-        let r = self.api(app, "GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}"), None).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        r.body
-    }
-
-    async fn store(&self, app: &TestApp) -> BTreeMap<String, String> {
-        let r = self.api(app, "GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}/events"), None).await;
-        assert_eq!(r.status, 200, "{r:?}");
-        summaries(r.body["events"].as_array().map(Vec::as_slice).unwrap_or_default())
-    }
-
-    async fn wait_matches_google(&self, app: &TestApp, what: &str) -> BTreeMap<String, String> {
-        let want = google_calendar(app, ALICE).await;
-        eventually(what, async || {
-            let have = self.store(app).await;
-            if have == want { Ok(have) } else { Err(format!("\n store:  {have:?}\n google: {want:?}")) }
-        })
-        .await
-    }
+/// Alice's stored events in the process, id → summary.
+async fn alice_store(gw: &ServeProcess, app: &TestApp) -> BTreeMap<String, String> {
+    let r = gw.api(app, "GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}/events"), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    summaries(r.body["events"].as_array().map(Vec::as_slice).unwrap_or_default())
 }
 
-impl Drop for Gwsync {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+async fn wait_alice_matches_google(gw: &ServeProcess, app: &TestApp, what: &str) -> BTreeMap<String, String> {
+    let want = google_calendar(app, ALICE).await;
+    eventually(what, async || {
+        let have = alice_store(gw, app).await;
+        if have == want { Ok(have) } else { Err(format!("\n store:  {have:?}\n google: {want:?}")) }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -503,30 +298,21 @@ async fn a_kill_between_pages_loses_no_change() {
     let data = tempfile::tempdir().expect("tempdir");
     let data_dir = data.path().join("gwsync");
     let port = free_port();
-    let mut bytes = [0u8; 32];
-    bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    let master_key = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let mut gw = Gwsync::spawn(&app, &data_dir, port, &master_key).await;
+    let master_key = random_master_key();
+    let small_pages = [("GWSYNC_SYNC__PAGE_SIZE", "2")];
+    let mut gw = ServeProcess::spawn(&app, &data_dir, port, &master_key, &small_pages).await;
 
     let r = gw
-        .api(
-            &app,
-            "PUT",
-            &format!("/api/v1/tenants/{TENANT}"),
-            Some(json!({"domain": DOMAIN, "directory_admin": IT}).to_string().into_bytes()),
-        )
+        .api(&app, "PUT", &format!("/api/v1/tenants/{TENANT}"), Some(json!({"domain": DOMAIN, "directory_admin": IT})))
         .await;
     assert_eq!(r.status, 201, "{r:?}");
-    let r = gw
-        .api(&app, "PUT", &format!("/api/v1/tenants/{TENANT}/credentials"), Some(app.key.to_string().into_bytes()))
-        .await;
+    let r = gw.api(&app, "PUT", &format!("/api/v1/tenants/{TENANT}/credentials"), Some(app.key.clone())).await;
     assert_eq!(r.status, 200, "{r:?}");
-    let user = json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]}).to_string().into_bytes();
+    let user = json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]});
     let r = gw.api(&app, "PUT", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}"), Some(user.clone())).await;
     assert_eq!(r.status, 201, "{r:?}");
     let channel_id = eventually("the first sync and a channel", async || {
-        let s = gw.status(&app).await;
+        let s = alice_status(&gw, &app).await;
         match s["sync"]["channel"]["id"].as_str() {
             Some(id) if !s["sync"]["last_sync"].is_null() && s["sync"]["pending"].is_null() => Ok(id.to_owned()),
             _ => Err(format!("{s}")),
@@ -541,7 +327,7 @@ async fn a_kill_between_pages_loses_no_change() {
         }
     })
     .await;
-    let before = gw.wait_matches_google(&app, "the full sync").await;
+    let before = wait_alice_matches_google(&gw, &app, "the full sync").await;
     assert_eq!(before.len(), 5);
     let lists = requests(&app, Some("calendar.events.list"), 0).await;
     assert!(
@@ -568,14 +354,14 @@ async fn a_kill_between_pages_loses_no_change() {
         if left == 0 { Ok(()) } else { Err(format!("{left} faults armed")) }
     })
     .await;
-    assert_eq!(gw.store(&app).await, before, "nothing of the first page is applied before the last page");
+    assert_eq!(alice_store(&gw, &app).await, before, "nothing of the first page is applied before the last page");
 
     gw.kill();
     let r = app.fake_control("DELETE", "/_fake/faults", Value::Null).await;
     assert_eq!(r.status, 204, "{r:?}");
     let since = last_seq(&app).await;
-    let gw = Gwsync::spawn(&app, &data_dir, port, &master_key).await;
-    let after = gw.wait_matches_google(&app, "the store after the restart").await;
+    let gw = ServeProcess::spawn(&app, &data_dir, port, &master_key, &small_pages).await;
+    let after = wait_alice_matches_google(&gw, &app, "the store after the restart").await;
     assert_eq!(after.len(), 7, "{after:?}");
     assert_eq!(after[&ids[0]], "Renamed");
     assert!(!after.contains_key(&ids[1]), "the deleted event is gone: {after:?}");

@@ -8,8 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -18,59 +18,10 @@ use base64::Engine;
 use common::*;
 use serde_json::{Value, json};
 
-/// The longest any one wait may take.
-const WAIT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(20);
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
-// ---- waiting ----
-
-/// Polls `check` until it gives a value; fails the test after `WAIT` with the last reason.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) => assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {why}"),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Polls `bad` for `during`; fails the test as soon as it holds.
-async fn never_within(what: &str, during: Duration, mut bad: impl AsyncFnMut() -> Option<String>) {
-    let deadline = tokio::time::Instant::now() + during;
-    while tokio::time::Instant::now() < deadline {
-        if let Some(why) = bad().await {
-            panic!("{what}: {why}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 // ---- Google's side (the fake) ----
-
-/// A token for `user` with write access, to change their calendar through the fake's API.
-async fn writer_token(app: &TestApp, user: &str) -> String {
-    app.delegate(&[GWSYNC_SCOPES, &["https://www.googleapis.com/auth/calendar.events"]].concat()).await;
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "iss": app.key["client_email"], "sub": user, "aud": app.key["token_uri"],
-        "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600,
-    });
-    let assertion = fake_google::jwt::sign(&app.key, &claims).expect("sign");
-    let r = reply(
-        app.http
-            .post(format!("{}/token", app.fake.base_url()))
-            .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
-            .send()
-            .await
-            .expect("token"),
-    )
-    .await;
-    r.body["access_token"].as_str().unwrap_or_else(|| panic!("no writer token: {r:?}")).to_owned()
-}
 
 /// Inserts an event into `user`'s primary calendar (the writer token is that user's).
 async fn insert_event(app: &TestApp, token: &str, summary: &str, start: &str, end: &str) -> String {
@@ -94,48 +45,9 @@ async fn insert(app: &TestApp, token: &str, summary: &str, day: u32) -> String {
     insert_event(app, token, summary, &start, &end).await
 }
 
-/// Non-cancelled events, id → summary.
-fn summaries(events: &[Value]) -> BTreeMap<String, String> {
-    events
-        .iter()
-        .filter(|e| e["status"] != "cancelled")
-        .map(|e| {
-            (e["id"].as_str().unwrap_or_default().to_owned(), e["summary"].as_str().unwrap_or_default().to_owned())
-        })
-        .collect()
-}
-
-/// The user's calendar as Google holds it: live events, id → summary.
-async fn google_calendar(app: &TestApp, user: &str) -> BTreeMap<String, String> {
-    let r = app.fake_control("GET", &format!("/_fake/calendars/{user}/events"), Value::Null).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    summaries(r.body["items"].as_array().map(Vec::as_slice).unwrap_or_default())
-}
-
-/// The fake's request log after `since`, of one API method (or all with `None`).
-async fn requests(app: &TestApp, method: Option<&str>, since: u64) -> Vec<Value> {
-    let filter = method.map(|m| format!("&method={m}")).unwrap_or_default();
-    let r = app.fake_control("GET", &format!("/_fake/requests?since={since}{filter}"), Value::Null).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["requests"].as_array().cloned().unwrap_or_default()
-}
-
 /// Requests of one method after `since` that got `status`.
 async fn calls_with(app: &TestApp, method: &str, since: u64, status: u16) -> Vec<Value> {
     requests(app, Some(method), since).await.into_iter().filter(|r| r["status"] == status).collect()
-}
-
-/// The sequence number of the fake's last logged request.
-async fn last_seq(app: &TestApp) -> u64 {
-    let r = app.fake_control("GET", &format!("/_fake/requests?since={}", u64::MAX), Value::Null).await;
-    r.body["last_seq"].as_u64().expect("last_seq")
-}
-
-/// Every delivery attempt of a channel's notifications.
-async fn deliveries(app: &TestApp, channel: &str) -> Vec<Value> {
-    let r = app.fake_control("GET", &format!("/_fake/notifications?channel={channel}"), Value::Null).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["notifications"].as_array().cloned().unwrap_or_default()
 }
 
 /// `exists` messages of a channel, as the fake finally settled them (no `retrying` attempts).
@@ -170,18 +82,9 @@ async fn fake_channel(app: &TestApp, id: &str) -> Value {
         .unwrap_or_else(|| panic!("the fake never saw channel {id}"))
 }
 
-async fn arm_fault(app: &TestApp, fault: Value) {
-    let r = app.fake_control("POST", "/_fake/faults", fault).await;
-    assert_eq!(r.status, 201, "{r:?}");
-}
-
 async fn clear_faults(app: &TestApp) {
     let r = app.fake_control("DELETE", "/_fake/faults", Value::Null).await;
     assert_eq!(r.status, 204, "{r:?}");
-}
-
-async fn faults_left(app: &TestApp) -> usize {
-    app.fake_control("GET", "/_fake/faults", Value::Null).await.body["faults"].as_array().map(Vec::len).unwrap_or(99)
 }
 
 fn id_of(channel: &Value) -> String {
@@ -297,12 +200,6 @@ async fn users_ready(app: &TestApp, users: &[&str]) -> Vec<Value> {
         quiet(app, user).await;
     }
     channels
-}
-
-async fn metrics(app: &TestApp) -> String {
-    let r = app.raw("GET", "/metrics", &[], Vec::new()).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.text
 }
 
 /// The value of one series (`name{labels}`) in Prometheus text, `None` if absent.
@@ -817,10 +714,6 @@ async fn run_script(envs: &[(&str, &str)]) -> Output {
     Output { status, stdout, stderr }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 #[tokio::test]
 async fn the_renew_script_reports_renewals_and_each_failure() {
     let app = TestApp::start().await;
@@ -923,93 +816,6 @@ async fn metrics_show_live_channels_their_soonest_expiry_and_renewals() {
 
 // ---- 9. SIGTERM ----
 
-/// `gwsync serve` as a child process; killed when dropped.
-struct Gwsync {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Gwsync {
-    async fn spawn(app: &TestApp, data_dir: &Path, port: u16, master_key: &str) -> Gwsync {
-        let base = format!("http://127.0.0.1:{port}");
-        let log = data_dir.with_extension(format!("{}.log", uuid::Uuid::new_v4()));
-        let out = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gwsync"));
-        cmd.arg("serve");
-        for (k, _) in std::env::vars_os() {
-            let name = k.to_string_lossy();
-            if name.starts_with("GWSYNC_") || name == "RUST_LOG" {
-                cmd.env_remove(&k);
-            }
-        }
-        cmd.env("NO_COLOR", "1")
-            .env("GWSYNC_LISTEN", format!("127.0.0.1:{port}"))
-            .env("GWSYNC_PUBLIC_URL", &base)
-            .env("GWSYNC_DATA_DIR", data_dir)
-            .env("GWSYNC_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("GWSYNC_MASTER_KEY", master_key)
-            .env("GWSYNC_GOOGLE_API_URL", app.fake.base_url())
-            .env("GWSYNC_GOOGLE_PEOPLE_URL", app.fake.base_url())
-            .env("GWSYNC_SHUTDOWN_TIMEOUT", "4s")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out);
-        let child = cmd.spawn().expect("spawn gwsync serve");
-        let mut g = Gwsync { child, base, log };
-        let health = format!("{}/healthz", g.base);
-        eventually("gwsync serve to answer /healthz", async || {
-            if let Ok(Some(exit)) = g.child.try_wait() {
-                panic!("gwsync serve exited with {exit}: {}", g.log_text());
-            }
-            match app.http.get(&health).send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
-        g
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn api(&self, app: &TestApp, method: &str, path: &str, body: Option<Value>) -> Reply {
-        let mut req = app
-            .http
-            .request(method.parse().expect("method"), format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .timeout(Duration::from_secs(10));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        reply(req.send().await.expect("gwsync serve answers")).await
-    }
-
-    /// SIGTERM; waits (up to 20 s) for the exit, returns it and how long it took.
-    async fn terminate(&mut self) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        let sent = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
-        assert!(sent.success(), "kill -TERM failed");
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return (status, started.elapsed());
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "gwsync ignored SIGTERM for 20 s");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Gwsync {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 /// A phone system that records every request and answers with the status it is set to.
 struct PhoneSystem {
     url: String,
@@ -1061,9 +867,9 @@ async fn sigterm_exits_within_shutdown_timeout_and_keeps_a_dirty_mark_and_an_und
     let data = tempfile::tempdir().expect("tempdir");
     let data_dir = data.path().join("gwsync");
     let port = free_port();
-    let master_key = base64::engine::general_purpose::STANDARD
-        .encode([uuid::Uuid::new_v4().into_bytes(), uuid::Uuid::new_v4().into_bytes()].concat());
-    let mut gw = Gwsync::spawn(&app, &data_dir, port, &master_key).await;
+    let master_key = random_master_key();
+    let shutdown = [("GWSYNC_SHUTDOWN_TIMEOUT", "4s")];
+    let mut gw = ServeProcess::spawn(&app, &data_dir, port, &master_key, &shutdown).await;
     let r = gw.api(&app, "GET", "/readyz", None).await;
     assert_eq!(r.status, 200, "ready while serving: {r:?}");
 
@@ -1123,7 +929,7 @@ async fn sigterm_exits_within_shutdown_timeout_and_keeps_a_dirty_mark_and_an_und
 
     // The phone system is back; gwsync starts again on the same data.
     phone.status.store(204, Ordering::SeqCst);
-    let gw = Gwsync::spawn(&app, &data_dir, port, &master_key).await;
+    let gw = ServeProcess::spawn(&app, &data_dir, port, &master_key, &shutdown).await;
     let delivered = eventually("the held switch delivered after the restart", async || {
         match phone.got().into_iter().find(|(status, _, _)| *status == 204) {
             Some(got) => Ok(got),

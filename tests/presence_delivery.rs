@@ -13,9 +13,6 @@ use chrono::{DateTime, DurationRound, NaiveTime, SecondsFormat, TimeZone, Utc};
 use receiver::{Attempt, Receiver};
 use serde_json::{Value, json};
 
-/// The longest any one wait may take.
-const WAIT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(20);
 /// How long a test watches for a message that must not come.
 const QUIET: Duration = Duration::from_millis(1200);
 const SECRET_KEY: [u8; 32] = *b"gwsync-delivery-test-key-32bytes";
@@ -30,20 +27,6 @@ fn mins(n: i64) -> chrono::Duration {
 
 fn secs(n: i64) -> chrono::Duration {
     chrono::Duration::seconds(n)
-}
-
-// ---- waiting ----
-
-/// Polls `check` until it gives a value; fails the test after `WAIT` with the last reason.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) => assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {why}"),
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 // ---- time ----
@@ -73,38 +56,6 @@ async fn advance_to(app: &TestApp, t: DateTime<Utc>) {
 
 // ---- Google's side (the fake) ----
 
-/// A token for `user` with write access, to change their calendar through the fake's API.
-async fn writer_token(app: &TestApp, user: &str) -> String {
-    app.delegate(&[GWSYNC_SCOPES, &["https://www.googleapis.com/auth/calendar.events"]].concat()).await;
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "iss": app.key["client_email"], "sub": user, "aud": app.key["token_uri"],
-        "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600,
-    });
-    let assertion = fake_google::jwt::sign(&app.key, &claims).expect("sign");
-    let r = reply(
-        app.http
-            .post(format!("{}/token", app.fake.base_url()))
-            .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
-            .send()
-            .await
-            .expect("token"),
-    )
-    .await;
-    r.body["access_token"].as_str().expect("token").to_owned()
-}
-
-async fn google(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
-    let mut req = app
-        .http
-        .request(method.parse().unwrap(), format!("{}/calendar/v3/calendars/primary/{path}", app.fake.base_url()))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    reply(req.send().await.expect("google call")).await
-}
-
 /// Inserts an event `[start, end)` with `extra` fields; returns its id.
 async fn create(
     app: &TestApp,
@@ -128,11 +79,6 @@ async fn create(
 async fn patch(app: &TestApp, token: &str, id: &str, body: Value) {
     let r = google(app, "PATCH", &format!("events/{id}"), token, Some(body)).await;
     assert_eq!(r.status, 200, "patch {id}: {r:?}");
-}
-
-async fn delete(app: &TestApp, token: &str, id: &str) {
-    let r = google(app, "DELETE", &format!("events/{id}"), token, None).await;
-    assert_eq!(r.status, 204, "delete {id}: {r:?}");
 }
 
 // ---- gwsync's side ----

@@ -10,26 +10,6 @@ use serde_json::{Value, json};
 
 const SECRET_KEY: [u8; 24] = *b"0123456789abcdefghijklmn";
 
-async fn writer_token(app: &TestApp, user: &str) -> String {
-    app.delegate(&[GWSYNC_SCOPES, &["https://www.googleapis.com/auth/calendar.events"]].concat()).await;
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "iss": app.key["client_email"], "sub": user, "aud": app.key["token_uri"],
-        "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600,
-    });
-    let assertion = fake_google::jwt::sign(&app.key, &claims).expect("sign");
-    let r = reply(
-        app.http
-            .post(format!("{}/token", app.fake.base_url()))
-            .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
-            .send()
-            .await
-            .expect("token"),
-    )
-    .await;
-    r.body["access_token"].as_str().expect("token").to_owned()
-}
-
 #[tokio::test]
 async fn an_event_switches_the_profile_at_its_start_and_back_at_its_end() {
     let app = TestApp::start().await;

@@ -6,7 +6,6 @@
 //! logs and of every file in its data directory is searched for the secrets.
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -70,11 +69,6 @@ async fn admin(http: &reqwest::Client, base: &str, method: &str, path: &str, bod
         .header("content-type", "application/json")
         .body(body);
     reply(req.send().await.expect("admin call")).await
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 fn read_or_empty(p: &Path) -> Vec<u8> {

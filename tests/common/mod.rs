@@ -3,6 +3,14 @@
 //! data directory. Each test file uses part of it.
 #![allow(dead_code)]
 
+pub mod calendar;
+pub mod process;
+// Not every test file uses these.
+#[allow(unused_imports)]
+pub use calendar::*;
+#[allow(unused_imports)]
+pub use process::*;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
