@@ -20,10 +20,6 @@ async fn wait_for_store(app: &TestApp, user: &str, what: &str, check: impl Fn(&[
     }
 }
 
-async fn user_status(app: &TestApp, user: &str) -> Value {
-    app.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{user}"), None).await.body
-}
-
 #[tokio::test]
 async fn a_new_user_gets_a_channel_and_changes_arrive_by_push() {
     let app = TestApp::start().await;

@@ -75,12 +75,6 @@ async fn store_map(app: &TestApp, user: &str) -> BTreeMap<String, String> {
     summaries(&stored(app, user).await)
 }
 
-async fn user_status(app: &TestApp, user: &str) -> Value {
-    let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{user}"), None).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body
-}
-
 /// Waits until gwsync's store holds exactly Google's calendar (as it is now); returns it.
 async fn wait_store_matches_google(app: &TestApp, user: &str, what: &str) -> BTreeMap<String, String> {
     let want = google_calendar(app, user).await;
@@ -119,21 +113,6 @@ async fn wait_ready(app: &TestApp, user: &str) -> (Value, Value) {
         Ok((status, channel))
     })
     .await
-}
-
-/// Waits until no sync of the user is queued or running for a quiet spell (~300 ms).
-async fn quiet(app: &TestApp, user: &str) {
-    let mut idle_polls = 0;
-    eventually("gwsync to go idle", async || {
-        let status = user_status(app, user).await;
-        if status["sync"]["pending"].is_null() {
-            idle_polls += 1;
-        } else {
-            idle_polls = 0;
-        }
-        if idle_polls >= 15 { Ok(()) } else { Err(format!("{status}")) }
-    })
-    .await;
 }
 
 /// The value of one series (`name{labels}`) in Prometheus text, 0 if absent.

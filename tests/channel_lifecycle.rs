@@ -121,10 +121,6 @@ async fn store_map_at(app: &TestApp, base: &str, user: &str) -> BTreeMap<String,
     summaries(r.body["events"].as_array().map(Vec::as_slice).unwrap_or_default())
 }
 
-async fn user_status(app: &TestApp, user: &str) -> Value {
-    user_status_at(app, app.base(), user).await
-}
-
 async fn store_map(app: &TestApp, user: &str) -> BTreeMap<String, String> {
     store_map_at(app, app.base(), user).await
 }
@@ -167,21 +163,6 @@ async fn wait_ready(app: &TestApp, user: &str) -> Value {
         Ok(channel)
     })
     .await
-}
-
-/// Waits until no sync of the user is queued or running for a quiet spell (~300 ms).
-async fn quiet(app: &TestApp, user: &str) {
-    let mut idle_polls = 0;
-    eventually("gwsync to go idle", async || {
-        let status = user_status(app, user).await;
-        if status["sync"]["pending"].is_null() {
-            idle_polls += 1;
-        } else {
-            idle_polls = 0;
-        }
-        if idle_polls >= 15 { Ok(()) } else { Err(format!("{status}")) }
-    })
-    .await;
 }
 
 /// Tenant `acme` with its key, and `users` added, each synced with a live channel; returns

@@ -136,3 +136,25 @@ pub async fn metrics(app: &TestApp) -> String {
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
+
+/// The user as gwsync's admin API shows them (status 200 asserted).
+pub async fn user_status(app: &TestApp, user: &str) -> Value {
+    let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{user}"), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body
+}
+
+/// Waits until no sync of the user is queued or running for a quiet spell (~300 ms).
+pub async fn quiet(app: &TestApp, user: &str) {
+    let mut idle_polls = 0;
+    eventually("gwsync to go idle", async || {
+        let status = user_status(app, user).await;
+        if status["sync"]["pending"].is_null() {
+            idle_polls += 1;
+        } else {
+            idle_polls = 0;
+        }
+        if idle_polls >= 15 { Ok(()) } else { Err(format!("{status}")) }
+    })
+    .await;
+}
