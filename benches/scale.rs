@@ -10,6 +10,8 @@
 //!     cargo bench --bench scale                         # 100,000 users: about half an hour
 //!     BENCH_USERS=10000 cargo bench --bench scale
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -232,20 +234,7 @@ async fn seed_calendars(http: &reqwest::Client, fake: &str, key: &Value, emails:
     let calendar = &calendar;
     futures_util::stream::iter(emails)
         .map(|user| async move {
-            let now = chrono::Utc::now().timestamp();
-            let claims = json!({"iss": key["client_email"], "sub": user, "aud": key["token_uri"],
-                "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600});
-            let assertion = fake_google::jwt::sign(key, &claims).expect("sign");
-            let token: Value = http
-                .post(format!("{fake}/token"))
-                .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
-                .send()
-                .await
-                .expect("token")
-                .json()
-                .await
-                .expect("json");
-            let token = token["access_token"].as_str().expect("access_token").to_owned();
+            let token = support::writer_token(http, fake, key, user).await;
             for event in calendar {
                 let r = http
                     .post(format!("{fake}/calendar/v3/calendars/primary/events"))

@@ -163,20 +163,7 @@ impl Bench {
 
     /// A token with write access to `user`'s calendar at the fake.
     pub async fn writer(&self, user: &str) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let claims = json!({"iss": self.key["client_email"], "sub": user, "aud": self.key["token_uri"], "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600});
-        let assertion = fake_google::jwt::sign(&self.key, &claims).expect("sign");
-        let v: Value = self
-            .http
-            .post(format!("{}/token", self.fake.base_url()))
-            .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
-        v["access_token"].as_str().expect("token").to_owned()
+        writer_token(&self.http, &self.fake.base_url(), &self.key, user).await
     }
 
     pub async fn stop(mut self) {
@@ -201,4 +188,22 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// A token with write access to `user`'s calendar at the fake `fake`, signed with `key`.
+pub async fn writer_token(http: &reqwest::Client, fake: &str, key: &Value, user: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"iss": key["client_email"], "sub": user, "aud": key["token_uri"],
+        "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600});
+    let assertion = fake_google::jwt::sign(key, &claims).expect("sign");
+    let v: Value = http
+        .post(format!("{fake}/token"))
+        .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    v["access_token"].as_str().expect("token").to_owned()
 }
