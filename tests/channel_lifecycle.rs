@@ -392,42 +392,6 @@ async fn a_renewal_that_fails_twice_is_shown_with_a_hint_and_then_succeeds() {
 
 // ---- 3. eight days down ----
 
-/// gwsync serving in this process on the harness's data directory and clock, started by the
-/// test itself (the harness restarts only a running gwsync).
-struct Server {
-    base: String,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Server {
-    async fn launch(app: &TestApp) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(gwsync::serve_with_clock(
-            app.config(addr),
-            listener,
-            async move {
-                let _ = rx.await;
-            },
-            app.clock.clone(),
-        ));
-        let base = format!("http://{addr}");
-        eventually("gwsync to answer /healthz", async || match app.http.get(format!("{base}/healthz")).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            other => Err(format!("{other:?}")),
-        })
-        .await;
-        Server { base, shutdown, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.shutdown.send(());
-        self.task.await.expect("join").expect("a clean stop");
-    }
-}
-
 #[tokio::test]
 async fn after_eight_days_down_every_user_is_registered_again_and_synced() {
     let mut app = TestApp::start().await;
@@ -446,7 +410,7 @@ async fn after_eight_days_down_every_user_is_registered_again_and_synced() {
     let later = insert(&app, &writer, "After the channels expired", 3).await;
     let since = last_seq(&app).await;
 
-    let server = Server::launch(&app).await;
+    let server = Instance::launch(&app).await;
     for (user, old) in [ALICE, BOB].iter().zip(&old) {
         let new = eventually(&format!("a new live channel for {user}"), async || {
             let live = fake_channels(&app, user, Some("live")).await;

@@ -188,42 +188,6 @@ async fn wait_delivered_metric(app: &TestApp, base: &str, n: usize) {
     .await;
 }
 
-/// A gwsync started by this file on the harness's data directory, master key and clock (the
-/// harness restarts at once; these tests need time to pass while gwsync is down).
-struct Instance {
-    base: String,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Instance {
-    async fn launch(app: &TestApp) -> Instance {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(gwsync::serve_with_clock(
-            app.config(addr),
-            listener,
-            async move {
-                let _ = rx.await;
-            },
-            app.clock.clone(),
-        ));
-        let base = format!("http://{addr}");
-        eventually("gwsync to start again", async || match app.http.get(format!("{base}/healthz")).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        })
-        .await;
-        Instance { base, shutdown: tx, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.shutdown.send(());
-        self.task.await.expect("join").expect("clean stop");
-    }
-}
-
 // ---- checks on what the receiver got ----
 
 /// The DESIGN §4 body fields, exactly.

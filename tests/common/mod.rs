@@ -271,3 +271,41 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A gwsync serving in this process on the harness's data directory, master key and clock,
+/// started and stopped by the test itself: the harness's `restart` starts again at once, and
+/// some tests need time to pass while gwsync is down.
+pub struct Instance {
+    pub base: String,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Instance {
+    pub async fn launch(app: &TestApp) -> Instance {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (shutdown, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(gwsync::serve_with_clock(
+            app.config(addr),
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            app.clock.clone(),
+        ));
+        let base = format!("http://{addr}");
+        eventually("gwsync to answer /healthz", async || match app.http.get(format!("{base}/healthz")).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+        .await;
+        Instance { base, shutdown, task }
+    }
+
+    /// Stops it and asserts a clean stop.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.task.await.expect("join").expect("a clean stop");
+    }
+}
