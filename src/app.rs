@@ -66,7 +66,7 @@ impl AppState {
             clock,
             ready: std::sync::atomic::AtomicBool::new(false),
             admin_token_digest: sha256(admin_token.expose_secret().as_bytes()),
-            tokens: TokenSource::new()?,
+            tokens: TokenSource::new()?.with_timeout(config.sync.token_timeout),
             google,
             config,
             store,

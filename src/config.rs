@@ -51,8 +51,16 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncConfig {
-    /// Calendars synced at once.
+    /// Calendars synced at once (jobs calling Google; a job waiting for its tenant's token
+    /// holds none).
     pub workers: usize,
+    /// Jobs one tenant may have at once: one tenant's hanging Google project or token endpoint
+    /// holds at most this many, never another tenant's.
+    pub tenant_workers: usize,
+    /// How long minting one access token may take before the tenant's token endpoint counts
+    /// as failing.
+    #[serde(with = "humantime_serde")]
+    pub token_timeout: Duration,
     /// How often every calendar is synced even without notifications (Google drops some).
     #[serde(with = "humantime_serde")]
     pub backstop_interval: Duration,
@@ -93,7 +101,9 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
-            workers: 4,
+            workers: 16,
+            tenant_workers: 4,
+            token_timeout: Duration::from_secs(10),
             backstop_interval: Duration::from_secs(3600),
             backstop_share: 0.2,
             startup_share: 0.5,
@@ -117,11 +127,29 @@ pub struct PresenceConfig {
     /// How far ahead each user's profile switches are computed (recurring series expanded).
     #[serde(with = "humantime_serde")]
     pub horizon: Duration,
+    /// A phone system failing for longer than this shows as failing (status, metrics, diagnose).
+    #[serde(with = "humantime_serde")]
+    pub delivery_alert_after: Duration,
+    /// Deliveries in flight at once to one tenant's phone system: one hanging receiver holds
+    /// at most this many, never another tenant's.
+    pub deliveries_per_tenant: usize,
+    /// How long one delivery attempt may take.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Failed attempts in a row after which a tenant's phone system is backed off as a whole
+    /// (one probe at a time until it answers again).
+    pub breaker_threshold: u32,
 }
 
 impl Default for PresenceConfig {
     fn default() -> Self {
-        PresenceConfig { horizon: Duration::from_secs(14 * 24 * 3600) }
+        PresenceConfig {
+            horizon: Duration::from_secs(14 * 24 * 3600),
+            delivery_alert_after: Duration::from_secs(15 * 60),
+            deliveries_per_tenant: 4,
+            delivery_timeout: Duration::from_secs(10),
+            breaker_threshold: 3,
+        }
     }
 }
 
@@ -236,6 +264,12 @@ impl Config {
         if sync.workers == 0 || sync.workers > 256 {
             return Err(invalid("sync.workers", "GWSYNC_SYNC__WORKERS", "must be 1 to 256"));
         }
+        if sync.tenant_workers == 0 || sync.tenant_workers > sync.workers {
+            return Err(invalid("sync.tenant_workers", "GWSYNC_SYNC__TENANT_WORKERS", "must be 1 to sync.workers"));
+        }
+        if sync.token_timeout < Duration::from_millis(100) || sync.token_timeout > Duration::from_secs(120) {
+            return Err(invalid("sync.token_timeout", "GWSYNC_SYNC__TOKEN_TIMEOUT", "must be between 100ms and 2m"));
+        }
         if !(1..=2500).contains(&sync.page_size) {
             return Err(invalid("sync.page_size", "GWSYNC_SYNC__PAGE_SIZE", "must be 1 to 2500 (Google's maximum)"));
         }
@@ -297,6 +331,37 @@ impl Config {
         let horizon = self.presence.horizon;
         if horizon < Duration::from_secs(2 * 24 * 3600) || horizon > Duration::from_secs(90 * 24 * 3600) {
             return Err(invalid("presence.horizon", "GWSYNC_PRESENCE__HORIZON", "must be between 2d and 90d"));
+        }
+        let presence = &self.presence;
+        if !(1..=64).contains(&presence.deliveries_per_tenant) {
+            return Err(invalid(
+                "presence.deliveries_per_tenant",
+                "GWSYNC_PRESENCE__DELIVERIES_PER_TENANT",
+                "must be 1 to 64",
+            ));
+        }
+        if presence.delivery_timeout < Duration::from_millis(100)
+            || presence.delivery_timeout > Duration::from_secs(120)
+        {
+            return Err(invalid(
+                "presence.delivery_timeout",
+                "GWSYNC_PRESENCE__DELIVERY_TIMEOUT",
+                "must be between 100ms and 2m",
+            ));
+        }
+        if presence.delivery_alert_after > 7 * day {
+            return Err(invalid(
+                "presence.delivery_alert_after",
+                "GWSYNC_PRESENCE__DELIVERY_ALERT_AFTER",
+                "must be at most 7d",
+            ));
+        }
+        if !(1..=100).contains(&presence.breaker_threshold) {
+            return Err(invalid(
+                "presence.breaker_threshold",
+                "GWSYNC_PRESENCE__BREAKER_THRESHOLD",
+                "must be 1 to 100",
+            ));
         }
         if !(1..=1000).contains(&self.contacts.page_size) {
             return Err(invalid(

@@ -103,7 +103,7 @@ pub async fn serve_with_clock(
     tracker.spawn(contacts.clone().run(cancel.clone()));
     let sync = Arc::new(SyncService::new(
         app.clone(),
-        SyncQueue::new(store.clone(), flush, config.sync.rerun_delay, clock.clone()),
+        SyncQueue::new(store.clone(), flush, config.sync.rerun_delay, config.sync.tenant_workers, clock.clone()),
         clock,
         presence.clone(),
     ));

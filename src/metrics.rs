@@ -41,6 +41,14 @@ pub struct Metrics {
     pub channels: Family<StateLabel, Gauge>,
     /// Seconds until the soonest live channel expires (negative: one already has).
     pub soonest_expiry: Gauge,
+    /// Tenants whose Google token endpoint (`google_token`) or phone system (`phone_system`) is
+    /// failing.
+    pub tenants_failing: Family<PartLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabel {
+    pub part: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,7 +89,14 @@ impl Metrics {
             "Seconds until the soonest live push channel expires",
             soonest_expiry.clone(),
         );
+        let tenants_failing = Family::<PartLabel, Gauge>::default();
+        registry.register(
+            "tenants_failing",
+            "Tenants whose token endpoint (google_token) or phone system (phone_system) is failing",
+            tenants_failing.clone(),
+        );
         Metrics {
+            tenants_failing,
             registry,
             notifications,
             syncs,
@@ -114,6 +129,10 @@ impl Metrics {
 
     pub fn channel_count(&self, state: &str, n: i64) {
         self.channels.get_or_create(&StateLabel { state: state.to_owned() }).set(n);
+    }
+
+    pub fn failing_tenants(&self, part: &str, n: usize) {
+        self.tenants_failing.get_or_create(&PartLabel { part: part.to_owned() }).set(n as i64);
     }
 
     pub fn google_call(&self, method: &str, status: &str) {

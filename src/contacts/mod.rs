@@ -62,7 +62,8 @@ pub struct BookSummary {
 
 pub struct Contacts {
     app: Arc<AppState>,
-    reads: DefaultKeyedRateLimiter<String>,
+    /// People's per-user read bucket, per tenant and user (each tenant is its own project).
+    reads: DefaultKeyedRateLimiter<(String, String)>,
     books: RwLock<HashMap<String, Arc<TenantBook>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_poll: Mutex<HashMap<String, DateTime<Utc>>>,
@@ -245,7 +246,7 @@ impl Contacts {
             let mut page_token: Option<String> = None;
             let mut pages = 0;
             let next_sync_token = loop {
-                self.reads.until_key_ready(&subject.to_owned()).await;
+                self.reads.until_key_ready(&(tenant.to_owned(), subject.to_owned())).await;
                 let page = app
                     .google
                     .list_people(

@@ -25,7 +25,8 @@ use crate::model::key_file::KeyInfo;
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Auth = Authenticator<Connector>;
 
-const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one token request may take unless `with_timeout` says otherwise.
+const DEFAULT_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A tenant's service account, its key opened from the store.
 pub struct ServiceAccount {
@@ -77,6 +78,7 @@ type AuthKey = (String, String, Scope);
 
 pub struct TokenSource {
     client: hyper_util::client::legacy::Client<Connector, String>,
+    timeout: Duration,
     authenticators: Mutex<Authenticators>,
 }
 
@@ -121,7 +123,17 @@ impl TokenSource {
             .build();
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build::<_, String>(connector);
-        Ok(TokenSource { client, authenticators: Mutex::new(Authenticators::default()) })
+        Ok(TokenSource {
+            client,
+            timeout: DEFAULT_TOKEN_TIMEOUT,
+            authenticators: Mutex::new(Authenticators::default()),
+        })
+    }
+
+    /// Token requests that take longer than `timeout` fail as transient (`sync.token_timeout`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     async fn authenticator(&self, account: &ServiceAccount, user: &str, scope: Scope) -> Result<Arc<Auth>, AuthError> {
@@ -129,7 +141,7 @@ impl TokenSource {
         if let Some(a) = self.authenticators.lock().map.get(&key) {
             return Ok(a.clone());
         }
-        let builder = CustomHyperClientBuilder::from(self.client.clone()).with_timeout(TOKEN_TIMEOUT);
+        let builder = CustomHyperClientBuilder::from(self.client.clone()).with_timeout(self.timeout);
         let auth = ServiceAccountAuthenticator::with_client(account.key.clone(), builder)
             .subject(user)
             .build()
@@ -145,7 +157,10 @@ impl TokenSource {
     /// A token for `user` with `scope`, cached until shortly before it expires.
     pub async fn token(&self, account: &ServiceAccount, user: &str, scope: Scope) -> Result<SecretString, AuthError> {
         let auth = self.authenticator(account, user, scope).await?;
-        let token = auth.token(&[scope.url()]).await.map_err(|e| classify(e, account, user, scope))?;
+        let token = tokio::time::timeout(self.timeout, auth.token(&[scope.url()]))
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| classify(e, account, user, scope))?;
         token
             .token()
             .map(|t| SecretString::from(t.to_owned()))
@@ -160,11 +175,21 @@ impl TokenSource {
         scope: Scope,
     ) -> Result<SecretString, AuthError> {
         let auth = self.authenticator(account, user, scope).await?;
-        let token = auth.force_refreshed_token(&[scope.url()]).await.map_err(|e| classify(e, account, user, scope))?;
+        let token = tokio::time::timeout(self.timeout, auth.force_refreshed_token(&[scope.url()]))
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| classify(e, account, user, scope))?;
         token
             .token()
             .map(|t| SecretString::from(t.to_owned()))
             .ok_or_else(|| AuthError::Transient("no access token in the response".into()))
+    }
+
+    fn timed_out(&self) -> AuthError {
+        AuthError::Transient(format!(
+            "the token endpoint did not answer within {}",
+            humantime::format_duration(self.timeout)
+        ))
     }
 
     /// Drops cached tokens of a tenant (its key changed or it was deleted).

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::model::CalendarKey;
 use crate::sync::SyncService;
 use crate::sync::channels::{Ensured, is_live};
-use crate::sync::queue::CalendarKey;
 
 /// Renewals run this many at a time (each is paced under Google's quotas anyway).
 const PARALLEL: usize = 8;

@@ -121,7 +121,7 @@ async fn put(
     // current state.
     let old_url = previous.as_ref().and_then(|p| p.phone_system.as_ref()).map(|p| p.url.clone());
     let new_url = record.phone_system.as_ref().map(|p| p.url.clone());
-    sync.presence.recompute_tenant(&id, new_url.is_some() && old_url != new_url)?;
+    sync.presence.recompute_tenant_off_thread(&id, new_url.is_some() && old_url != new_url).await?;
     contacts.poll_soon(&id);
     let body = view(&state, &record)?;
     Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
@@ -134,13 +134,9 @@ async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path)?;
-    // Users first: their channels are stopped at Google while the key is still here.
-    for u in state.store.users(&t.id)? {
-        sync.remove_user(&t.id, &u.email).await?;
-    }
-    state.store.delete_tenant(&t.id)?;
-    store::flush(&state.store).await?;
-    state.forget_tenant(&t.id);
+    // Durable at once; the channels are stopped by the keeper in the background, with the key
+    // that stays until they are.
+    sync.remove_tenant(&t.id).await?;
     contacts.forget_tenant(&t.id);
     tracing::info!(tenant = %t.id, "tenant deleted");
     Ok(HttpResponse::NoContent().finish())
@@ -169,6 +165,7 @@ async fn put_credentials(
     state.store.put_credentials(&t.id, &stored)?;
     store::flush(&state.store).await?;
     state.forget_tenant(&t.id);
+    sync.tenant_auth.forget(&t.id);
     tracing::info!(tenant = %t.id, client_email = %info.client_email, client_id = %info.client_id, "service-account key stored");
     // Users that waited for a key (or failed with the old one) are synced now.
     for u in state.store.users(&t.id)? {

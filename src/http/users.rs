@@ -8,12 +8,12 @@ use super::body;
 use super::error::ApiError;
 use super::tenants::existing;
 use crate::app::AppState;
+use crate::model::CalendarKey;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::{UserRecord, UserSpec, validate_email};
 use crate::store;
 use crate::sync::SyncService;
 use crate::sync::channels::is_live;
-use crate::sync::queue::CalendarKey;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/tenants/{tenant}/users", web::get().to(list))
@@ -60,7 +60,27 @@ pub fn view_with_status(state: &AppState, sync: &SyncService, u: &UserRecord) ->
         "pending": sync.queue.phase(&key),
         "last_error": calendar.last_error,
     });
+    v["presence"] = json!({ "warnings": capped_warnings(&sync.presence.capped_series(&key)) });
     Ok(v)
+}
+
+/// What the presence API and the user's status say of series that hit an expansion limit.
+pub fn capped_warnings(series: &[String]) -> Vec<Value> {
+    use crate::presence::recurrence::MAX_OCCURRENCES;
+    series
+        .iter()
+        .map(|id| {
+            json!({
+                "code": "series_capped",
+                "event_id": id,
+                "message": format!(
+                    "this recurring event has more instances in the window than gwsync expands \
+                     ({MAX_OCCURRENCES} per window, counting from the window's start; a series with COUNT \
+                     is counted from its first instance, up to 100,000): only the first ones switch profiles"
+                ),
+            })
+        })
+        .collect()
 }
 
 /// The user named in the path, or 404.
@@ -117,7 +137,7 @@ async fn put(
     // failing (the admin may have fixed the alias).
     sync.user_saved(&t.id, &email);
     // New profiles or triggers change the timeline at once, without waiting for Google.
-    sync.presence.recompute(&CalendarKey::new(&t.id, &email))?;
+    sync.presence.recompute_off_thread(&CalendarKey::new(&t.id, &email)).await?;
     Ok(if previous.is_none() {
         HttpResponse::Created().json(view(&record))
     } else {
@@ -134,7 +154,6 @@ async fn delete(
     let t = existing(&state, &tenant)?;
     let u = existing_user(&state, &t, &email)?;
     sync.remove_user(&t.id, &u.email).await?;
-    state.tokens.forget_user(&t.id, &u.email);
     tracing::info!(tenant = %t.id, user = %u.email, "user deleted");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -169,15 +188,16 @@ async fn presence(
     let t = existing(&state, &tenant)?;
     let u = existing_user(&state, &t, &email)?;
     let key = CalendarKey::new(&t.id, &u.email);
-    let Some((now, upcoming)) = sync.presence.presence(&key)? else {
+    let Some(p) = sync.presence.presence(&key).await? else {
         return Err(ApiError::not_found("user_not_found", format!("no user {} in tenant '{}'", u.email, t.id)));
     };
     Ok(HttpResponse::Ok().json(json!({
-        "profile": now.profile,
-        "since": now.since,
-        "until": now.until,
-        "cause": now.cause,
-        "upcoming": upcoming,
+        "profile": p.state.profile,
+        "since": p.state.since,
+        "until": p.state.until,
+        "cause": p.state.cause,
+        "upcoming": p.upcoming,
+        "warnings": capped_warnings(&p.capped),
     })))
 }
 

@@ -16,9 +16,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::app::{AppState, sha256};
+use crate::model::CalendarKey;
 use crate::sync::SyncService;
 use crate::sync::channels::hex;
-use crate::sync::queue::CalendarKey;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/google/calendar", web::post().to(calendar));

@@ -2,9 +2,12 @@
 //! key files — each with the validation the admin API applies before anything is stored.
 
 pub mod event;
+pub mod key;
 pub mod key_file;
 pub mod tenant;
 pub mod user;
+
+pub use key::CalendarKey;
 
 /// A validation failure: which field, and what to do about it. Becomes a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

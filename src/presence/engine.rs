@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::Outbox;
 use super::timeline::{Profiles, State, Timeline, Transition};
 use crate::app::AppState;
+use crate::model::CalendarKey;
 use crate::store::{OutboxMessage, PresenceRecord, StoreError};
-use crate::sync::queue::CalendarKey;
 
 /// How far back a timeline reaches (an event that began before "now" still counts).
 const LOOKBACK: Duration = Duration::days(2);
@@ -35,6 +35,9 @@ pub struct Presence {
     app: Arc<AppState>,
     pub outbox: Arc<Outbox>,
     timelines: Mutex<HashMap<CalendarKey, Arc<Timeline>>>,
+    /// Users with a series that hit an expansion limit in the scheduling window (their status
+    /// names it).
+    capped: Mutex<HashMap<CalendarKey, Vec<String>>>,
     /// Each user's next wake-up (a boundary, or time to roll the horizon).
     schedule: Mutex<Schedule>,
     wake: Notify,
@@ -70,6 +73,7 @@ impl Presence {
             app,
             outbox,
             timelines: Mutex::new(HashMap::new()),
+            capped: Mutex::new(HashMap::new()),
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
             user_locks: (0..USER_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -150,6 +154,12 @@ impl Presence {
             return Ok(());
         };
         let timeline = Arc::new(timeline);
+        if timeline.capped.is_empty() {
+            self.capped.lock().remove(key);
+        } else {
+            tracing::warn!(tenant = %key.tenant, user = %key.user, series = ?timeline.capped, "a recurring event has more instances than gwsync expands; only the first count");
+            self.capped.lock().insert(key.clone(), timeline.capped.clone());
+        }
         if timeline.segments.is_empty() {
             // Nothing switches in the window, so nothing is worth keeping: the scheduler's
             // daily roll recomputes from the store (most users of a large tenant, most days).
@@ -162,8 +172,14 @@ impl Presence {
         Ok(())
     }
 
+    /// Series of the user that hit an expansion limit in the scheduling window.
+    pub fn capped_series(&self, key: &CalendarKey) -> Vec<String> {
+        self.capped.lock().get(key).cloned().unwrap_or_default()
+    }
+
     pub fn forget(&self, key: &CalendarKey) {
         self.timelines.lock().remove(key);
+        self.capped.lock().remove(key);
         self.schedule.lock().set(key, None);
         self.outbox.forget(key);
     }
@@ -176,11 +192,36 @@ impl Presence {
         self.wake.notify_one();
     }
 
-    /// The user's state now and the switches ahead over the whole horizon; `None` if the user
-    /// is gone.
-    pub fn presence(&self, key: &CalendarKey) -> Result<Option<(State, Vec<Transition>)>, StoreError> {
-        let now = self.app.clock.now();
-        Ok(self.compute(key, now, self.horizon())?.map(|t| (t.state_at(now), t.upcoming(now))))
+    /// The user's state now, the switches ahead over the whole horizon, and the series that hit
+    /// an expansion limit; `None` if the user is gone. Computed on a blocking thread: a large
+    /// calendar never holds up the threads that answer HTTP and webhooks.
+    pub async fn presence(self: &Arc<Self>, key: &CalendarKey) -> Result<Option<PresenceNow>, StoreError> {
+        let (me, key) = (self.clone(), key.clone());
+        off_thread(move || {
+            let now = me.app.clock.now();
+            Ok(me.compute(&key, now, me.horizon())?.map(|t| PresenceNow {
+                state: t.state_at(now),
+                upcoming: t.upcoming(now),
+                capped: t.capped.clone(),
+            }))
+        })
+        .await
+    }
+
+    /// `recompute` on a blocking thread (for async callers: sync workers, request handlers).
+    pub async fn recompute_off_thread(self: &Arc<Self>, key: &CalendarKey) -> Result<(), StoreError> {
+        let (me, key) = (self.clone(), key.clone());
+        off_thread(move || me.recompute(&key)).await
+    }
+
+    /// `recompute_tenant` on a blocking thread.
+    pub async fn recompute_tenant_off_thread(
+        self: &Arc<Self>,
+        tenant: &str,
+        new_receiver: bool,
+    ) -> Result<(), StoreError> {
+        let (me, tenant) = (self.clone(), tenant.to_owned());
+        off_thread(move || me.recompute_tenant(&tenant, new_receiver)).await
     }
 
     /// Queues a message if the user's state at `now` is not what the phone system was last told.
@@ -201,7 +242,7 @@ impl Presence {
         if !news {
             return Ok(());
         }
-        let sequence = record.sequence + 1;
+        let sequence = next_sequence(record.sequence, now);
         let body = json!({
             "type": "profile.changed",
             "tenant": key.tenant,
@@ -224,10 +265,14 @@ impl Presence {
             next_attempt_at: now,
             last_error: None,
         };
-        store.enqueue_message(&PresenceRecord { sequence, last: Some(state.clone()) }, &message)?;
+        match store.enqueue_message(&PresenceRecord { sequence, last: Some(state.clone()) }, &message) {
+            Ok(()) => {}
+            // Deleted meanwhile: nothing is queued for a deleted user.
+            Err(StoreError::Gone) => return Ok(()),
+            Err(e) => return Err(e),
+        }
         tracing::info!(tenant = %key.tenant, user = %key.user, sequence, profile = ?state.profile, "profile switch queued");
         self.outbox.queued(&message);
-        self.app.metrics.outbox.set(self.outbox.pending() as i64);
         Ok(())
     }
 
@@ -250,20 +295,16 @@ impl Presence {
                 }
                 due
             };
-            for key in due {
-                // Under the user's lock, so the timeline is the newest (a sync may have just
-                // replaced it).
-                let _user = self.user_lock(&key);
-                let timeline = self.timelines.lock().get(&key).cloned();
-                let result = match timeline {
-                    Some(t) if now < t.until - Duration::days(1) => {
-                        self.reconcile(&key, &t, now).map(|()| self.reschedule(&key, &t, now))
-                    }
-                    _ => self.recompute_locked(&key),
-                };
-                if let Err(e) = result {
-                    tracing::error!(user = %key, error = %e, "presence update failed; retrying in a minute");
-                    self.schedule.lock().set(&key, Some(now + Duration::minutes(1)));
+            if !due.is_empty() {
+                // Rolling a timeline expands series: off the async threads.
+                let me = self.clone();
+                let settled = off_thread(move || {
+                    me.settle(due, now);
+                    Ok(())
+                });
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = settled => {}
                 }
             }
             let next = self.schedule.lock().queue.first().map(|(t, _)| *t);
@@ -280,6 +321,51 @@ impl Presence {
             }
         }
     }
+}
+
+impl Presence {
+    /// Reconciles the users due at `now` (rolling their timelines where they run out).
+    fn settle(&self, due: Vec<CalendarKey>, now: DateTime<Utc>) {
+        for key in due {
+            // Under the user's lock, so the timeline is the newest (a sync may have just
+            // replaced it).
+            let _user = self.user_lock(&key);
+            let timeline = self.timelines.lock().get(&key).cloned();
+            let result = match timeline {
+                Some(t) if now < t.until - Duration::days(1) => {
+                    self.reconcile(&key, &t, now).map(|()| self.reschedule(&key, &t, now))
+                }
+                _ => self.recompute_locked(&key),
+            };
+            if let Err(e) = result {
+                tracing::error!(tenant = %key.tenant, user = %key.user, error = %e, "presence update failed; retrying in a minute");
+                self.schedule.lock().set(&key, Some(now + Duration::minutes(1)));
+            }
+        }
+    }
+}
+
+/// What the presence API shows.
+#[derive(Debug, Clone)]
+pub struct PresenceNow {
+    pub state: State,
+    pub upcoming: Vec<Transition>,
+    /// Series that hit an expansion limit (only their first instances in the window count).
+    pub capped: Vec<String>,
+}
+
+/// A user's next `sequence`: above the last one used, and at least the time in microseconds —
+/// so it keeps rising when the user (or the tenant) is deleted and created again, or the data
+/// restored from an older backup, though the record of the last one is gone.
+pub fn next_sequence(last: u64, now: DateTime<Utc>) -> u64 {
+    let micros = u64::try_from(now.timestamp_micros()).unwrap_or(0);
+    last.saturating_add(1).max(micros)
+}
+
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Background(e.to_string()))?
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

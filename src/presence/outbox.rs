@@ -1,6 +1,20 @@
 //! Delivering profile switches to the phone system: a durable outbox, one signed `POST` per
-//! message to the tenant's URL, retried with exponential backoff until a 2xx — in order per
-//! user (a user's next message waits for the one before), users independent of each other.
+//! message to the tenant's URL, retried with exponential backoff until a 2xx or until a newer
+//! message for the user supersedes it.
+//!
+//! - **Supersession.** Each message carries the user's whole state, so only a user's newest
+//!   message is worth sending: queueing one drops the older undelivered ones (in the store, in
+//!   the same write), and after a phone system's downtime it gets each user's current state,
+//!   not the history. A message in flight when a newer one arrives finishes its attempt; the
+//!   newer one goes next (per user, in sequence order, never two at once).
+//! - **Lanes per tenant.** A tenant's phone system has its own delivery slots
+//!   (`presence.deliveries_per_tenant`); one that hangs holds only those, never another
+//!   tenant's.
+//! - **Breaker per tenant.** After `presence.breaker_threshold` failures in a row the phone
+//!   system is backed off as a whole (5 s doubling to 5 min): one probe at a time until it
+//!   answers, then every waiting user goes out. Failing longer than
+//!   `presence.delivery_alert_after` shows as failing in the tenant's status, in metrics and
+//!   in diagnose.
 //!
 //! Messages are written (with the user's new state, atomically) before anything is sent; a
 //! crash between sending and deleting one means it is sent again, which the receiver handles
@@ -14,26 +28,114 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use secrecy::ExposeSecret;
+use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::signing::signature;
 use crate::app::{AppState, webhook_secret_context};
+use crate::model::CalendarKey;
 use crate::store::{OutboxMessage, StoreError};
-use crate::sync::queue::CalendarKey;
 
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-const CONCURRENCY: usize = 16;
+/// Deliveries in flight across all tenants: a bound on sockets, far above what healthy phone
+/// systems need (each tenant is capped well below it).
+const GLOBAL_CONCURRENCY: usize = 512;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+const BREAKER_MIN: Duration = Duration::from_secs(5);
+const BREAKER_MAX: Duration = Duration::from_secs(300);
+
+/// How a tenant's phone system is doing, as its status shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PhoneSystemHealth {
+    /// `ok`, `retrying` (failing for less than `delivery_alert_after`) or `failing`.
+    pub state: &'static str,
+    /// When the current run of failures began.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_delivered: Option<DateTime<Utc>>,
+    /// Backed off as a whole until then (none: closed).
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Users with a switch waiting for it.
+    pub queued: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breaker {
+    Closed,
+    /// Nothing is sent before `until`.
+    Open {
+        until: DateTime<Utc>,
+    },
+    /// One probe is (or may be) in flight; the rest wait for its answer.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct Lane {
+    in_flight: usize,
+    /// Users due now but waiting for a free slot (or for the breaker).
+    waiting: VecDeque<CalendarKey>,
+    breaker: Breaker,
+    /// Failed attempts in a row, and how often the breaker opened in this run.
+    failures: u32,
+    opened: u32,
+    failing_since: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    last_delivered: Option<DateTime<Utc>>,
+    queued: usize,
+}
+
+impl Default for Lane {
+    fn default() -> Self {
+        Lane {
+            in_flight: 0,
+            waiting: VecDeque::new(),
+            breaker: Breaker::Closed,
+            failures: 0,
+            opened: 0,
+            failing_since: None,
+            last_error: None,
+            last_delivered: None,
+            queued: 0,
+        }
+    }
+}
+
+impl Lane {
+    fn is_idle(&self) -> bool {
+        self.in_flight == 0 && self.waiting.is_empty() && self.queued == 0 && self.failing_since.is_none()
+    }
+
+    fn failing(&self, now: DateTime<Utc>, alert_after: chrono::Duration) -> bool {
+        self.failing_since.is_some_and(|since| now - since >= alert_after)
+    }
+}
 
 #[derive(Default)]
 struct Index {
-    /// Each user's queued sequence numbers, oldest first.
-    pending: HashMap<CalendarKey, VecDeque<u64>>,
-    /// When each user's head message is due.
+    /// Each user's newest queued sequence number (older ones are superseded).
+    newest: HashMap<CalendarKey, u64>,
+    /// When each user's message is due.
     due: BTreeSet<(DateTime<Utc>, CalendarKey)>,
     in_flight: HashSet<CalendarKey>,
+    lanes: HashMap<String, Lane>,
+}
+
+impl Index {
+    fn lane(&mut self, tenant: &str) -> &mut Lane {
+        self.lanes.entry(tenant.to_owned()).or_default()
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    /// Done with this message: delivered, superseded, or nobody left to tell.
+    Done { delivered: bool },
+    /// The phone system failed; try this user again at the given time.
+    Failed { retry_at: DateTime<Utc>, why: String },
+    /// gwsync itself could not (database): retry later without blaming the phone system.
+    Later(DateTime<Utc>),
 }
 
 pub struct Outbox {
@@ -47,7 +149,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(app: Arc<AppState>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
-            .timeout(DELIVERY_TIMEOUT)
+            .timeout(app.config.presence.delivery_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("gwsync/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -57,57 +159,174 @@ impl Outbox {
             http,
             index: Mutex::new(Index::default()),
             wake: Notify::new(),
-            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+            slots: Arc::new(Semaphore::new(GLOBAL_CONCURRENCY)),
         })
     }
 
-    /// Loads what was queued before the last stop.
+    /// Loads what was queued before the last stop. An older gwsync kept every message; of
+    /// those only each user's newest is kept (the others are superseded).
     pub fn load(&self) -> Result<usize, StoreError> {
         let messages = self.app.store.outbox()?;
-        let n = messages.len();
-        for m in messages {
-            self.queued(&m);
+        let mut newest: HashMap<CalendarKey, &OutboxMessage> = HashMap::new();
+        for m in &messages {
+            let key = CalendarKey::new(&m.tenant, &m.user);
+            if newest.get(&key).is_none_or(|n| n.sequence < m.sequence) {
+                newest.insert(key, m);
+            }
+        }
+        for m in &messages {
+            if newest.get(&CalendarKey::new(&m.tenant, &m.user)).is_some_and(|n| n.sequence != m.sequence) {
+                self.app.store.delete_message(&m.tenant, &m.user, m.sequence)?;
+            }
+        }
+        let n = newest.len();
+        for m in newest.into_values() {
+            self.queued(m);
         }
         Ok(n)
     }
 
-    /// A message was written to the store: deliver it in its turn.
+    /// A message was written to the store: deliver it in its turn (it supersedes the user's
+    /// older ones).
     pub fn queued(&self, m: &OutboxMessage) {
         let key = CalendarKey::new(&m.tenant, &m.user);
         let mut index = self.index.lock();
-        let queue = index.pending.entry(key.clone()).or_default();
-        let was_empty = queue.is_empty();
-        queue.push_back(m.sequence);
-        if was_empty && !index.in_flight.contains(&key) {
+        let had = index.newest.insert(key.clone(), m.sequence).is_some();
+        if !had {
+            index.lane(&m.tenant).queued += 1;
+        }
+        if !index.in_flight.contains(&key) {
+            // A superseded message's retry time does not hold up its successor.
+            index.due.retain(|(_, k)| *k != key);
             index.due.insert((m.next_attempt_at, key));
         }
         drop(index);
+        self.update_gauges();
         self.wake.notify_one();
     }
 
     /// Drops a user's queue (the user was deleted; the store already dropped the messages).
     pub fn forget(&self, key: &CalendarKey) {
         let mut index = self.index.lock();
-        index.pending.remove(key);
+        if index.newest.remove(key).is_some()
+            && let Some(lane) = index.lanes.get_mut(&key.tenant)
+        {
+            lane.queued = lane.queued.saturating_sub(1);
+        }
         index.due.retain(|(_, k)| k != key);
+        if let Some(lane) = index.lanes.get_mut(&key.tenant) {
+            lane.waiting.retain(|k| k != key);
+        }
+        drop(index);
+        self.update_gauges();
     }
 
+    /// Drops everything of a tenant (it was deleted).
+    pub fn forget_tenant(&self, tenant: &str) {
+        let mut index = self.index.lock();
+        index.newest.retain(|k, _| k.tenant != tenant);
+        index.due.retain(|(_, k)| k.tenant != tenant);
+        if let Some(lane) = index.lanes.get_mut(tenant) {
+            lane.waiting.clear();
+            lane.queued = 0;
+            lane.failing_since = None;
+            lane.breaker = Breaker::Closed;
+        }
+        drop(index);
+        self.update_gauges();
+    }
+
+    /// Users with a switch waiting to be delivered.
     pub fn pending(&self) -> usize {
-        self.index.lock().pending.values().map(VecDeque::len).sum()
+        self.index.lock().newest.len()
+    }
+
+    /// How the tenant's phone system is doing.
+    pub fn health(&self, tenant: &str) -> PhoneSystemHealth {
+        let now = self.app.clock.now();
+        let alert_after = self.alert_after();
+        let index = self.index.lock();
+        let Some(lane) = index.lanes.get(tenant) else {
+            return PhoneSystemHealth {
+                state: "ok",
+                failing_since: None,
+                last_error: None,
+                last_delivered: None,
+                paused_until: None,
+                queued: 0,
+            };
+        };
+        PhoneSystemHealth {
+            state: match lane.failing_since {
+                None => "ok",
+                Some(_) if lane.failing(now, alert_after) => "failing",
+                Some(_) => "retrying",
+            },
+            failing_since: lane.failing_since,
+            last_error: lane.last_error.clone(),
+            last_delivered: lane.last_delivered,
+            paused_until: match lane.breaker {
+                Breaker::Open { until } => Some(until),
+                _ => None,
+            },
+            queued: lane.queued,
+        }
+    }
+
+    fn alert_after(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.app.config.presence.delivery_alert_after).unwrap_or(chrono::Duration::MAX)
+    }
+
+    fn update_gauges(&self) {
+        let now = self.app.clock.now();
+        let alert_after = self.alert_after();
+        let (pending, failing) = {
+            let index = self.index.lock();
+            (index.newest.len(), index.lanes.values().filter(|l| l.failing(now, alert_after)).count())
+        };
+        self.app.metrics.outbox.set(pending as i64);
+        self.app.metrics.failing_tenants("phone_system", failing);
     }
 
     pub async fn run(self: Arc<Self>, tracker: TaskTracker, shutdown: CancellationToken) {
         let clock = self.app.clock.clone();
+        let per_tenant = self.app.config.presence.deliveries_per_tenant.max(1);
         loop {
             let now = clock.now();
             let mut ready = Vec::new();
             let next = {
-                let mut index = self.index.lock();
+                let mut guard = self.index.lock();
+                let index = &mut *guard;
                 while let Some((at, _)) = index.due.first() {
                     if *at > now {
                         break;
                     }
                     let Some((_, key)) = index.due.pop_first() else { break };
+                    if !index.newest.contains_key(&key) || index.in_flight.contains(&key) {
+                        continue;
+                    }
+                    let lane = index.lanes.entry(key.tenant.clone()).or_default();
+                    if let Breaker::Open { until } = lane.breaker
+                        && until <= now
+                    {
+                        lane.breaker = Breaker::HalfOpen;
+                    }
+                    let free = match lane.breaker {
+                        Breaker::Closed => lane.in_flight < per_tenant,
+                        Breaker::HalfOpen => lane.in_flight == 0,
+                        Breaker::Open { until } => {
+                            // Backed off as a whole: due again when a probe may go.
+                            index.due.insert((until, key));
+                            continue;
+                        }
+                    };
+                    if !free {
+                        if !lane.waiting.contains(&key) {
+                            lane.waiting.push_back(key);
+                        }
+                        continue;
+                    }
+                    lane.in_flight += 1;
                     index.in_flight.insert(key.clone());
                     ready.push(key);
                 }
@@ -123,9 +342,8 @@ impl Outbox {
                 tracker.spawn(async move {
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        () = me.deliver_head(&key) => {}
+                        () = me.deliver(&key) => {}
                     }
-                    me.index.lock().in_flight.remove(&key);
                     drop(permit);
                     me.wake.notify_one();
                 });
@@ -144,56 +362,130 @@ impl Outbox {
         }
     }
 
-    /// Tries the user's oldest message once, then schedules what comes next.
-    async fn deliver_head(&self, key: &CalendarKey) {
-        let Some(sequence) = self.index.lock().pending.get(key).and_then(|q| q.front().copied()) else { return };
-        let next_due = match self.attempt(key, sequence).await {
-            Ok(()) => {
-                let mut index = self.index.lock();
-                if let Some(q) = index.pending.get_mut(key) {
-                    q.pop_front();
-                    if q.is_empty() {
-                        index.pending.remove(key);
+    /// Tries the user's newest message once, then settles the lane and schedules what comes
+    /// next.
+    async fn deliver(&self, key: &CalendarKey) {
+        let sequence = self.index.lock().newest.get(key).copied();
+        let outcome = match sequence {
+            Some(sequence) => self.attempt(key, sequence).await,
+            None => Attempt::Done { delivered: false },
+        };
+        let now = self.app.clock.now();
+        let threshold = self.app.config.presence.breaker_threshold.max(1);
+        let mut guard = self.index.lock();
+        let index = &mut *guard;
+        index.in_flight.remove(key);
+        let superseded = index.newest.get(key).copied() != sequence;
+        let lane = index.lanes.entry(key.tenant.clone()).or_default();
+        lane.in_flight = lane.in_flight.saturating_sub(1);
+        let mut next_due = None;
+        match outcome {
+            Attempt::Done { delivered } => {
+                if delivered {
+                    lane.last_delivered = Some(now);
+                    lane.failures = 0;
+                    lane.opened = 0;
+                    lane.failing_since = None;
+                    lane.last_error = None;
+                    if lane.breaker != Breaker::Closed {
+                        tracing::info!(tenant = %key.tenant, "phone system answers again; sending every waiting switch");
+                        lane.breaker = Breaker::Closed;
                     }
                 }
-                index.pending.contains_key(key).then(|| self.app.clock.now())
+                if !superseded && index.newest.remove(key).is_some() {
+                    lane.queued = lane.queued.saturating_sub(1);
+                }
+                if superseded {
+                    next_due = Some(now);
+                }
             }
-            Err(retry_at) => Some(retry_at),
-        };
-        if let Some(at) = next_due {
-            self.index.lock().due.insert((at, key.clone()));
+            Attempt::Failed { retry_at, why } => {
+                lane.failures = lane.failures.saturating_add(1);
+                lane.failing_since.get_or_insert(now);
+                lane.last_error = Some(why);
+                if lane.failures >= threshold || lane.breaker == Breaker::HalfOpen {
+                    let pause = crate::backoff::delay(lane.opened, BREAKER_MIN, BREAKER_MAX);
+                    let until = now + chrono::Duration::from_std(pause).unwrap_or_default();
+                    if lane.breaker == Breaker::Closed {
+                        tracing::warn!(tenant = %key.tenant, failures = lane.failures, until = %until, "phone system keeps failing; backing it off as a whole");
+                    }
+                    lane.opened = lane.opened.saturating_add(1);
+                    lane.breaker = Breaker::Open { until };
+                }
+                let paused_until = match lane.breaker {
+                    Breaker::Open { until } => Some(until),
+                    _ => None,
+                };
+                // A newer message does not inherit the failed one's backoff, only the breaker's.
+                let own = if superseded { now } else { retry_at };
+                next_due = Some(paused_until.map_or(own, |until| until.max(own)));
+                if let Breaker::Open { until } = lane.breaker {
+                    // Waiting users are due when the breaker lets a probe through.
+                    let waiting: Vec<CalendarKey> = lane.waiting.drain(..).collect();
+                    for k in waiting {
+                        index.due.insert((until, k));
+                    }
+                }
+            }
+            Attempt::Later(at) => next_due = Some(at),
         }
+        if index.newest.contains_key(key)
+            && let Some(at) = next_due
+        {
+            index.due.insert((at, key.clone()));
+        }
+        // Slots freed: users waiting in this lane are due now.
+        let lane = index.lanes.entry(key.tenant.clone()).or_default();
+        if lane.breaker == Breaker::Closed {
+            let waiting: Vec<CalendarKey> = lane.waiting.drain(..).collect();
+            for k in waiting {
+                index.due.insert((now, k));
+            }
+        } else if lane.breaker == Breaker::HalfOpen
+            && lane.in_flight == 0
+            && let Some(k) = lane.waiting.pop_front()
+        {
+            index.due.insert((now, k));
+        }
+        if index.lanes.get(&key.tenant).is_some_and(Lane::is_idle) {
+            index.lanes.remove(&key.tenant);
+        }
+        drop(guard);
+        self.update_gauges();
     }
 
-    /// `Ok`: done with it (delivered, or nobody left to tell); `Err(t)`: failed, try again at `t`.
-    async fn attempt(&self, key: &CalendarKey, sequence: u64) -> Result<(), DateTime<Utc>> {
+    async fn attempt(&self, key: &CalendarKey, sequence: u64) -> Attempt {
         let store = &self.app.store;
         let now = self.app.clock.now();
         let mut message = match store.outbox_message(&key.tenant, &key.user, sequence) {
             Ok(Some(m)) => m,
-            // Gone: its user was deleted meanwhile.
-            Ok(None) => return Ok(()),
+            // Gone: superseded, or its user was deleted meanwhile.
+            Ok(None) => return Attempt::Done { delivered: false },
             Err(e) => {
-                tracing::error!(user = %key, sequence, error = %e, "cannot read a queued switch; retrying");
-                return Err(now + chrono::Duration::seconds(30));
+                tracing::error!(tenant = %key.tenant, user = %key.user, sequence, error = %e, "cannot read a queued switch; retrying");
+                return Attempt::Later(now + chrono::Duration::seconds(30));
             }
         };
         if message.attempts == 0 {
             // Tell the phone system nothing the store could forget in a crash: the message and
             // the user's new state must be on disk before it leaves.
             if let Err(e) = crate::store::flush(store).await {
-                return Err(self.failed(&mut message, now, format!("database: {e}")));
+                tracing::error!(error = %e, "cannot flush before a delivery; retrying");
+                return Attempt::Later(now + chrono::Duration::seconds(5));
             }
         }
         let target = match store.tenant(&key.tenant) {
             Ok(Some(t)) => t.phone_system,
             Ok(None) => None,
-            Err(e) => return Err(self.failed(&mut message, now, format!("database: {e}"))),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the tenant before a delivery; retrying");
+                return Attempt::Later(now + chrono::Duration::seconds(30));
+            }
         };
         let Some(target) = target else {
             // The tenant no longer has a phone system: nobody to tell.
             let _ = store.delete_message(&key.tenant, &key.user, sequence);
-            return Ok(());
+            return Attempt::Done { delivered: false };
         };
         let key_bytes = match base64::engine::general_purpose::STANDARD
             .decode(&target.secret_sealed)
@@ -202,11 +494,11 @@ impl Outbox {
         {
             Some(k) => k,
             None => {
-                return Err(self.failed(
+                return self.failed(
                     &mut message,
                     now,
                     "the webhook secret cannot be opened with this master key".into(),
-                ));
+                );
             }
         };
         // The receiver checks the timestamp against its own clock: real time, whatever the
@@ -226,29 +518,30 @@ impl Outbox {
         match result {
             Ok(resp) if resp.status().is_success() => {
                 if let Err(e) = store.delete_message(&key.tenant, &key.user, sequence) {
-                    tracing::error!(user = %key, error = %e, "delivered, but could not remove the message; it may be sent again");
+                    tracing::error!(tenant = %key.tenant, user = %key.user, error = %e, "delivered, but could not remove the message; it may be sent again");
                 }
                 self.app.metrics.delivery("delivered");
-                tracing::info!(user = %key, sequence, attempts = message.attempts + 1, "profile switch delivered");
-                Ok(())
+                tracing::info!(tenant = %key.tenant, user = %key.user, sequence, attempts = message.attempts + 1, "profile switch delivered");
+                Attempt::Done { delivered: true }
             }
-            Ok(resp) => Err(self.failed(&mut message, now, format!("the phone system answered {}", resp.status()))),
-            Err(e) => {
-                Err(self.failed(&mut message, now, format!("could not reach the phone system: {}", e.without_url())))
-            }
+            Ok(resp) => self.failed(&mut message, now, format!("the phone system answered {}", resp.status())),
+            Err(e) => self.failed(&mut message, now, format!("could not reach the phone system: {}", e.without_url())),
         }
     }
 
-    fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String) -> DateTime<Utc> {
+    fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String) -> Attempt {
         self.app.metrics.delivery("failed");
         message.attempts = message.attempts.saturating_add(1);
         let delay = crate::backoff::delay(message.attempts - 1, Duration::from_secs(1), MAX_RETRY_DELAY);
         message.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
         tracing::warn!(tenant = %message.tenant, user = %message.user, sequence = message.sequence, attempts = message.attempts, error = %why, "profile switch not delivered; will retry");
-        message.last_error = Some(why);
-        if let Err(e) = self.app.store.update_message(message) {
-            tracing::error!(error = %e, "could not record a failed delivery");
+        message.last_error = Some(why.clone());
+        match self.app.store.update_message(message) {
+            Ok(true) => {}
+            // Superseded meanwhile: the newer message is what goes next.
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "could not record a failed delivery"),
         }
-        message.next_attempt_at
+        Attempt::Failed { retry_at: message.next_attempt_at, why }
     }
 }

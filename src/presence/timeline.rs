@@ -62,14 +62,16 @@ fn counts(e: &StoredEvent) -> bool {
     !e.is_cancelled() && e.self_response.as_deref() != Some("declined")
 }
 
-/// Every interval overlapping `[from, until)`.
+/// Every interval overlapping `[from, until)`, and the ids of series that hit an expansion
+/// limit (`recurrence::MAX_OCCURRENCES`, `recurrence::MAX_GENERATED`) in the window.
 pub fn intervals(
     events: &[StoredEvent],
     profiles: &Profiles,
     zone: Tz,
     from: DateTime<Utc>,
     until: DateTime<Utc>,
-) -> Vec<Interval> {
+) -> (Vec<Interval>, Vec<String>) {
+    let mut capped = Vec::new();
     // Exceptions of each series, by the slot they replace.
     let mut exceptions: HashMap<&str, Vec<DateTime<Utc>>> = HashMap::new();
     for e in events {
@@ -97,12 +99,15 @@ pub fn intervals(
         }
         let Some((profile, trigger)) = e.summary.as_deref().and_then(|s| profiles.classify(s)) else { continue };
         if e.is_series() {
-            let Some(occurrences) = recurrence::expand(start, end, &e.recurrence, zone, from, until) else {
+            let Some(expansion) = recurrence::expand(start, end, &e.recurrence, zone, from, until) else {
                 tracing::warn!(event = %e.id, "a series' recurrence rules cannot be read; it is left out");
                 continue;
             };
+            if expansion.capped {
+                capped.push(e.id.clone());
+            }
             let replaced = exceptions.get(e.id.as_str());
-            for occ in occurrences {
+            for occ in expansion.occurrences {
                 let slot = occ.original_start.instant_in(zone);
                 if replaced.is_some_and(|r| r.contains(&slot)) {
                     continue;
@@ -119,7 +124,7 @@ pub fn intervals(
             push(e.id.clone(), trigger, profile, start, end);
         }
     }
-    out
+    (out, capped)
 }
 
 /// Google's instance-id suffix for an original start.
@@ -201,6 +206,8 @@ pub struct Timeline {
     pub segments: Vec<Segment>,
     pub from: DateTime<Utc>,
     pub until: DateTime<Utc>,
+    /// Series that hit an expansion limit in the window: only their first instances count.
+    pub capped: Vec<String>,
 }
 
 /// One upcoming switch.
@@ -220,8 +227,8 @@ impl Timeline {
         from: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Timeline {
-        let iv = intervals(events, profiles, zone, from, until);
-        Timeline { names: profiles.names.clone(), segments: segments(&iv), from, until }
+        let (iv, capped) = intervals(events, profiles, zone, from, until);
+        Timeline { names: profiles.names.clone(), segments: segments(&iv), from, until, capped }
     }
 
     /// Runs: index ranges (inclusive) of contiguous segments with one profile.

@@ -35,6 +35,10 @@ pub enum StoreError {
     Flush(String),
     #[error("a background store task failed: {0}")]
     Background(String),
+    /// The user (or tenant) was deleted while the work that wanted to write for it ran: the
+    /// write was refused, so nothing is left behind for a deleted user.
+    #[error("the user was deleted meanwhile")]
+    Gone,
 }
 
 /// A tenant's service-account key: its public facts and the sealed key file.
@@ -125,23 +129,33 @@ pub trait Store: Send + Sync {
     fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
     fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
     fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
-    /// Deletes the tenant with its users and credentials, atomically. False if it did not exist.
+    /// Deletes the tenant with its users and their data, atomically, and marks its channels
+    /// orphaned (the keeper stops them at Google in the background). The sealed key stays until
+    /// then — stopping a channel needs it — and is removed with `delete_credentials`. False if
+    /// the tenant did not exist.
     fn delete_tenant(&self, id: &str) -> Result<bool, StoreError>;
 
     fn put_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError>;
     fn credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError>;
+    /// Every tenant id with a stored key (including deleted tenants whose channels still wait
+    /// to be stopped).
+    fn credential_tenants(&self) -> Result<Vec<String>, StoreError>;
+    fn delete_credentials(&self, tenant: &str) -> Result<(), StoreError>;
 
     fn put_user(&self, user: &UserRecord) -> Result<(), StoreError>;
     fn user(&self, tenant: &str, email: &str) -> Result<Option<UserRecord>, StoreError>;
     fn users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError>;
-    /// Deletes the user with their calendar state, events and dirty mark, atomically.
+    /// Deletes the user with their calendar state, events, dirty mark, presence and queued
+    /// messages, and marks their channels orphaned (stopped by the keeper), atomically.
     fn delete_user(&self, tenant: &str, email: &str) -> Result<bool, StoreError>;
 
     fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError>;
+    /// `Gone` if the user does not exist (checked atomically with the write).
     fn put_calendar_state(&self, tenant: &str, user: &str, state: &CalendarState) -> Result<(), StoreError>;
     /// Applies a sync result atomically: optionally wipes the calendar's events first, then the
-    /// changes, then the new state (with its sync token). All or nothing. Returns how many
-    /// events the calendar holds after.
+    /// changes, then the new state (with its sync token). All or nothing; `Gone` (nothing
+    /// written) if the user was deleted meanwhile. Returns how many events the calendar holds
+    /// after.
     fn apply_sync(
         &self,
         tenant: &str,
@@ -158,6 +172,8 @@ pub trait Store: Send + Sync {
     /// Clears the mark if it is still at `generation` (no notification came since); false if not.
     fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
 
+    /// `Gone` for a channel that is not orphaned whose user does not exist (checked atomically
+    /// with the write, so a deletion and a registration racing leave no live channel behind).
     fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
     fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
     fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
@@ -167,12 +183,16 @@ pub trait Store: Send + Sync {
 
     fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError>;
     fn put_presence_record(&self, tenant: &str, user: &str, record: &PresenceRecord) -> Result<(), StoreError>;
-    /// Records what the user is now told and queues the message saying it, atomically.
+    /// Records what the user is now told and queues the message saying it, atomically; the
+    /// user's older undelivered messages are dropped in the same step (each message carries the
+    /// whole state, so the newest supersedes them). `Gone` if the user does not exist.
     fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError>;
     /// Every queued message, each user's in sequence order.
     fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError>;
     fn outbox_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<Option<OutboxMessage>, StoreError>;
-    fn update_message(&self, message: &OutboxMessage) -> Result<(), StoreError>;
+    /// Records a failed attempt; false (nothing written) if the message is gone meanwhile
+    /// (superseded, or its user deleted).
+    fn update_message(&self, message: &OutboxMessage) -> Result<bool, StoreError>;
     fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError>;
 
     fn contact_book(&self, tenant: &str, book: &str) -> Result<Option<crate::contacts::model::BookState>, StoreError>;

@@ -41,12 +41,48 @@ pub struct SledStore {
     contacts: sled::Tree,
 }
 
-type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<()>>;
+/// Why a transaction gave up.
+#[derive(Debug)]
+enum Abort {
+    /// The user it writes for does not exist (any more).
+    Gone,
+    Corrupt(String),
+}
 
-fn tx_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<Abort>>;
+
+fn tx_error(e: sled::transaction::TransactionError<Abort>) -> StoreError {
     match e {
         sled::transaction::TransactionError::Storage(e) => StoreError::Db(e),
-        sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
+        sled::transaction::TransactionError::Abort(Abort::Gone) => StoreError::Gone,
+        sled::transaction::TransactionError::Abort(Abort::Corrupt(why)) => StoreError::Corrupt(why),
+    }
+}
+
+fn gone<T>() -> TxResult<T> {
+    Err(sled::transaction::ConflictableTransactionError::Abort(Abort::Gone))
+}
+
+/// Marks a channel record orphaned inside a transaction (its user or tenant is being deleted).
+fn orphan_in(channels: &sled::transaction::TransactionalTree, id: &[u8]) -> TxResult<()> {
+    if let Some(v) = channels.get(id)? {
+        let mut c: ChannelRecord = serde_json::from_slice(&v)
+            .map_err(|e| sled::transaction::ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))?;
+        if !c.orphaned {
+            c.orphaned = true;
+            let bytes = serde_json::to_vec(&c)
+                .map_err(|e| sled::transaction::ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))?;
+            channels.insert(id, bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// The channel id at the end of a `user_channels` key.
+fn channel_id_of(index_key: &[u8]) -> &[u8] {
+    match index_key.iter().rposition(|b| *b == 0) {
+        Some(i) => &index_key[i + 1..],
+        None => index_key,
     }
 }
 
@@ -150,28 +186,29 @@ impl Store for SledStore {
             .into_iter()
             .map(keys)
             .collect::<Result<Vec<_>, _>>()?;
+        let channel_keys = keys(&self.user_channels)?;
         let existed = (
             &self.tenants,
-            &self.credentials,
             &self.users,
             &self.calendars,
             &self.events,
             &self.dirty,
             &self.presence,
             &self.outbox,
+            &self.channels,
         )
-            .transaction(
-                |(tenants, credentials, users, calendars, events, dirty, presence, outbox)| -> TxResult<bool> {
-                    let existed = tenants.remove(id.as_bytes())?.is_some();
-                    credentials.remove(id.as_bytes())?;
-                    for (tree, ks) in [users, calendars, events, dirty, presence, outbox].into_iter().zip(&user_data) {
-                        for k in ks {
-                            tree.remove(k)?;
-                        }
+            .transaction(|(tenants, users, calendars, events, dirty, presence, outbox, channels)| -> TxResult<bool> {
+                let existed = tenants.remove(id.as_bytes())?.is_some();
+                for (tree, ks) in [users, calendars, events, dirty, presence, outbox].into_iter().zip(&user_data) {
+                    for k in ks {
+                        tree.remove(k)?;
                     }
-                    Ok(existed)
-                },
-            )
+                }
+                for k in &channel_keys {
+                    orphan_in(channels, channel_id_of(k))?;
+                }
+                Ok(existed)
+            })
             .map_err(tx_error)?;
         // The phonebook can hold 100,000 entries: removed after the transaction. Nothing reads a
         // deleted tenant's entries, and a re-created tenant's first (full) sync replaces them.
@@ -189,6 +226,15 @@ impl Store for SledStore {
 
     fn credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError> {
         self.credentials.get(tenant.as_bytes())?.map(|v| decode(&v)).transpose()
+    }
+
+    fn credential_tenants(&self) -> Result<Vec<String>, StoreError> {
+        self.credentials.iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect()
+    }
+
+    fn delete_credentials(&self, tenant: &str) -> Result<(), StoreError> {
+        self.credentials.remove(tenant.as_bytes())?;
+        Ok(())
     }
 
     fn put_user(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -209,21 +255,26 @@ impl Store for SledStore {
         let prefix = calendar_prefix(tenant, email);
         let event_keys: Vec<sled::IVec> = self.events.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
         let outbox_keys: Vec<sled::IVec> = self.outbox.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
-        let existed = (&self.users, &self.calendars, &self.events, &self.dirty, &self.presence, &self.outbox)
-            .transaction(|(users, calendars, events, dirty, presence, outbox)| -> TxResult<bool> {
-                let existed = users.remove(key.as_slice())?.is_some();
-                calendars.remove(key.as_slice())?;
-                dirty.remove(key.as_slice())?;
-                presence.remove(key.as_slice())?;
-                for k in &event_keys {
-                    events.remove(k)?;
-                }
-                for k in &outbox_keys {
-                    outbox.remove(k)?;
-                }
-                Ok(existed)
-            })
-            .map_err(tx_error)?;
+        let channel_keys: Vec<sled::IVec> = self.user_channels.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        let existed =
+            (&self.users, &self.calendars, &self.events, &self.dirty, &self.presence, &self.outbox, &self.channels)
+                .transaction(|(users, calendars, events, dirty, presence, outbox, channels)| -> TxResult<bool> {
+                    let existed = users.remove(key.as_slice())?.is_some();
+                    for k in &channel_keys {
+                        orphan_in(channels, channel_id_of(k))?;
+                    }
+                    calendars.remove(key.as_slice())?;
+                    dirty.remove(key.as_slice())?;
+                    presence.remove(key.as_slice())?;
+                    for k in &event_keys {
+                        events.remove(k)?;
+                    }
+                    for k in &outbox_keys {
+                        outbox.remove(k)?;
+                    }
+                    Ok(existed)
+                })
+                .map_err(tx_error)?;
         self.delete_contact_book(tenant, &crate::contacts::personal_book(email))?;
         Ok(existed)
     }
@@ -233,8 +284,16 @@ impl Store for SledStore {
     }
 
     fn put_calendar_state(&self, tenant: &str, user: &str, state: &CalendarState) -> Result<(), StoreError> {
-        self.calendars.insert(user_key(tenant, user), encode(state)?)?;
-        Ok(())
+        let (key, value) = (user_key(tenant, user), encode(state)?);
+        (&self.users, &self.calendars)
+            .transaction(|(users, calendars)| -> TxResult<()> {
+                if users.get(key.as_slice())?.is_none() {
+                    return gone();
+                }
+                calendars.insert(key.as_slice(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)
     }
 
     fn apply_sync(
@@ -280,8 +339,11 @@ impl Store for SledStore {
         }
         let state_bytes = encode(state)?;
         let key = user_key(tenant, user);
-        (&self.events, &self.calendars)
-            .transaction(|(events, calendars)| -> TxResult<()> {
+        (&self.users, &self.events, &self.calendars)
+            .transaction(|(users, events, calendars)| -> TxResult<()> {
+                if users.get(key.as_slice())?.is_none() {
+                    return gone();
+                }
                 for k in &removals {
                     events.remove(k.as_slice())?;
                 }
@@ -334,8 +396,12 @@ impl Store for SledStore {
     fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
         let value = encode(channel)?;
         let index = event_key(&channel.tenant, &channel.user, &channel.id);
-        (&self.channels, &self.user_channels)
-            .transaction(|(channels, user_channels)| -> TxResult<()> {
+        let owner = user_key(&channel.tenant, &channel.user);
+        (&self.users, &self.channels, &self.user_channels)
+            .transaction(|(users, channels, user_channels)| -> TxResult<()> {
+                if !channel.orphaned && users.get(owner.as_slice())?.is_none() {
+                    return gone();
+                }
                 channels.insert(channel.id.as_bytes(), value.as_slice())?;
                 user_channels.insert(index.as_slice(), &[] as &[u8])?;
                 Ok(())
@@ -388,8 +454,20 @@ impl Store for SledStore {
     fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError> {
         let (rk, rv) = (user_key(&message.tenant, &message.user), encode(record)?);
         let (mk, mv) = (outbox_key(&message.tenant, &message.user, message.sequence), encode(message)?);
-        (&self.presence, &self.outbox)
-            .transaction(|(presence, outbox)| -> TxResult<()> {
+        let older: Vec<sled::IVec> = self
+            .outbox
+            .scan_prefix(calendar_prefix(&message.tenant, &message.user))
+            .keys()
+            .filter(|k| k.as_ref().map_or(true, |k| k.as_ref() < mk.as_slice()))
+            .collect::<Result<_, _>>()?;
+        (&self.users, &self.presence, &self.outbox)
+            .transaction(|(users, presence, outbox)| -> TxResult<()> {
+                if users.get(rk.as_slice())?.is_none() {
+                    return gone();
+                }
+                for k in &older {
+                    outbox.remove(k)?;
+                }
                 presence.insert(rk.as_slice(), rv.as_slice())?;
                 outbox.insert(mk.as_slice(), mv.as_slice())?;
                 Ok(())
@@ -405,9 +483,17 @@ impl Store for SledStore {
         self.outbox.get(outbox_key(tenant, user, sequence))?.map(|v| decode(&v)).transpose()
     }
 
-    fn update_message(&self, message: &OutboxMessage) -> Result<(), StoreError> {
-        self.outbox.insert(outbox_key(&message.tenant, &message.user, message.sequence), encode(message)?)?;
-        Ok(())
+    fn update_message(&self, message: &OutboxMessage) -> Result<bool, StoreError> {
+        let (key, value) = (outbox_key(&message.tenant, &message.user, message.sequence), encode(message)?);
+        self.outbox
+            .transaction(|outbox| -> TxResult<bool> {
+                if outbox.get(key.as_slice())?.is_none() {
+                    return Ok(false);
+                }
+                outbox.insert(key.as_slice(), value.as_slice())?;
+                Ok(true)
+            })
+            .map_err(tx_error)
     }
 
     fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError> {
@@ -560,6 +646,12 @@ mod tests {
     fn a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8).unwrap();
+        s.put_user(&user("acme", "u@x")).unwrap();
+        s.put_user(&user("acme", "v@x")).unwrap();
+        assert!(
+            matches!(s.apply_sync("acme", "w@x", false, &[], &CalendarState::default()), Err(StoreError::Gone)),
+            "nothing is written for a user that does not exist"
+        );
         let st = CalendarState { sync_token: Some("t1".into()), ..Default::default() };
         let ups = [event("a", None), event("s", None), event("s_1", Some("s")), event("b", None)]
             .map(|e| EventChange::Upsert(Box::new(e)));
@@ -638,6 +730,80 @@ mod tests {
         assert_eq!(s.contacts("acme").unwrap().len(), 1, "their own contacts go, the directory stays");
         assert!(s.delete_tenant("acme").unwrap());
         assert!(s.contacts("acme").unwrap().is_empty() && s.contact_books("acme").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_newer_message_supersedes_older_ones_and_deleted_users_get_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8).unwrap();
+        s.put_tenant(&tenant("acme")).unwrap();
+        s.put_user(&user("acme", "a@x")).unwrap();
+        s.put_user(&user("acme", "b@x")).unwrap();
+        let message = |user: &str, sequence: u64| OutboxMessage {
+            tenant: "acme".into(),
+            user: user.into(),
+            sequence,
+            id: format!("msg_{sequence}"),
+            body: "{}".into(),
+            created_at: Utc::now(),
+            attempts: 0,
+            next_attempt_at: Utc::now(),
+            last_error: None,
+        };
+        for seq in 1..=4 {
+            s.enqueue_message(&PresenceRecord { sequence: seq, last: None }, &message("a@x", seq)).unwrap();
+        }
+        s.enqueue_message(&PresenceRecord { sequence: 1, last: None }, &message("b@x", 1)).unwrap();
+        let queued: Vec<(String, u64)> = s.outbox().unwrap().into_iter().map(|m| (m.user, m.sequence)).collect();
+        assert_eq!(queued, [("a@x".to_owned(), 4), ("b@x".to_owned(), 1)], "only each user's newest is kept");
+        // A failed attempt of a superseded message does not bring it back.
+        let mut old = message("a@x", 2);
+        old.attempts = 1;
+        assert!(!s.update_message(&old).unwrap());
+        assert_eq!(s.outbox().unwrap().len(), 2);
+
+        // A live channel of the user; deleting the user orphans it in the same write.
+        let channel = ChannelRecord {
+            id: "ch1".into(),
+            token_digest: "d".into(),
+            tenant: "acme".into(),
+            user: "a@x".into(),
+            resource_id: Some("r".into()),
+            expiration: Some(Utc::now() + chrono::Duration::days(1)),
+            created_at: Utc::now(),
+            orphaned: false,
+        };
+        s.put_channel(&channel).unwrap();
+        assert!(s.delete_user("acme", "a@x").unwrap());
+        assert!(s.channel("ch1").unwrap().unwrap().orphaned, "left for the keeper to stop");
+        assert!(matches!(s.put_channel(&channel), Err(StoreError::Gone)), "no live channel for a deleted user");
+        assert!(matches!(s.enqueue_message(&PresenceRecord::default(), &message("a@x", 9)), Err(StoreError::Gone)));
+        assert!(matches!(s.put_calendar_state("acme", "a@x", &CalendarState::default()), Err(StoreError::Gone)));
+        assert!(s.calendar_state("acme", "a@x").unwrap().is_none());
+
+        // Deleting the tenant keeps its key (its channels still need stopping) until told.
+        let b_channel = ChannelRecord { id: "ch2".into(), user: "b@x".into(), ..channel.clone() };
+        s.put_channel(&b_channel).unwrap();
+        s.put_credentials(
+            "acme",
+            &StoredCredentials {
+                info: crate::model::key_file::KeyInfo {
+                    client_email: "svc@p.iam.gserviceaccount.com".into(),
+                    client_id: "1".into(),
+                    project_id: Some("p".into()),
+                    private_key_id: None,
+                    token_uri: "https://oauth2.googleapis.com/token".into(),
+                },
+                sealed: "x".into(),
+                uploaded_at: Utc::now(),
+            },
+        )
+        .unwrap();
+        assert!(s.delete_tenant("acme").unwrap());
+        assert!(s.channel("ch2").unwrap().unwrap().orphaned);
+        assert_eq!(s.credential_tenants().unwrap(), ["acme"]);
+        s.delete_credentials("acme").unwrap();
+        assert!(s.credentials("acme").unwrap().is_none());
     }
 
     #[test]

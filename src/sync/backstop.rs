@@ -1,6 +1,7 @@
 //! The backstop: push is an optimisation, so every calendar is also synced after each start and
 //! then about once per `backstop_interval` — jittered ±25 % per calendar so they don't line up,
-//! and paced to a share of the project quota (larger right after start).
+//! and paced to a share of each tenant's own project quota (larger right after start); tenants
+//! are swept side by side.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::SyncService;
-use super::queue::CalendarKey;
+use crate::model::CalendarKey;
 
 /// A calendar's fixed offset within ±25 % of the interval.
 fn offset(key: &CalendarKey, interval: Duration) -> chrono::Duration {
@@ -29,7 +30,7 @@ pub async fn run(svc: Arc<SyncService>, shutdown: CancellationToken) {
             tracing::error!(error = %e, "backstop sweep failed");
         }
         startup = false;
-        svc.pacer.forget_idle_users();
+        svc.pacer.forget_idle();
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = svc.clock.sleep(sweep) => {}
@@ -37,38 +38,52 @@ pub async fn run(svc: Arc<SyncService>, shutdown: CancellationToken) {
     }
 }
 
+/// One sweep: every tenant at once, each paced under its own project's share.
 async fn sweep_once(
     svc: &SyncService,
     startup: bool,
     interval: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), crate::store::StoreError> {
+    let tenants = svc.app.store.tenants()?;
+    let sweeps = tenants.iter().map(|t| sweep_tenant(svc, &t.id, startup, interval, shutdown));
+    for result in futures_util::future::join_all(sweeps).await {
+        result?;
+    }
+    Ok(())
+}
+
+async fn sweep_tenant(
+    svc: &SyncService,
+    tenant: &str,
+    startup: bool,
+    interval: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), crate::store::StoreError> {
     let store = &svc.app.store;
     let interval_c = chrono::Duration::from_std(interval).unwrap_or_default();
-    for tenant in store.tenants()? {
-        for user in store.users(&tenant.id)? {
-            let key = CalendarKey::new(&tenant.id, &user.email);
-            if svc.queue.contains(&key) {
-                continue;
-            }
-            let state = store.calendar_state(&tenant.id, &user.email)?.unwrap_or_default();
-            // Given up on (an unknown Google alias) until the user is saved again.
-            let given_up = state.last_error.as_ref().is_some_and(|e| e.retry_at.is_none() && user.updated_at <= e.at);
-            let due = !given_up
-                && (startup
-                    || match state.last_sync_at {
-                        None => true,
-                        Some(last) => last + interval_c + offset(&key, interval) <= svc.clock.now(),
-                    });
-            if !due {
-                continue;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = svc.pacer.backstop(startup) => {}
-            }
-            svc.queue.enqueue(&key);
+    for user in store.users(tenant)? {
+        let key = CalendarKey::new(tenant, &user.email);
+        if svc.queue.contains(&key) {
+            continue;
         }
+        let state = store.calendar_state(tenant, &user.email)?.unwrap_or_default();
+        // Given up on (an unknown Google alias) until the user is saved again.
+        let given_up = state.last_error.as_ref().is_some_and(|e| e.retry_at.is_none() && user.updated_at <= e.at);
+        let due = !given_up
+            && (startup
+                || match state.last_sync_at {
+                    None => true,
+                    Some(last) => last + interval_c + offset(&key, interval) <= svc.clock.now(),
+                });
+        if !due {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = svc.pacer.backstop(tenant, startup) => {}
+        }
+        svc.queue.enqueue(&key);
     }
     Ok(())
 }

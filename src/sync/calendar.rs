@@ -77,7 +77,7 @@ pub async fn sync(
         let mut pages = 0;
         let mut time_zone = None;
         let next_sync_token = loop {
-            svc.pacer.call(user).await;
+            svc.pacer.call(tenant, user).await;
             match app.google.list_events(token.get(), user, &from, page_token.as_deref(), config.page_size).await {
                 Ok(page) => {
                     pages += 1;

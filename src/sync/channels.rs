@@ -126,7 +126,7 @@ pub async fn register(
         .join(WEBHOOK_PATH)
         .map_err(|e| ApiError::BadRequest { message: format!("GWSYNC_PUBLIC_URL: {e}") })?;
     let result = loop {
-        svc.pacer.call(user).await;
+        svc.pacer.call(tenant, user).await;
         match app
             .google
             .watch_events(token.get(), user, &id, &channel_token, address.as_str(), app.config.sync.channel_ttl)
@@ -140,7 +140,19 @@ pub async fn register(
         Ok(watched) => {
             record.resource_id = Some(watched.resource_id);
             record.expiration = watched.expiration;
-            app.store.put_channel(&record)?;
+            match app.store.put_channel(&record) {
+                Ok(()) => {}
+                Err(store::StoreError::Gone) => {
+                    // The user was deleted during the watch call: Google has a channel nobody
+                    // wants. Recorded as orphaned, the keeper stops it.
+                    record.orphaned = true;
+                    app.store.put_channel(&record)?;
+                    store::flush(&app.store).await?;
+                    svc.keeper_wake.notify_one();
+                    return Err(store::StoreError::Gone.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
             store::flush(&app.store).await?;
             tracing::info!(tenant, user, channel = %id, expiration = ?record.expiration, "push channel registered");
             Ok(record)
@@ -170,7 +182,7 @@ pub async fn stop(svc: &SyncService, channel: &ChannelRecord) -> Result<(), Sync
                     continue;
                 }
             };
-            svc.pacer.call(&subject).await;
+            svc.pacer.call(&channel.tenant, &subject).await;
             let mut result = svc.app.google.stop_channel(&token, &subject, &channel.id, resource_id).await;
             if matches!(result, Err(ApiError::Unauthorized)) {
                 // A cached token Google no longer takes: one fresh one, as for every other call.

@@ -16,6 +16,9 @@ pub enum SyncError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The tenant's token endpoint is failing: its jobs wait without calling Google.
+    #[error("tenant {tenant}'s token endpoint is failing; its calendars wait until {retry_at}")]
+    TenantWaiting { tenant: String, retry_at: chrono::DateTime<chrono::Utc> },
 }
 
 /// When to try again.
@@ -37,6 +40,7 @@ impl SyncError {
             SyncError::Auth(e) => e.code(),
             SyncError::Api(e) => e.code(),
             SyncError::Store(_) => "database",
+            SyncError::TenantWaiting { .. } => "tenant_token_failing",
         }
     }
 
@@ -54,6 +58,9 @@ impl SyncError {
             }
             SyncError::Api(e) => e.hint(),
             SyncError::Store(_) => "gwsync's database failed; see the server log".into(),
+            SyncError::TenantWaiting { .. } => {
+                "The tenant's token endpoint fails for every user; see the tenant's status for the cause".into()
+            }
         }
     }
 
@@ -66,6 +73,7 @@ impl SyncError {
             SyncError::Api(ApiError::Unauthorized | ApiError::Decode(_)) => Retry::Backoff(None),
             SyncError::Api(_) => Retry::Slowly,
             SyncError::Store(_) => Retry::Backoff(None),
+            SyncError::TenantWaiting { .. } => Retry::Backoff(None),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The channel keeper: every `keeper_interval` it looks at every channel gwsync has —
-//! queues the users whose channel is due for renewal (the user's next job replaces it),
-//! retries stopping channels whose user is gone or that were replaced, drops records of
-//! channels long expired, and publishes channel metrics.
+//! The channel keeper: every `keeper_interval` (and at once after a deletion) it looks at every
+//! channel gwsync has — queues the users whose channel is due for renewal (the user's next job
+//! replaces it), stops channels whose user or tenant is gone or that were replaced (retrying
+//! until they are stopped or expired), drops records of channels long expired, discards the
+//! key of a deleted tenant once none of its channels is left, and publishes channel metrics.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SyncService;
 use super::channels::{self, is_live, renew_at};
-use super::queue::CalendarKey;
+use crate::model::CalendarKey;
 
 pub async fn run(svc: Arc<SyncService>, shutdown: CancellationToken) {
     let interval = svc.app.config.sync.keeper_interval;
@@ -22,6 +23,7 @@ pub async fn run(svc: Arc<SyncService>, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = svc.clock.sleep(interval) => {}
+            () = svc.keeper_wake.notified() => {}
         }
     }
 }
@@ -47,6 +49,9 @@ pub async fn sweep(svc: &SyncService) {
             if c.expiration.is_some_and(|e| e <= now) {
                 // Google stopped it by itself.
                 let _ = store.delete_channel(&c.id);
+            } else if svc.tenant_auth.failure(&c.tenant).is_some_and(|f| f.retry_at > now) {
+                // The tenant's token endpoint is failing: a later sweep tries again, and this
+                // one does not wait out its timeout for every channel.
             } else {
                 let key = CalendarKey::new(&c.tenant, &c.user);
                 let _job = svc.lock(&key).await;
@@ -82,6 +87,24 @@ pub async fn sweep(svc: &SyncService) {
                     if queued.insert(key.clone()) {
                         svc.queue.enqueue(&key);
                     }
+                }
+            }
+        }
+    }
+    // A deleted tenant's key was kept to stop its channels; once none is left, it goes.
+    let remaining: HashSet<String> = match store.channels() {
+        Ok(c) => c.into_iter().map(|c| c.tenant).collect(),
+        Err(_) => return,
+    };
+    if let Ok(keys) = store.credential_tenants() {
+        for tenant in keys {
+            if !remaining.contains(&tenant) && matches!(store.tenant(&tenant), Ok(None)) {
+                match store.delete_credentials(&tenant) {
+                    Ok(()) => {
+                        svc.app.forget_tenant(&tenant);
+                        tracing::info!(tenant = %tenant, "deleted tenant's channels are stopped; its key is discarded");
+                    }
+                    Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not discard a deleted tenant's key"),
                 }
             }
         }

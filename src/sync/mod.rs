@@ -1,5 +1,19 @@
-//! Calendar sync: the dirty queue fed by webhooks, start-up and the backstop; workers that
+//! Calendar sync: the dirty queue fed by webhooks, start-up and the backstop; jobs that
 //! register push channels and sync calendars; and removal of users' channels and data.
+//!
+//! Scheduling, so that no tenant holds up another:
+//! - the queue hands out claims tenant by tenant in turn, each tenant holding at most
+//!   `sync.tenant_workers` (`queue` module doc);
+//! - a job first takes its user's lock and checks the user still exists, then gets a token
+//!   through its tenant's gate (`tenant_auth`: a failing token endpoint is tried by one probe
+//!   at a time, with `sync.token_timeout`), and only then one of the `sync.workers` slots for
+//!   its Google calls — so waiting for a token holds no slot;
+//! - every Google call is paced under its tenant's own project quota (`pacing`).
+//!
+//! Deletion is final: the store refuses writes for a user that no longer exists (atomically,
+//! `StoreError::Gone`), so a job that was running when its user or tenant was deleted leaves
+//! nothing behind; the deleted user's channels are marked orphaned in the same write and the
+//! keeper stops them at Google in the background.
 //!
 //! Everything runs on tasks owned by one `TaskTracker` and stops with one
 //! `CancellationToken` (see `serve`).
@@ -11,6 +25,7 @@ pub mod error;
 pub mod keeper;
 pub mod pacing;
 pub mod queue;
+pub mod tenant_auth;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,17 +34,21 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use rand::RngExt;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
 use crate::clock::Clock;
+use crate::google::error::AuthError;
+use crate::model::CalendarKey;
 use crate::presence::engine::Presence;
 use crate::store::{StoreError, SyncFailure};
 use calendar::CalendarToken;
 use error::{Retry, SyncError};
 use pacing::Pacer;
-use queue::{CalendarKey, Claim, Finish, SyncQueue};
+use queue::{Claim, Finish, SyncQueue};
+use tenant_auth::{Gate, TenantAuth};
 
 pub struct SyncService {
     pub app: Arc<AppState>,
@@ -39,12 +58,19 @@ pub struct SyncService {
     pub presence: Arc<Presence>,
     /// When each calendar last got a notification (shown in the user's status).
     last_notification: Mutex<HashMap<CalendarKey, DateTime<Utc>>>,
-    /// One job per user at a time: a sync with its channel check, a renewal, a removal.
+    /// One job per user at a time: a sync with its channel check, a renewal, a channel stop.
     locks: Mutex<HashMap<CalendarKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Each tenant's token endpoint, as a gate in front of its jobs.
+    pub tenant_auth: TenantAuth,
+    /// Slots for jobs calling Google (`sync.workers`).
+    slots: Arc<Semaphore>,
+    /// Wakes the channel keeper early (a deletion left channels to stop).
+    pub keeper_wake: Notify,
 }
 
 impl SyncService {
     pub fn new(app: Arc<AppState>, queue: SyncQueue, clock: Clock, presence: Arc<Presence>) -> Self {
+        let app_workers = app.config.sync.workers.max(1);
         SyncService {
             pacer: Pacer::new(&app.config.sync),
             app,
@@ -53,6 +79,9 @@ impl SyncService {
             presence,
             last_notification: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            tenant_auth: TenantAuth::default(),
+            slots: Arc::new(Semaphore::new(app_workers)),
+            keeper_wake: Notify::new(),
         }
     }
 
@@ -62,10 +91,8 @@ impl SyncService {
         if marked > 0 {
             tracing::info!(calendars = marked, "resuming syncs marked before the last stop");
         }
-        for _ in 0..self.app.config.sync.workers {
-            let (svc, stop) = (self.clone(), shutdown.clone());
-            tracker.spawn(async move { svc.worker(stop).await });
-        }
+        let (svc, stop, jobs) = (self.clone(), shutdown.clone(), tracker.clone());
+        tracker.spawn(async move { svc.dispatch(jobs, stop).await });
         let (svc, stop) = (self.clone(), shutdown.clone());
         tracker.spawn(async move { svc.retry_timer(stop).await });
         let (svc, stop) = (self.clone(), shutdown.clone());
@@ -95,6 +122,9 @@ impl SyncService {
         within: std::time::Duration,
     ) -> Result<channels::Ensured, SyncError> {
         let _job = self.lock(key).await;
+        if self.app.store.user(&key.tenant, &key.user)?.is_none() {
+            return Err(StoreError::Gone.into());
+        }
         let account = self.app.service_account(&key.tenant)?;
         let mut token = CalendarToken::new(self, &account, &key.user).await?;
         let result = channels::ensure(self, &key.tenant, &key.user, &mut token, within, true).await;
@@ -121,54 +151,89 @@ impl SyncService {
         self.queue.enqueue_now(&CalendarKey::new(tenant, user));
     }
 
-    /// Stops the user's channels at Google and deletes everything gwsync kept for them.
+    /// Deletes everything gwsync kept for the user, durably, and leaves their channels to the
+    /// keeper to stop at Google (in the background: no Google call inside the request). A job
+    /// running for the user meanwhile can write nothing more for them (`StoreError::Gone`).
     pub async fn remove_user(&self, tenant: &str, user: &str) -> Result<(), StoreError> {
         let key = CalendarKey::new(tenant, user);
+        self.app.store.delete_user(tenant, user)?;
+        crate::store::flush(&self.app.store).await?;
         self.queue.forget(&key);
         self.presence.forget(&key);
         self.last_notification.lock().remove(&key);
-        let _job = self.lock(&key).await;
-        for channel in self.app.store.channels_of(tenant, user)? {
-            channels::retire(self, &channel).await;
-        }
-        self.app.store.delete_user(tenant, user)?;
-        crate::store::flush(&self.app.store).await
+        self.app.tokens.forget_user(tenant, user);
+        self.keeper_wake.notify_one();
+        Ok(())
     }
 
-    async fn worker(&self, shutdown: CancellationToken) {
+    /// Deletes the tenant with everything of its users, durably; its channels are stopped by
+    /// the keeper in the background with the tenant's key, which is discarded after them.
+    pub async fn remove_tenant(&self, tenant: &str) -> Result<bool, StoreError> {
+        let users = self.app.store.users(tenant)?;
+        let existed = self.app.store.delete_tenant(tenant)?;
+        crate::store::flush(&self.app.store).await?;
+        self.queue.forget_tenant(tenant);
+        for u in users {
+            let key = CalendarKey::new(tenant, &u.email);
+            self.presence.forget(&key);
+            self.last_notification.lock().remove(&key);
+        }
+        self.presence.outbox.forget_tenant(tenant);
+        self.tenant_auth.forget(tenant);
+        self.app.forget_tenant(tenant);
+        self.keeper_wake.notify_one();
+        Ok(existed)
+    }
+
+    /// Hands claims to jobs, each on its own task (the queue bounds how many per tenant).
+    async fn dispatch(self: Arc<Self>, jobs: TaskTracker, shutdown: CancellationToken) {
         loop {
             let claim = tokio::select! {
                 () = shutdown.cancelled() => return,
                 claim = self.queue.take() => claim,
             };
-            // A job is not interrupted halfway: its writes are atomic, and an unfinished one
-            // leaves its dirty mark for the next start.
-            let outcome = tokio::select! {
-                () = shutdown.cancelled() => return,
-                outcome = self.run(&claim) => outcome,
-            };
-            if let Err(e) = self.queue.finish(&claim, outcome) {
-                tracing::error!(calendar = %claim.key, error = %e, "could not record the end of a sync");
-            }
-            self.app.metrics.dirty_calendars.set(self.queue.pending() as i64);
+            let (svc, stop) = (self.clone(), shutdown.clone());
+            jobs.spawn(async move {
+                // A job is not interrupted halfway: its writes are atomic, and an unfinished
+                // one leaves its dirty mark for the next start.
+                let outcome = tokio::select! {
+                    () = stop.cancelled() => None,
+                    outcome = svc.run(&claim) => Some(outcome),
+                };
+                let outcome = outcome.unwrap_or(Finish::Done);
+                if let Err(e) = svc.queue.finish(&claim, outcome) {
+                    tracing::error!(tenant = %claim.key.tenant, user = %claim.key.user, error = %e, "could not record the end of a sync");
+                }
+                svc.app.metrics.dirty_calendars.set(svc.queue.pending() as i64);
+            });
         }
     }
 
     async fn run(&self, claim: &Claim) -> Finish {
         let key = &claim.key;
-        match self.job(key).await {
+        let span = tracing::info_span!("sync", tenant = %key.tenant, user = %key.user);
+        let result = tracing::Instrument::instrument(self.job(key), span).await;
+        match result {
             Ok(()) => {
                 if let Some(since) = claim.since {
                     self.app.metrics.sync_lag.observe(since.elapsed().as_secs_f64());
                 }
                 Finish::Done
             }
+            // Deleted meanwhile: nothing more to do, and nothing was written.
+            Err(SyncError::Store(StoreError::Gone)) => Finish::Done,
+            Err(SyncError::TenantWaiting { retry_at, .. }) => {
+                if let Err(store_error) = self.record_tenant_wait(key) {
+                    tracing::error!(tenant = %key.tenant, user = %key.user, error = %store_error, "could not record a sync failure");
+                }
+                Finish::RetryAt(retry_at)
+            }
             Err(e) => {
                 self.app.metrics.sync("failed");
                 let retry_at = self.retry_at(key, &e);
-                tracing::warn!(calendar = %key, code = e.code(), error = %e, retry_at = ?retry_at, "sync failed");
+                tracing::warn!(tenant = %key.tenant, user = %key.user, code = e.code(), error = %e, retry_at = ?retry_at, "sync failed");
                 if let Err(store_error) = self.record_failure(key, &e, retry_at) {
-                    tracing::error!(calendar = %key, error = %store_error, "could not record a sync failure");
+                    tracing::error!(tenant = %key.tenant, user = %key.user, error = %store_error, "could not record a sync failure");
                 }
                 match retry_at {
                     Some(at) => Finish::RetryAt(at),
@@ -180,13 +245,17 @@ impl SyncService {
 
     /// One calendar: make sure it has a live channel, then sync it.
     async fn job(&self, key: &CalendarKey) -> Result<(), SyncError> {
+        // The user's lock first, then the check that the user exists: a deletion after the
+        // check is caught by the store (`Gone`), one before it ends the job here.
+        let _job = self.lock(key).await;
         let store = &self.app.store;
         if store.tenant(&key.tenant)?.is_none() || store.user(&key.tenant, &key.user)?.is_none() {
             return Ok(());
         }
         let account = self.app.service_account(&key.tenant)?;
-        let mut token = CalendarToken::new(self, &account, &key.user).await?;
-        let _job = self.lock(key).await;
+        let mut token = self.token(key, &account).await?;
+        // Only now a slot: waiting for a token held none.
+        let _slot = self.slots.acquire().await.ok();
         // The channel first: a change made between a sync and a later registration would
         // otherwise wait for the backstop.
         let within = self.app.config.sync.renew_within;
@@ -195,8 +264,69 @@ impl SyncService {
             self.app.metrics.renewal("failed");
         }
         calendar::sync(self, &key.tenant, &key.user, &mut token).await?;
-        self.presence.recompute(key)?;
+        self.presence.recompute_off_thread(key).await?;
         channel.map(|_| ())
+    }
+
+    /// A calendar token for the job, through the tenant's gate.
+    async fn token<'a>(
+        &'a self,
+        key: &'a CalendarKey,
+        account: &'a crate::google::auth::ServiceAccount,
+    ) -> Result<CalendarToken<'a>, SyncError> {
+        let now = self.clock.now();
+        let config = &self.app.config.sync;
+        if let Gate::Wait(retry_at) = self.tenant_auth.gate(&key.tenant, now, config.token_timeout) {
+            return Err(SyncError::TenantWaiting { tenant: key.tenant.clone(), retry_at });
+        }
+        match CalendarToken::new(self, account, &key.user).await {
+            Ok(token) => {
+                if self.tenant_auth.succeeded(&key.tenant) {
+                    self.queue.release_tenant(&key.tenant);
+                }
+                self.publish_tenant_health();
+                Ok(token)
+            }
+            Err(SyncError::Auth(e)) if tenant_auth::is_tenant_wide(&e) => {
+                let (slow, max) = (config.slow_retry, config.max_backoff);
+                let transient = matches!(e, AuthError::Transient(_));
+                let retry_at = self.tenant_auth.failed(&key.tenant, &e, self.clock.now(), |n| {
+                    if transient { crate::backoff::delay(n, Duration::from_secs(5), max) } else { jittered(slow) }
+                });
+                self.publish_tenant_health();
+                Err(SyncError::TenantWaiting { tenant: key.tenant.clone(), retry_at })
+            }
+            Err(e) => {
+                self.tenant_auth.release_probe(&key.tenant);
+                Err(e)
+            }
+        }
+    }
+
+    fn publish_tenant_health(&self) {
+        self.app.metrics.failing_tenants("google_token", self.tenant_auth.failing());
+    }
+
+    /// The user's status shows the tenant's token failure while they wait for it.
+    fn record_tenant_wait(&self, key: &CalendarKey) -> Result<(), StoreError> {
+        let Some(f) = self.tenant_auth.failure(&key.tenant) else { return Ok(()) };
+        let store = &self.app.store;
+        let mut state = store.calendar_state(&key.tenant, &key.user)?.unwrap_or_default();
+        let already = state.last_error.as_ref().is_some_and(|e| e.code == f.code && e.retry_at == Some(f.retry_at));
+        if already {
+            return Ok(());
+        }
+        state.last_error = Some(SyncFailure {
+            code: f.code.to_owned(),
+            message: f.message,
+            hint: f.hint,
+            at: self.clock.now(),
+            retry_at: Some(f.retry_at),
+        });
+        match store.put_calendar_state(&key.tenant, &key.user, &state) {
+            Err(StoreError::Gone) => Ok(()),
+            other => other,
+        }
     }
 
     fn retry_at(&self, key: &CalendarKey, e: &SyncError) -> Option<DateTime<Utc>> {
@@ -222,9 +352,6 @@ impl SyncService {
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let store = &self.app.store;
-        if store.user(&key.tenant, &key.user)?.is_none() {
-            return Ok(());
-        }
         let mut state = store.calendar_state(&key.tenant, &key.user)?.unwrap_or_default();
         state.failures = state.failures.saturating_add(1);
         state.last_error = Some(SyncFailure {
@@ -234,7 +361,11 @@ impl SyncService {
             at: self.clock.now(),
             retry_at,
         });
-        store.put_calendar_state(&key.tenant, &key.user, &state)
+        match store.put_calendar_state(&key.tenant, &key.user, &state) {
+            // The user was deleted meanwhile: no status to keep.
+            Err(StoreError::Gone) => Ok(()),
+            other => other,
+        }
     }
 
     async fn retry_timer(&self, shutdown: CancellationToken) {

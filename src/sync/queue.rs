@@ -14,6 +14,10 @@
 //! notifications (Google sends one per change, sometimes repeated) costs two syncs, not dozens.
 //!
 //! Failed syncs wait (backoff) in `delayed` with their mark kept.
+//!
+//! Calendars ready to sync wait in one lane per tenant, and claims go round the tenants in
+//! turn, each tenant holding at most `per_tenant` claims at once: a tenant with thousands of
+//! calendars queued (or whose jobs hang) delays no other tenant's next sync.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,26 +28,9 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+pub use crate::model::CalendarKey;
 use crate::store::group_flush::GroupFlush;
 use crate::store::{SharedStore, StoreError};
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CalendarKey {
-    pub tenant: String,
-    pub user: String,
-}
-
-impl CalendarKey {
-    pub fn new(tenant: &str, user: &str) -> Self {
-        CalendarKey { tenant: tenant.to_owned(), user: user.to_owned() }
-    }
-}
-
-impl std::fmt::Display for CalendarKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.tenant, self.user)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -66,7 +53,12 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<CalendarKey, Entry>,
-    ready: VecDeque<CalendarKey>,
+    /// Calendars ready to sync, one lane per tenant.
+    ready: HashMap<String, VecDeque<CalendarKey>>,
+    /// Tenants with a non-empty lane, in the order they get their next claim.
+    rotation: VecDeque<String>,
+    /// Claims each tenant holds now.
+    running: HashMap<String, usize>,
     delayed: BTreeSet<(DateTime<Utc>, CalendarKey)>,
     /// When each recently synced calendar last started a sync (pruned as they age out).
     started: HashMap<CalendarKey, DateTime<Utc>>,
@@ -79,7 +71,54 @@ impl Inner {
         if self.entries.is_empty() && self.entries.capacity() > 1024 {
             self.entries.shrink_to_fit();
             self.ready.shrink_to_fit();
+            self.rotation.shrink_to_fit();
             self.started.shrink_to_fit();
+        }
+    }
+
+    fn push_ready(&mut self, key: CalendarKey) {
+        let lane = self.ready.entry(key.tenant.clone()).or_default();
+        if lane.is_empty() {
+            self.rotation.push_back(key.tenant.clone());
+        }
+        lane.push_back(key);
+    }
+
+    /// The next calendar to claim: tenants in turn, skipping those at their limit.
+    fn next_claim(&mut self, per_tenant: usize) -> Option<CalendarKey> {
+        for _ in 0..self.rotation.len() {
+            let tenant = self.rotation.pop_front()?;
+            if self.running.get(&tenant).copied().unwrap_or(0) >= per_tenant {
+                self.rotation.push_back(tenant);
+                continue;
+            }
+            let Some(lane) = self.ready.get_mut(&tenant) else { continue };
+            let mut found = None;
+            while let Some(key) = lane.pop_front() {
+                if self.entries.get(&key).is_some_and(|e| e.phase == Phase::Queued) {
+                    found = Some(key);
+                    break;
+                }
+            }
+            if lane.is_empty() {
+                self.ready.remove(&tenant);
+            } else {
+                self.rotation.push_back(tenant.clone());
+            }
+            if let Some(key) = found {
+                *self.running.entry(tenant).or_default() += 1;
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    fn release_claim(&mut self, tenant: &str) {
+        if let Some(n) = self.running.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.running.remove(tenant);
+            }
         }
     }
 
@@ -94,7 +133,7 @@ impl Inner {
                 false
             }
             None => {
-                self.ready.push_back(key.clone());
+                self.push_ready(key.clone());
                 true
             }
         }
@@ -119,6 +158,8 @@ pub enum Finish {
 pub struct SyncQueue {
     /// A calendar starts syncing at most once per this window.
     rerun_delay: chrono::Duration,
+    /// Claims one tenant may hold at once.
+    per_tenant: usize,
     clock: Clock,
     inner: Mutex<Inner>,
     ready: Notify,
@@ -128,9 +169,16 @@ pub struct SyncQueue {
 }
 
 impl SyncQueue {
-    pub fn new(store: SharedStore, flush: Arc<GroupFlush>, rerun_delay: std::time::Duration, clock: Clock) -> Self {
+    pub fn new(
+        store: SharedStore,
+        flush: Arc<GroupFlush>,
+        rerun_delay: std::time::Duration,
+        per_tenant: usize,
+        clock: Clock,
+    ) -> Self {
         SyncQueue {
             rerun_delay: chrono::Duration::from_std(rerun_delay).unwrap_or_default(),
+            per_tenant: per_tenant.max(1),
             clock,
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
@@ -151,11 +199,12 @@ impl SyncQueue {
                 inner
                     .entries
                     .insert(key.clone(), Entry { phase: Phase::Queued, generation, marked: true, since: None });
-                inner.ready.push_back(key);
+                inner.push_ready(key);
             }
         }
         drop(inner);
         self.ready.notify_waiters();
+        self.ready.notify_one();
         Ok(n)
     }
 
@@ -221,7 +270,7 @@ impl SyncQueue {
                 inner
                     .entries
                     .insert(key.clone(), Entry { phase: Phase::Queued, generation: 0, marked: false, since: None });
-                inner.ready.push_back(key.clone());
+                inner.push_ready(key.clone());
                 drop(inner);
                 self.ready.notify_one();
             }
@@ -241,7 +290,7 @@ impl SyncQueue {
         {
             e.phase = Phase::Queued;
             inner.delayed.retain(|(_, k)| k != key);
-            inner.ready.push_back(key.clone());
+            inner.push_ready(key.clone());
             drop(inner);
             self.ready.notify_one();
             return;
@@ -258,24 +307,23 @@ impl SyncQueue {
         self.inner.lock().entries.len()
     }
 
-    /// Waits for a calendar to sync and claims it.
+    /// Waits for a calendar to sync and claims it (tenants in turn, each within its limit).
+    /// Every claim must be ended with `finish`.
     pub async fn take(&self) -> Claim {
         loop {
             let notified = self.ready.notified();
             {
                 let mut inner = self.inner.lock();
-                while let Some(key) = inner.ready.pop_front() {
-                    if let Some(e) = inner.entries.get_mut(&key)
-                        && e.phase == Phase::Queued
-                    {
-                        e.phase = Phase::Running { again: false };
-                        let since = e.since.take();
-                        let now = self.clock.now();
-                        let window = self.rerun_delay;
-                        inner.started.retain(|_, t| *t + window > now);
-                        inner.started.insert(key.clone(), now);
-                        return Claim { since, key };
-                    }
+                if let Some(key) = inner.next_claim(self.per_tenant)
+                    && let Some(e) = inner.entries.get_mut(&key)
+                {
+                    e.phase = Phase::Running { again: false };
+                    let since = e.since.take();
+                    let now = self.clock.now();
+                    let window = self.rerun_delay;
+                    inner.started.retain(|_, t| *t + window > now);
+                    inner.started.insert(key.clone(), now);
+                    return Claim { since, key };
                 }
             }
             notified.await;
@@ -287,6 +335,9 @@ impl SyncQueue {
         let key = &claim.key;
         let now = self.clock.now();
         let mut inner = self.inner.lock();
+        inner.release_claim(&key.tenant);
+        // The tenant may have been at its limit: its next calendar can go.
+        self.ready.notify_one();
         let Some(entry) = inner.entries.get_mut(key) else { return Ok(()) };
         let again = matches!(entry.phase, Phase::Running { again: true });
         match outcome {
@@ -317,11 +368,45 @@ impl SyncQueue {
         Ok(())
     }
 
-    /// Drops a calendar (its user was deleted).
+    /// Drops a calendar (its user was deleted). A claim in flight still ends with `finish`.
     pub fn forget(&self, key: &CalendarKey) {
         let mut inner = self.inner.lock();
         inner.entries.remove(key);
         inner.delayed.retain(|(_, k)| k != key);
+    }
+
+    /// Drops every calendar of a tenant (it was deleted).
+    pub fn forget_tenant(&self, tenant: &str) {
+        let mut inner = self.inner.lock();
+        inner.entries.retain(|k, _| k.tenant != tenant);
+        inner.delayed.retain(|(_, k)| k.tenant != tenant);
+        inner.ready.remove(tenant);
+        inner.rotation.retain(|t| t != tenant);
+    }
+
+    /// Makes a tenant's waiting calendars ready now (its token endpoint answers again).
+    pub fn release_tenant(&self, tenant: &str) -> usize {
+        let mut inner = self.inner.lock();
+        let waiting: Vec<(DateTime<Utc>, CalendarKey)> =
+            inner.delayed.iter().filter(|(_, k)| k.tenant == tenant).cloned().collect();
+        let mut released = 0;
+        for item in waiting {
+            inner.delayed.remove(&item);
+            let key = item.1;
+            if let Some(e) = inner.entries.get_mut(&key)
+                && e.phase == Phase::Delayed
+            {
+                e.phase = Phase::Queued;
+                inner.push_ready(key);
+                released += 1;
+            }
+        }
+        drop(inner);
+        if released > 0 {
+            self.ready.notify_waiters();
+            self.ready.notify_one();
+        }
+        released
     }
 
     /// When the next delayed calendar is due.
@@ -342,13 +427,14 @@ impl SyncQueue {
                 && e.phase == Phase::Delayed
             {
                 e.phase = Phase::Queued;
-                inner.ready.push_back(key);
+                inner.push_ready(key);
                 released += 1;
             }
         }
         drop(inner);
         if released > 0 {
             self.ready.notify_waiters();
+            self.ready.notify_one();
         }
         released
     }
@@ -379,7 +465,12 @@ mod tests {
         let store: SharedStore = Arc::new(SledStore::open(dir.path(), 8).unwrap());
         let stop = CancellationToken::new();
         let flush = GroupFlush::start(store.clone(), stop.clone());
-        (SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), Clock::system()), store, dir, stop)
+        (
+            SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), 4, Clock::system()),
+            store,
+            dir,
+            stop,
+        )
     }
 
     #[tokio::test]
@@ -411,7 +502,7 @@ mod tests {
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
         let flush = GroupFlush::start(store.clone(), stop.clone());
-        let restarted = SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), Clock::system());
+        let restarted = SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), 4, Clock::system());
         assert_eq!(restarted.load_marks().unwrap(), 1);
         let claim = restarted.take().await;
         let later = Utc::now() + chrono::Duration::minutes(5);
@@ -422,5 +513,29 @@ mod tests {
         let claim = restarted.take().await;
         restarted.finish(&claim, Finish::Done).unwrap();
         assert!(store.dirty_calendars().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn tenants_take_turns_and_none_holds_more_than_its_share() {
+        let (q, _store, _dir, _stop) = queue();
+        for i in 0..20 {
+            q.enqueue(&CalendarKey::new("big", &format!("u{i}@big")));
+        }
+        q.enqueue(&CalendarKey::new("small", "a@small"));
+        q.enqueue(&CalendarKey::new("other", "b@other"));
+        let mut claims = Vec::new();
+        for _ in 0..6 {
+            claims.push(tokio::time::timeout(std::time::Duration::from_secs(1), q.take()).await.unwrap());
+        }
+        let tenants: Vec<&str> = claims.iter().map(|c| c.key.tenant.as_str()).collect();
+        assert_eq!(&tenants[..3], ["big", "small", "other"], "round the tenants first");
+        assert_eq!(tenants.iter().filter(|t| **t == "big").count(), 4, "big is at its limit of 4: {tenants:?}");
+        // With big at its limit and the others done, nothing more is handed out …
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), q.take()).await.is_err());
+        // … until one of big's claims ends.
+        let big = claims.iter().find(|c| c.key.tenant == "big").unwrap().clone();
+        q.finish(&big, Finish::Done).unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(1), q.take()).await.unwrap();
+        assert_eq!(next.key.tenant, "big");
     }
 }

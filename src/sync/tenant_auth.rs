@@ -1,0 +1,153 @@
+//! Each tenant's token endpoint, as a gate in front of its jobs.
+//!
+//! Tokens are minted per user, but what usually fails is the tenant's: its token endpoint
+//! hangs or is down, delegation is missing, its key was revoked. Without a gate every one of
+//! the tenant's users would wait out the token timeout in turn, holding work others need. So
+//! the first tenant-wide failure marks the tenant failing (with the hint an admin can act on)
+//! until a retry time — backoff for an unreachable endpoint, `sync.slow_retry` for what only
+//! an admin can fix — and until then its jobs end at once without calling Google. When the
+//! time comes one job probes; the others wait for its answer. A probe that succeeds releases
+//! all of the tenant's waiting calendars (`SyncQueue::release_tenant`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::google::error::AuthError;
+
+/// A tenant-wide token failure, as the tenant's status shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TokenFailure {
+    pub code: &'static str,
+    pub message: String,
+    pub hint: String,
+    pub since: DateTime<Utc>,
+    pub retry_at: DateTime<Utc>,
+    pub failures: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    failure: TokenFailure,
+    probing: bool,
+}
+
+/// Whether a job of the tenant may mint a token now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Go,
+    /// The tenant is failing (or another job is probing): try again at this time.
+    Wait(DateTime<Utc>),
+}
+
+#[derive(Default)]
+pub struct TenantAuth {
+    states: Mutex<HashMap<String, State>>,
+}
+
+/// Whether a token error is the tenant's rather than one user's.
+pub fn is_tenant_wide(e: &AuthError) -> bool {
+    !matches!(e, AuthError::UnknownUser { .. })
+}
+
+impl TenantAuth {
+    /// `probe_wait`: how long the others wait for a probe in flight (the token timeout).
+    pub fn gate(&self, tenant: &str, now: DateTime<Utc>, probe_wait: Duration) -> Gate {
+        let mut states = self.states.lock();
+        let Some(state) = states.get_mut(tenant) else { return Gate::Go };
+        if state.failure.retry_at > now {
+            return Gate::Wait(state.failure.retry_at);
+        }
+        if state.probing {
+            return Gate::Wait(now + chrono::Duration::from_std(probe_wait).unwrap_or_default());
+        }
+        state.probing = true;
+        Gate::Go
+    }
+
+    /// A token was minted: true if the tenant was failing (its waiting jobs can go now).
+    pub fn succeeded(&self, tenant: &str) -> bool {
+        let recovered = self.states.lock().remove(tenant).is_some();
+        if recovered {
+            tracing::info!(tenant, "the token endpoint answers again");
+        }
+        recovered
+    }
+
+    /// A tenant-wide failure: the tenant waits until the returned time.
+    pub fn failed(
+        &self,
+        tenant: &str,
+        e: &AuthError,
+        now: DateTime<Utc>,
+        retry_in: impl Fn(u32) -> Duration,
+    ) -> DateTime<Utc> {
+        let mut states = self.states.lock();
+        let previous = states.remove(tenant);
+        let failures = previous.as_ref().map_or(0, |s| s.failure.failures).saturating_add(1);
+        let delay = chrono::Duration::from_std(retry_in(failures - 1)).unwrap_or(chrono::Duration::hours(1));
+        let retry_at = now.checked_add_signed(delay).unwrap_or(now + chrono::Duration::hours(1));
+        if previous.is_none() {
+            tracing::warn!(tenant, code = e.code(), error = %e, retry_at = %retry_at, "the tenant's token endpoint fails; its calendars wait");
+        }
+        let failure = TokenFailure {
+            code: e.code(),
+            message: e.to_string(),
+            hint: e.hint(),
+            since: previous.map_or(now, |s| s.failure.since),
+            retry_at,
+            failures,
+        };
+        states.insert(tenant.to_owned(), State { failure, probing: false });
+        retry_at
+    }
+
+    /// A probe ended without an answer about the token (e.g. shutdown): let another try.
+    pub fn release_probe(&self, tenant: &str) {
+        if let Some(s) = self.states.lock().get_mut(tenant) {
+            s.probing = false;
+        }
+    }
+
+    pub fn failure(&self, tenant: &str) -> Option<TokenFailure> {
+        self.states.lock().get(tenant).map(|s| s.failure.clone())
+    }
+
+    /// Forgets the tenant (its key was replaced, or it was deleted): its next job tries at once.
+    pub fn forget(&self, tenant: &str) {
+        self.states.lock().remove(tenant);
+    }
+
+    pub fn failing(&self) -> usize {
+        self.states.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_tenant_waits_then_one_job_probes() {
+        let auth = TenantAuth::default();
+        let now = Utc::now();
+        let wait = Duration::from_secs(10);
+        assert_eq!(auth.gate("b", now, wait), Gate::Go);
+        let e = AuthError::Transient("timed out".into());
+        let retry_at = auth.failed("b", &e, now, |_| Duration::from_secs(30));
+        assert_eq!(auth.gate("b", now, wait), Gate::Wait(retry_at));
+        assert_eq!(auth.gate("a", now, wait), Gate::Go, "another tenant is not affected");
+        let later = retry_at + chrono::Duration::seconds(1);
+        assert_eq!(auth.gate("b", later, wait), Gate::Go, "one probe");
+        assert!(matches!(auth.gate("b", later, wait), Gate::Wait(_)), "the others wait for it");
+        let again = auth.failed("b", &e, later, |n| Duration::from_secs(30 << n));
+        assert_eq!(auth.failure("b").unwrap().failures, 2);
+        assert_eq!(again, later + chrono::Duration::seconds(60));
+        assert!(auth.succeeded("b"));
+        assert_eq!(auth.gate("b", later, wait), Gate::Go);
+        assert!(!auth.succeeded("b"));
+    }
+}
