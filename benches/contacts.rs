@@ -55,7 +55,7 @@ async fn main() {
     let before = calls(bench.fake("GET", "/_fake/requests?method=people.people.listDirectoryPeople", None).await);
 
     let started = Instant::now();
-    let full = bench.admin("POST", "/api/v1/tenants/bench/contacts/sync", None).await;
+    let full = bench.admin_job("POST", "/api/v1/tenants/bench/contacts/sync").await;
     let full_time = started.elapsed();
     let after_full = calls(bench.fake("GET", "/_fake/requests?method=people.people.listDirectoryPeople", None).await);
 
@@ -77,7 +77,7 @@ async fn main() {
         }
     }
     let started = Instant::now();
-    let incremental = bench.admin("POST", "/api/v1/tenants/bench/contacts/sync", None).await;
+    let incremental = bench.admin_job("POST", "/api/v1/tenants/bench/contacts/sync").await;
     let incremental_time = started.elapsed();
     let after_incremental =
         calls(bench.fake("GET", "/_fake/requests?method=people.people.listDirectoryPeople", None).await);

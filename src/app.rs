@@ -28,6 +28,8 @@ pub struct AppState {
     pub google: GoogleApi,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Long admin requests running in the background.
+    pub jobs: crate::jobs::Jobs,
     /// Set once the workers run; cleared when shutdown begins (`/readyz`).
     pub ready: std::sync::atomic::AtomicBool,
     accounts: Mutex<HashMap<String, Arc<ServiceAccount>>>,
@@ -63,6 +65,7 @@ impl AppState {
         let google = GoogleApi::new(&config.google_api_url, &config.google_people_url)?.with_metrics(metrics.clone());
         Ok(AppState {
             metrics,
+            jobs: crate::jobs::Jobs::new(clock.clone()),
             clock,
             ready: std::sync::atomic::AtomicBool::new(false),
             admin_token_digest: sha256(admin_token.expose_secret().as_bytes()),

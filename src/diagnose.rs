@@ -2,7 +2,8 @@
 //! says, for each step, whether it works and what to change if not.
 //!
 //! Steps: the key → a token for each scope (delegation) → Calendar API enabled → People API
-//! enabled → directory sharing → the user's calendar readable → the webhook address is https.
+//! enabled → directory sharing → the user's calendar readable → the webhook address is https →
+//! the phone system receiving switches.
 //! A step that needs what an earlier one failed to give is skipped, not failed twice.
 
 use secrecy::SecretString;
@@ -13,6 +14,7 @@ use crate::google::Scope;
 use crate::google::error::ApiError;
 use crate::google::error::DIRECTORY_SHARING_FIX;
 use crate::model::tenant::TenantRecord;
+use crate::presence::outbox::PhoneSystemHealth;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -67,7 +69,8 @@ impl Steps {
     }
 }
 
-pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str) -> Report {
+/// `phone`: how deliveries to the tenant's phone system are going (none: nothing sent yet).
+pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str, phone: Option<PhoneSystemHealth>) -> Report {
     let mut steps = Steps(Vec::new());
     let directory_user = tenant.directory_admin.clone().unwrap_or_else(|| user.to_owned());
 
@@ -188,6 +191,34 @@ pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str) -> Report 
             format!("GWSYNC_PUBLIC_URL is {url}"),
             "Set GWSYNC_PUBLIC_URL to the https:// address of your reverse proxy: Google delivers notifications only over HTTPS with a valid certificate",
         );
+    }
+
+    let check = "Phone system receives profile switches";
+    match (&tenant.phone_system, phone) {
+        (None, _) => steps.pass(check, "no phone system configured (phone_system.url): switches are not sent"),
+        (Some(p), Some(h)) if h.state == "failing" => steps.fail(
+            check,
+            format!(
+                "deliveries to {} fail since {}: {}",
+                p.url,
+                h.failing_since.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                h.last_error.unwrap_or_default()
+            ),
+            "Check that the phone system is up at that URL and answers gwsync's signed POSTs with 2xx; \
+             gwsync keeps retrying and sends every user's current state once it answers",
+        ),
+        (Some(p), Some(h)) if h.state == "retrying" => steps.pass(
+            check,
+            format!("{}: recent deliveries failed ({}); retrying", p.url, h.last_error.unwrap_or_default()),
+        ),
+        (Some(p), Some(h)) => steps.pass(
+            check,
+            match h.last_delivered {
+                Some(t) => format!("{}: last delivered {}", p.url, t.to_rfc3339()),
+                None => format!("{}: nothing has failed", p.url),
+            },
+        ),
+        (Some(p), None) => steps.pass(check, format!("{}: nothing has failed", p.url)),
     }
 
     let passed = steps.0.iter().all(|s| s.outcome == Outcome::Passed);

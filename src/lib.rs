@@ -15,6 +15,7 @@
 //! - `contacts` — the contacts poller, the phonebook index, caller-ID lookup and exports
 //! - `app` — the state handlers and workers share
 //! - `http` — Google's webhook, the admin API, the phonebook, health and metrics
+//! - `jobs` — long admin requests (renewal sweep, phonebook sync) run in the background
 //! - `metrics` — Prometheus counters and gauges
 //! - `diagnose` — checks a tenant's Google setup step by step
 //! - `client` — the operator commands' client of the admin API
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod google;
 pub mod http;
+pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -227,7 +227,17 @@ fn operator(command: Command) -> Result<ExitCode> {
                     "api/v1/channels/renew?within={}",
                     url::form_urlencoded::byte_serialize(within.as_bytes()).collect::<String>()
                 );
-                let v = client.call(Method::POST, &path, None).await?;
+                // The sweep runs as a job on the server (minutes for 100,000 users): wait for it.
+                let started = client.call(Method::POST, &path, None).await?;
+                let status = started["status"].as_str().context("the server named no job to watch")?.to_owned();
+                let v = loop {
+                    let job = client.call(Method::GET, &status, None).await?;
+                    match job["state"].as_str() {
+                        Some("running") => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+                        Some("done") => break job["result"].clone(),
+                        _ => anyhow::bail!("the renewal failed: {}", job["result"]["message"].as_str().unwrap_or("?")),
+                    }
+                };
                 let renewed = v["renewed"].as_array().map_or(0, Vec::len);
                 let failed = v["failed"].as_array().cloned().unwrap_or_default();
                 for f in &failed {

@@ -191,8 +191,23 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `POST /api/v1/channels/renew`: answered 202 with the job to watch; waits for its report
+/// (returned as a 200 with the report as body), or returns the refusal as it came.
 async fn renew(app: &TestApp, within: &str) -> Reply {
-    app.api("POST", &format!("/api/v1/channels/renew?within={within}"), None).await
+    let r = app.api("POST", &format!("/api/v1/channels/renew?within={within}"), None).await;
+    if r.status != 202 {
+        return r;
+    }
+    let status = r.body["status"].as_str().expect("where to watch").to_owned();
+    assert_eq!(r.headers.get("location").and_then(|v| v.to_str().ok()), Some(status.as_str()), "{r:?}");
+    assert_eq!(r.body["job"]["kind"], "channels.renew", "{r:?}");
+    let job = eventually("the renewal job to finish", async || {
+        let j = app.api("GET", &status, None).await;
+        if j.status == 200 && j.body["state"] != "running" { Ok(j) } else { Err(format!("{j:?}")) }
+    })
+    .await;
+    assert_eq!(job.body["state"], "done", "{job:?}");
+    Reply { status: 200, body: job.body["result"].clone(), ..job }
 }
 
 /// Revokes delegation and lets an hour pass, so the access tokens gwsync holds die too.
@@ -450,9 +465,13 @@ async fn deleting_a_user_or_a_tenant_stops_their_channels() {
 
     let r = app.api("DELETE", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}"), None).await;
     assert_eq!(r.status, 204, "{r:?}");
+    // The deletion answers once it is durable; the keeper stops the channel in the background.
     // The fake stops a channel only when given its id and its resourceId.
-    let alice = fake_channel(&app, &id_of(&channels[0])).await;
-    assert_eq!(alice["state"], "stopped", "{alice}");
+    eventually("alice's channel stopped", async || {
+        let alice = fake_channel(&app, &id_of(&channels[0])).await;
+        if alice["state"] == "stopped" { Ok(()) } else { Err(format!("{alice}")) }
+    })
+    .await;
     assert_eq!(calls_with(&app, "calendar.channels.stop", since, 204).await.len(), 1);
     for c in &channels[1..] {
         assert_eq!(fake_channel(&app, &id_of(c)).await["state"], "live", "other users keep theirs: {c}");
@@ -461,9 +480,15 @@ async fn deleting_a_user_or_a_tenant_stops_their_channels() {
     let since = last_seq(&app).await;
     let r = app.api("DELETE", &format!("/api/v1/tenants/{TENANT}"), None).await;
     assert_eq!(r.status, 204, "{r:?}");
+    let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}"), None).await;
+    assert_eq!(r.status, 404, "gone at once: {r:?}");
+    // Stopped with the deleted tenant's key, which stays until they are.
     for c in &channels[1..] {
-        let c = fake_channel(&app, &id_of(c)).await;
-        assert_eq!(c["state"], "stopped", "{c}");
+        eventually("the tenant's channels stopped", async || {
+            let c = fake_channel(&app, &id_of(c)).await;
+            if c["state"] == "stopped" { Ok(()) } else { Err(format!("{c}")) }
+        })
+        .await;
     }
     assert_eq!(calls_with(&app, "calendar.channels.stop", since, 204).await.len(), 2);
     for user in [ALICE, BOB, IT] {

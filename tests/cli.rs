@@ -207,7 +207,8 @@ async fn diagnose_prints_each_step_with_its_fix_and_fails_while_a_step_fails() {
     );
     let pass_lines = out.stdout.lines().filter(|l| l.trim_start().starts_with("PASS")).count();
     let fail_lines: Vec<&str> = out.stdout.lines().filter(|l| l.trim_start().starts_with("FAIL")).collect();
-    assert_eq!(pass_lines, 8, "{}", out.stdout);
+    assert_eq!(pass_lines, 9, "{}", out.stdout);
+    assert!(out.stdout.contains("PASS  Phone system receives profile switches"), "{}", out.stdout);
     assert_eq!(fail_lines.len(), 1, "{}", out.stdout);
     assert!(fail_lines[0].contains("Webhook address is HTTPS"), "{}", out.stdout);
     assert!(

@@ -144,11 +144,22 @@ async fn put_tenant(app: &TestApp, contacts: Value) {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
-/// `POST …/contacts/sync`: the summary.
+/// `POST …/contacts/sync`: 202 with the job to watch; its report is the summary.
 async fn sync(app: &TestApp) -> Value {
     let r = app.api("POST", &api("/sync"), None).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body
+    assert_eq!(r.status, 202, "{r:?}");
+    let status = r.body["status"].as_str().expect("where to watch").to_owned();
+    assert_eq!(r.body["job"]["tenant"], TENANT, "{r:?}");
+    let job = eventually("the phonebook sync job", || {
+        let status = status.clone();
+        async move {
+            let j = app.api("GET", &status, None).await;
+            (j.status == 200 && j.body["state"] != "running").then_some(j)
+        }
+    })
+    .await;
+    assert_eq!(job.body["state"], "done", "{job:?}");
+    job.body["result"].clone()
 }
 
 fn book<'a>(v: &'a Value, name: &str) -> &'a Value {

@@ -207,7 +207,8 @@ fn assert_fields(m: &Value) {
 
 /// Checks every attempt the receiver saw: verified by the Standard Webhooks library, the
 /// timestamp real time, one id per message (kept across retries), the DESIGN fields, and each
-/// user's delivered sequence numbers consecutive.
+/// user's delivered sequence numbers rising (not consecutive: a superseded message is never
+/// sent, and sequences keep rising across a user's deletion and re-creation).
 fn check_all(rx: &Receiver) {
     let attempts = rx.attempts();
     let mut ids: HashMap<String, (String, u64)> = HashMap::new();
@@ -233,7 +234,7 @@ fn check_all(rx: &Receiver) {
     for u in users {
         let seqs: Vec<u64> = rx.delivered_to(&u).iter().map(Attempt::seq).collect();
         for w in seqs.windows(2) {
-            assert_eq!(w[1], w[0] + 1, "{u}'s delivered sequences are not consecutive: {seqs:?}");
+            assert!(w[1] > w[0], "{u}'s delivered sequences do not rise: {seqs:?}");
         }
     }
 }
@@ -280,7 +281,7 @@ async fn a_switch_is_a_verified_message_with_exactly_the_contract_fields_at_star
     let m = &got[1].json;
     assert_fields(m);
     assert_eq!(m["profile"], Value::Null, "{m}");
-    assert_eq!(got[1].seq(), seq + 1, "{m}");
+    assert!(got[1].seq() > seq, "{m}");
     assert_eq!(time(&m["since"]), end, "{m}");
     assert_eq!(m["until"], Value::Null, "{m}");
     assert_eq!(m["cause"], Value::Null, "{m}");
@@ -307,7 +308,7 @@ async fn a_switch_is_a_verified_message_with_exactly_the_contract_fields_at_star
 // ---- 2. retries ----
 
 #[tokio::test]
-async fn a_failing_receiver_gets_each_message_once_in_order_with_growing_backoff_and_others_are_not_held_up() {
+async fn a_failing_receiver_gets_the_newest_message_with_growing_backoff_and_others_are_not_held_up() {
     let (app, rx) = setup(&[ALICE, BOB]).await;
     let alice_writer = writer_token(&app, ALICE).await;
     let bob_writer = writer_token(&app, BOB).await;
@@ -327,7 +328,7 @@ async fn a_failing_receiver_gets_each_message_once_in_order_with_growing_backoff
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (alice, bob) = (rx.delivered_to(ALICE).len(), rx.delivered_to(BOB).len());
-        if alice >= 2 && bob >= 2 {
+        if alice >= 1 && bob >= 2 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out: {:#?}", rx.attempts());
@@ -342,22 +343,25 @@ async fn a_failing_receiver_gets_each_message_once_in_order_with_growing_backoff
     let all = rx.attempts();
     let alice: Vec<(usize, &Attempt)> = all.iter().enumerate().filter(|(_, a)| a.user() == ALICE).collect();
     let statuses: Vec<u16> = alice.iter().map(|(_, a)| a.status).collect();
-    assert_eq!(statuses, [500, 500, 500, 204, 204], "alice's attempts: {alice:#?}");
+    // The lunch ended while its message was still failing: the end's message supersedes it (it
+    // carries the whole state), so the phone system gets the current state, not the history.
+    assert_eq!(statuses, [500, 500, 500, 204], "alice's attempts: {alice:#?}");
     let first = alice[0].1;
     assert_eq!(profile(first), "Lunch", "{first:?}");
-    for (_, a) in &alice[..4] {
-        assert_eq!(a.seq(), first.seq(), "message 2 was attempted before message 1 succeeded: {alice:#?}");
+    for (_, a) in &alice[..3] {
+        assert_eq!(a.seq(), first.seq(), "{alice:#?}");
         assert_eq!(a.id, first.id, "a retry changed the webhook-id: {alice:#?}");
         assert_eq!(a.body, first.body, "a retry changed the body: {alice:#?}");
     }
-    let second = alice[4].1;
-    assert_eq!(second.seq(), first.seq() + 1, "{second:?}");
+    let second = alice[3].1;
+    assert!(second.seq() > first.seq(), "{second:?}");
     assert_eq!(profile(second), "-", "{second:?}");
     assert_eq!(time(&second.json["since"]), end, "{second:?}");
     assert_ne!(second.id, first.id);
-    assert_eq!(summary_of(&rx, ALICE), [(first.seq(), "Lunch".into()), (first.seq() + 1, "-".into())]);
+    assert_eq!(summary_of(&rx, ALICE), [(second.seq(), "-".into())], "the superseded lunch is never delivered");
 
-    // Backoff: ~1 s, then doubling (jittered up to twice that), on gwsync's clock.
+    // Backoff: ~1 s, then doubling (jittered up to twice that), on gwsync's clock; the newer
+    // message waits out the backoff of the one it superseded.
     let gaps: Vec<f64> = alice[..4].windows(2).map(|w| (w[1].1.clock_at - w[0].1.clock_at).as_seconds_f64()).collect();
     let slack = 0.25;
     assert!(gaps[0] >= 1.0 - slack && gaps[0] < 3.0, "first retry after {gaps:?}");
@@ -365,7 +369,7 @@ async fn a_failing_receiver_gets_each_message_once_in_order_with_growing_backoff
     assert!(gaps[2] >= 4.0 - slack, "third retry too soon: {gaps:?}");
     assert!(gaps[2] > gaps[0], "backoff does not grow: {gaps:?}");
 
-    // Bob's two messages went through while alice's first was still failing.
+    // Bob's two messages went through while alice's were still failing.
     let alice_success = alice[3].0;
     let bob: Vec<(usize, &Attempt)> = all.iter().enumerate().filter(|(_, a)| a.user() == BOB).collect();
     assert_eq!(bob.len(), 2, "bob's attempts: {bob:#?}");
@@ -408,7 +412,7 @@ async fn a_restart_mid_event_sends_neither_a_duplicate_nor_the_missed_history() 
     rx.assert_quiet("no duplicate of the lunch after the restart").await;
     advance_to(&app, e1).await;
     let got = rx.wait_delivered_to(ALICE, 2).await;
-    assert_eq!((got[1].seq(), profile(&got[1])), (seq + 1, "-".into()), "{got:#?}");
+    assert!(got[1].seq() > seq && profile(&got[1]) == "-", "{got:#?}");
     wait_delivered_metric(&app, &gw.base, 1).await;
     gw.stop().await;
 
@@ -417,7 +421,7 @@ async fn a_restart_mid_event_sends_neither_a_duplicate_nor_the_missed_history() 
     let gw = Instance::launch(&app).await;
     let got = rx.wait_delivered_to(ALICE, 3).await;
     let m = &got[2].json;
-    assert_eq!(got[2].seq(), seq + 2, "{m}");
+    assert!(got[2].seq() > got[1].seq(), "{m}");
     assert_eq!(m["profile"], "Lunch", "{m}");
     assert_eq!(m["cause"]["event_id"], third.as_str(), "{m}");
     assert_eq!(time(&m["since"]), s3, "{m}");
@@ -453,7 +457,7 @@ async fn gwsync_down_at_the_start_tells_the_running_event_once_when_it_is_back()
 
     advance_to(&app, end).await;
     let got = rx.wait_delivered_to(ALICE, 2).await;
-    assert_eq!((got[1].seq(), profile(&got[1])), (got[0].seq() + 1, "-".into()), "{got:#?}");
+    assert!(got[1].seq() > got[0].seq() && profile(&got[1]) == "-", "{got:#?}");
     rx.assert_quiet("no more messages").await;
     assert_eq!(rx.attempts().len(), 2, "{:#?}", rx.attempts());
     check_all(&rx);
@@ -587,7 +591,7 @@ async fn an_event_deleted_while_it_runs_switches_back_at_once() {
     // No clock movement: the sync after Google's notification is what ends it.
     delete(&app, &writer, &id).await;
     let got = rx.wait_delivered_to(ALICE, 2).await;
-    assert_eq!((got[1].seq(), profile(&got[1])), (got[0].seq() + 1, "-".into()), "{got:#?}");
+    assert!(got[1].seq() > got[0].seq() && profile(&got[1]) == "-", "{got:#?}");
     assert_eq!(got[1].json["cause"], Value::Null, "{:?}", got[1]);
     wait_presence(&app, ALICE, "the default profile", |p| p["profile"].is_null()).await;
     advance_to(&app, s + mins(61)).await;
@@ -613,7 +617,7 @@ async fn an_event_renamed_while_it_runs_switches_to_the_other_profile() {
     patch(&app, &writer, &id, json!({"summary": "Meeting with the board"})).await;
     let got = rx.wait_delivered_to(ALICE, 2).await;
     let m = &got[1].json;
-    assert_eq!(got[1].seq(), got[0].seq() + 1, "{m}");
+    assert!(got[1].seq() > got[0].seq(), "{m}");
     assert_eq!(m["profile"], "Meeting", "{m}");
     assert_eq!(m["cause"], json!({"event_id": id, "trigger": "meeting"}), "{m}");
     assert_eq!(time(&m["until"]), e, "{m}");

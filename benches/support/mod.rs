@@ -122,6 +122,20 @@ impl Bench {
         r.json().await.unwrap_or(Value::Null)
     }
 
+    /// Starts a background job (`202` with where to watch it) and waits for its report.
+    pub async fn admin_job(&self, method: &str, path: &str) -> Value {
+        let started = self.admin(method, path, None).await;
+        let status = started["status"].as_str().expect("a job to watch").to_owned();
+        loop {
+            let job = self.admin("GET", &status, None).await;
+            if job["state"] != "running" {
+                assert_eq!(job["state"], "done", "{path}: {job}");
+                return job["result"].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn fake(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let mut req = self.http.request(method.parse().expect("method"), format!("{}{path}", self.fake.base_url()));
         if let Some(b) = body {

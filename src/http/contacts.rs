@@ -92,14 +92,25 @@ async fn lookup(
     Ok(HttpResponse::Ok().json(json!({ "number": number, "e164": e164, "matches": hits })))
 }
 
+/// Starts a phonebook sync now: `202 Accepted` with the job to watch (a full sync of a large
+/// directory takes minutes at People's pace); its report is the sync's summary.
 async fn sync(
     state: web::Data<AppState>,
     contacts: web::Data<Contacts>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path)?;
-    let summary = contacts.sync_tenant(&t.id).await?;
-    Ok(HttpResponse::Ok().json(summary))
+    let (contacts, tenant) = (contacts.into_inner(), t.id.clone());
+    let job = state.jobs.start("contacts.sync", Some(&t.id), async move {
+        match contacts.sync_tenant(&tenant).await {
+            Ok(summary) => Ok(serde_json::to_value(summary).unwrap_or(serde_json::Value::Null)),
+            Err(e) => {
+                tracing::error!(tenant = %tenant, error = %e, "phonebook sync failed");
+                Err(json!({"code": "database", "message": "the phonebook sync failed; see the server log"}))
+            }
+        }
+    });
+    Ok(super::jobs::accepted(&job))
 }
 
 async fn status(

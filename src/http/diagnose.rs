@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::tenants::existing;
 use crate::app::AppState;
 use crate::model::user::validate_email;
+use crate::sync::SyncService;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/tenants/{tenant}/diagnose", web::get().to(diagnose));
@@ -19,6 +20,7 @@ struct Query {
 
 async fn diagnose(
     state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
     path: web::Path<String>,
     query: web::Query<Query>,
 ) -> Result<HttpResponse, ApiError> {
@@ -39,6 +41,7 @@ async fn diagnose(
             }
         },
     };
-    let report = crate::diagnose::run(&state, &t, &user).await;
+    let phone = Some(sync.presence.outbox.health(&t.id));
+    let report = crate::diagnose::run(&state, &t, &user, phone).await;
     Ok(HttpResponse::Ok().json(report))
 }

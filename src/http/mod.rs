@@ -7,6 +7,7 @@ pub mod contacts;
 pub mod diagnose;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod tenants;
 pub mod users;
 pub mod webhook;
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(users::configure)
             .configure(diagnose::configure)
             .configure(channels::configure)
+            .configure(jobs::configure)
             .configure(contacts::configure_api)
             .default_service(web::to(no_such_endpoint)),
     );

@@ -2,7 +2,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
-use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::body;
@@ -56,15 +55,39 @@ pub fn existing(state: &AppState, id: &str) -> Result<TenantRecord, ApiError> {
     })
 }
 
-async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// How the tenant's parts are doing: its token endpoint (per tenant: it fails for every user
+/// at once) and its phone system.
+pub fn status(sync: &SyncService, t: &TenantRecord) -> Value {
+    let google = match sync.tenant_auth.failure(&t.id) {
+        Some(f) => json!({ "state": "failing", "error": f }),
+        None => json!({ "state": "ok" }),
+    };
+    let phone = t.phone_system.as_ref().map(|_| sync.presence.outbox.health(&t.id));
+    json!({ "google_token": google, "phone_system": phone })
+}
+
+async fn list(state: web::Data<AppState>, sync: web::Data<SyncService>) -> Result<HttpResponse, ApiError> {
     let tenants = state.store.tenants()?;
-    let views = tenants.iter().map(|t| view(&state, t)).collect::<Result<Vec<_>, _>>()?;
+    let views = tenants
+        .iter()
+        .map(|t| {
+            let mut v = view(&state, t)?;
+            v["status"] = status(&sync, t);
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(HttpResponse::Ok().json(json!({ "tenants": views })))
 }
 
-async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path)?;
-    Ok(HttpResponse::Ok().json(view(&state, &t)?))
+    let mut v = view(&state, &t)?;
+    v["status"] = status(&sync, &t);
+    Ok(HttpResponse::Ok().json(v))
 }
 
 async fn put(
@@ -102,7 +125,7 @@ async fn put(
             Some(StoredPhoneSystem { url, secret_sealed: base64::engine::general_purpose::STANDARD.encode(sealed) })
         }
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     let record = TenantRecord {
         id: id.clone(),
         domain: valid.domain,
@@ -123,7 +146,8 @@ async fn put(
     let new_url = record.phone_system.as_ref().map(|p| p.url.clone());
     sync.presence.recompute_tenant_off_thread(&id, new_url.is_some() && old_url != new_url).await?;
     contacts.poll_soon(&id);
-    let body = view(&state, &record)?;
+    let mut body = view(&state, &record)?;
+    body["status"] = status(&sync, &record);
     Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
 }
 
@@ -160,7 +184,7 @@ async fn put_credentials(
     let stored = StoredCredentials {
         info: info.clone(),
         sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
-        uploaded_at: Utc::now(),
+        uploaded_at: state.clock.now(),
     };
     state.store.put_credentials(&t.id, &stored)?;
     store::flush(&state.store).await?;

@@ -1,7 +1,6 @@
 //! `/api/v1/tenants/{tenant}/users`: phone users, their Google alias and profiles.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::body;
@@ -121,7 +120,7 @@ async fn put(
     let spec: UserSpec = body::json(&req, payload, state.config.max_body_bytes).await?;
     let (external_id, profiles) = spec.validate()?;
     let previous = state.store.user(&t.id, &email)?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let record = UserRecord {
         tenant: t.id.clone(),
         email: email.clone(),

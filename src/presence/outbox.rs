@@ -196,9 +196,14 @@ impl Outbox {
             index.lane(&m.tenant).queued += 1;
         }
         if !index.in_flight.contains(&key) {
-            // A superseded message's retry time does not hold up its successor.
-            index.due.retain(|(_, k)| *k != key);
-            index.due.insert((m.next_attempt_at, key));
+            // The successor of a message waiting for its retry waits as long: the phone system
+            // failed for this user, and a new state is no reason to try it sooner.
+            let pending = index.due.iter().find(|(_, k)| *k == key).cloned();
+            let at = pending.as_ref().map_or(m.next_attempt_at, |(t, _)| (*t).max(m.next_attempt_at));
+            if let Some(p) = pending {
+                index.due.remove(&p);
+            }
+            index.due.insert((at, key));
         }
         drop(index);
         self.update_gauges();
@@ -416,8 +421,8 @@ impl Outbox {
                     Breaker::Open { until } => Some(until),
                     _ => None,
                 };
-                // A newer message does not inherit the failed one's backoff, only the breaker's.
-                let own = if superseded { now } else { retry_at };
+                // A newer message waits out the failed one's backoff (and the breaker's).
+                let own = retry_at;
                 next_due = Some(paused_until.map_or(own, |until| until.max(own)));
                 if let Breaker::Open { until } = lane.breaker {
                     // Waiting users are due when the breaker lets a probe through.

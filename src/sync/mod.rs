@@ -25,6 +25,7 @@ pub mod error;
 pub mod keeper;
 pub mod pacing;
 pub mod queue;
+pub mod renewal;
 pub mod tenant_auth;
 
 use std::collections::HashMap;
@@ -197,10 +198,10 @@ impl SyncService {
                 // A job is not interrupted halfway: its writes are atomic, and an unfinished
                 // one leaves its dirty mark for the next start.
                 let outcome = tokio::select! {
-                    () = stop.cancelled() => None,
-                    outcome = svc.run(&claim) => Some(outcome),
+                    // Unfinished: the claim is not ended, so its durable mark stays.
+                    () = stop.cancelled() => return,
+                    outcome = svc.run(&claim) => outcome,
                 };
-                let outcome = outcome.unwrap_or(Finish::Done);
                 if let Err(e) = svc.queue.finish(&claim, outcome) {
                     tracing::error!(tenant = %claim.key.tenant, user = %claim.key.user, error = %e, "could not record the end of a sync");
                 }

@@ -1,0 +1,29 @@
+//! `GET /api/v1/jobs/{id}`: a long admin request's progress and report (`jobs`).
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::jobs::Job;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/jobs/{job}", web::get().to(get));
+}
+
+/// `202 Accepted` for a job just started: where to watch it, in the body and in `Location`.
+pub fn accepted(job: &Job) -> HttpResponse {
+    let status = format!("/api/v1/jobs/{}", job.id);
+    HttpResponse::Accepted().insert_header(("Location", status.clone())).json(json!({ "job": job, "status": status }))
+}
+
+async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    match state.jobs.get(&id) {
+        Some(job) => Ok(HttpResponse::Ok().json(job)),
+        None => Err(ApiError::not_found(
+            "job_not_found",
+            format!("no job '{id}': jobs are kept in memory until the server restarts (the last 200)"),
+        )),
+    }
+}
