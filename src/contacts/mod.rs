@@ -10,8 +10,10 @@
 
 pub mod export;
 pub mod index;
-pub mod model;
-pub mod numbers;
+/// The records live in the model (the store keeps them); re-exported under their old names.
+pub use crate::model::contact as model;
+pub use crate::model::contact::{DIRECTORY, personal_book};
+pub use crate::model::phone as numbers;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -35,12 +37,6 @@ use crate::store::{self, StoreError, SyncFailure};
 use crate::sync::error::SyncError;
 use index::TenantBook;
 use model::{BookState, Source};
-
-pub const DIRECTORY: &str = "directory";
-
-pub fn personal_book(user: &str) -> String {
-    format!("personal:{user}")
-}
 
 /// What one sync of a tenant's phonebook did.
 #[derive(Debug, Clone, Default, Serialize)]

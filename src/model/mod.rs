@@ -1,9 +1,11 @@
 //! The admin side's data: tenants, their users with profiles and triggers, and service-account
 //! key files — each with the validation the admin API applies before anything is stored.
 
+pub mod contact;
 pub mod event;
 pub mod key;
 pub mod key_file;
+pub mod phone;
 pub mod tenant;
 pub mod user;
 

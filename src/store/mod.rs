@@ -195,8 +195,8 @@ pub trait Store: Send + Sync {
     fn update_message(&self, message: &OutboxMessage) -> Result<bool, StoreError>;
     fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError>;
 
-    fn contact_book(&self, tenant: &str, book: &str) -> Result<Option<crate::contacts::model::BookState>, StoreError>;
-    fn contact_books(&self, tenant: &str) -> Result<Vec<(String, crate::contacts::model::BookState)>, StoreError>;
+    fn contact_book(&self, tenant: &str, book: &str) -> Result<Option<crate::model::contact::BookState>, StoreError>;
+    fn contact_books(&self, tenant: &str) -> Result<Vec<(String, crate::model::contact::BookState)>, StoreError>;
     /// Applies a People listing atomically: optionally wipes the book, then the changes, then
     /// its new state (with the sync token). Returns the book's size after.
     fn apply_contacts(
@@ -204,11 +204,11 @@ pub trait Store: Send + Sync {
         tenant: &str,
         book: &str,
         wipe: bool,
-        changes: &[crate::contacts::model::Change],
-        state: &crate::contacts::model::BookState,
+        changes: &[crate::model::contact::Change],
+        state: &crate::model::contact::BookState,
     ) -> Result<usize, StoreError>;
     /// Every entry of every book of a tenant.
-    fn contacts(&self, tenant: &str) -> Result<Vec<crate::contacts::model::Contact>, StoreError>;
+    fn contacts(&self, tenant: &str) -> Result<Vec<crate::model::contact::Contact>, StoreError>;
     fn delete_contact_book(&self, tenant: &str, book: &str) -> Result<(), StoreError>;
 
     /// Blocks until everything written so far is on disk.

@@ -20,7 +20,7 @@ use super::{
     CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store, StoreError,
     StoredCredentials,
 };
-use crate::contacts::model::{BookState, Change, Contact};
+use crate::model::contact::{BookState, Change, Contact};
 use crate::model::event::StoredEvent;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
@@ -275,7 +275,7 @@ impl Store for SledStore {
                     Ok(existed)
                 })
                 .map_err(tx_error)?;
-        self.delete_contact_book(tenant, &crate::contacts::personal_book(email))?;
+        self.delete_contact_book(tenant, &crate::model::contact::personal_book(email))?;
         Ok(existed)
     }
 
@@ -685,7 +685,7 @@ mod tests {
 
     #[test]
     fn deleting_a_user_or_tenant_takes_everything_of_theirs() {
-        use crate::contacts::model::{BookState, Change, Contact, Source};
+        use crate::model::contact::{BookState, Change, Contact, Source};
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8).unwrap();
         s.put_tenant(&tenant("acme")).unwrap();

@@ -1,10 +1,19 @@
-//! Phonebook entries as gwsync keeps them, read from People API persons.
+//! Phonebook entries as gwsync keeps them, read from People API persons; and the names of
+//! a tenant's address books.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::numbers::{self, Phone};
+use super::phone::{self as numbers, Phone};
+
+/// The Workspace directory's book (profiles and shared contacts).
+pub const DIRECTORY: &str = "directory";
+
+/// The book of one user's own contacts.
+pub fn personal_book(user: &str) -> String {
+    format!("personal:{user}")
+}
 
 /// Where an entry comes from; also its rank when several match a number.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
