@@ -12,60 +12,15 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "scale-bench-admin-token-0123456789";
+use support::process::{ADMIN, rss_mib, wait_ready};
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Starts gwsync; its log goes to `log` (shown if it never becomes ready).
-fn spawn(port: u16, data: &std::path::Path, log: &std::path::Path, fake: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_gwsync"))
-        .arg("serve")
-        .env("GWSYNC_LISTEN", format!("127.0.0.1:{port}"))
-        .env("GWSYNC_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-        .env("GWSYNC_DATA_DIR", data)
-        .env("GWSYNC_ADMIN_TOKEN", ADMIN)
-        .env("GWSYNC_MASTER_KEY", base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
-        .env("GWSYNC_GOOGLE_API_URL", fake)
-        .env("GWSYNC_GOOGLE_PEOPLE_URL", fake)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("gwsync starts")
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str, log: &std::path::Path) -> Duration {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return started.elapsed();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            panic!(
-                "gwsync never became ready; its log ends:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+fn spawn(port: u16, data: &std::path::Path, log: &std::path::Path, fake: &str) -> std::process::Child {
+    support::process::spawn(port, data, log, fake, &[])
 }
 
 #[tokio::main]

@@ -2,6 +2,8 @@
 //! against it with a tenant, its key and those users, and their push channels registered.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
