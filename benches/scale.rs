@@ -41,6 +41,7 @@ fn spawn(port: u16, data: &std::path::Path, log: &std::path::Path, fake: &str) -
         .env("GWSYNC_MASTER_KEY", base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
         .env("GWSYNC_GOOGLE_API_URL", fake)
         .env("GWSYNC_GOOGLE_PEOPLE_URL", fake)
+        .env("GWSYNC_OUTBOUND_ALLOW", "127.0.0.0/8")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))

@@ -16,6 +16,7 @@
 //! - `app` — the state handlers and workers share
 //! - `http` — Google's webhook, the admin API, the phonebook, health and metrics
 //! - `metrics` — Prometheus counters and gauges
+//! - `outbound` — which addresses tenant-supplied URLs may reach (GWSYNC_OUTBOUND_ALLOW)
 //! - `diagnose` — checks a tenant's Google setup step by step
 //! - `client` — the operator commands' client of the admin API
 //! - `demo` — `gwsync demo`
@@ -34,6 +35,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod presence;
 pub mod secrets;
 pub mod store;
