@@ -167,7 +167,7 @@ impl OutboundPolicy {
 
     fn allows_name(&self, name: &str) -> bool {
         let name = normal_name(name);
-        self.names.iter().any(|n| *n == name)
+        self.names.contains(&name)
     }
 
     /// Whether `ip` may be called in `mode`.
