@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::google::api::GoogleApi;
 use crate::google::auth::{ServiceAccount, TokenSource};
 use crate::metrics::Metrics;
+use crate::outbound::OutboundPolicy;
 use crate::secrets::MasterKey;
 use crate::store::{SharedStore, StoreError};
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub public_url: Url,
     pub tokens: TokenSource,
     pub google: GoogleApi,
+    /// What tenant-supplied URLs may reach (`outbound_allow`).
+    pub outbound: Arc<OutboundPolicy>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// Long admin requests running in the background.
@@ -63,14 +66,16 @@ impl AppState {
     ) -> Result<Self, String> {
         let metrics = Arc::new(Metrics::new());
         let google = GoogleApi::new(&config.google_api_url, &config.google_people_url)?.with_metrics(metrics.clone());
+        let outbound = Arc::new(OutboundPolicy::parse(&config.outbound_allow)?);
         Ok(AppState {
             metrics,
             jobs: crate::jobs::Jobs::new(clock.clone()),
             clock,
             ready: std::sync::atomic::AtomicBool::new(false),
             admin_token_digest: sha256(admin_token.expose_secret().as_bytes()),
-            tokens: TokenSource::new()?.with_timeout(config.sync.token_timeout),
+            tokens: TokenSource::new(outbound.clone())?.with_timeout(config.sync.token_timeout),
             google,
+            outbound,
             config,
             store,
             master_key,

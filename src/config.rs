@@ -194,6 +194,11 @@ pub struct Config {
     pub google_api_url: Url,
     /// People API root.
     pub google_people_url: Url,
+    /// Targets tenant-supplied URLs (phone systems, key files' `token_uri`) may reach although
+    /// they are loopback, private or link-local: comma-separated CIDRs or host names (a TOML
+    /// list works too). See `outbound`.
+    #[serde(deserialize_with = "comma_list")]
+    pub outbound_allow: String,
     pub log_format: LogFormat,
     /// Largest request body the API reads.
     pub max_body_bytes: usize,
@@ -217,6 +222,7 @@ impl Default for Config {
             master_key_file: None,
             google_api_url: Url::parse("https://www.googleapis.com").expect("constant URL parses"),
             google_people_url: Url::parse("https://people.googleapis.com").expect("constant URL parses"),
+            outbound_allow: String::new(),
             log_format: LogFormat::Plain,
             max_body_bytes: 64 * 1024,
             shutdown_timeout: Duration::from_secs(10),
@@ -257,6 +263,8 @@ impl Config {
                 return Err(invalid(key, env, "must be an http(s) URL"));
             }
         }
+        crate::outbound::OutboundPolicy::parse(&self.outbound_allow)
+            .map_err(|e| invalid("outbound_allow", "GWSYNC_OUTBOUND_ALLOW", e))?;
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "GWSYNC_MAX_BODY_BYTES", "must be at least 1024"));
         }
@@ -455,6 +463,20 @@ impl Config {
     }
 }
 
+/// A comma-separated string, or a list of strings (joined with commas).
+fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match List::deserialize(d)? {
+        List::One(s) => s,
+        List::Many(v) => v.join(","),
+    })
+}
+
 /// https anywhere, or http to a loopback host (tests, the demo).
 pub fn is_https_or_loopback(url: &Url) -> bool {
     match url.scheme() {
@@ -488,6 +510,7 @@ mod tests {
                 (d.listen, d.data_dir, d.max_body_bytes, d.shutdown_timeout)
             );
             assert_eq!(c.google_api_url, d.google_api_url);
+            assert_eq!(c.outbound_allow, d.outbound_allow);
             assert_eq!(c.store.cache_capacity_mb, d.store.cache_capacity_mb);
             Ok(())
         });
@@ -510,6 +533,25 @@ mod tests {
             jail.set_env("GWSYNC_SYNC__PAGESIZE", "2");
             let e = Config::load(None).unwrap_err().to_string();
             assert!(e.contains("pagesize"), "a misspelt variable is refused by name: {e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_outbound_allow_list_comes_from_the_environment_or_a_toml_list_and_is_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GWSYNC_OUTBOUND_ALLOW", "127.0.0.0/8,pbx.corp.example");
+            assert_eq!(Config::load(None).map_err(|e| e.to_string())?.outbound_allow, "127.0.0.0/8,pbx.corp.example");
+            jail.set_env("GWSYNC_OUTBOUND_ALLOW", "10.0.0.1");
+            assert_eq!(Config::load(None).map_err(|e| e.to_string())?.outbound_allow, "10.0.0.1");
+            jail.set_env("GWSYNC_OUTBOUND_ALLOW", "10.0.0.0/33");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("GWSYNC_OUTBOUND_ALLOW") && e.contains("10.0.0.0/33"), "{e}");
+            jail.clear_env();
+            jail.create_file("gwsync.toml", "outbound_allow = [\"10.20.0.0/16\", \"pbx.lan\"]\n")?;
+            let c = Config::load(Some(Path::new("gwsync.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.outbound_allow, "10.20.0.0/16,pbx.lan");
+            assert_eq!(Config::default().outbound_allow, "", "nothing is allowed by default");
             Ok(())
         });
     }

@@ -86,6 +86,9 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
         master_key: Some(SecretString::from(b64.encode(random_bytes::<32>()))),
         google_api_url: google.parse()?,
         google_people_url: google.parse()?,
+        // The fake Google (the key's token_uri) and the phone system above are this machine's
+        // loopback, which the outbound policy refuses unless allowed.
+        outbound_allow: "127.0.0.1/32".into(),
         ..Config::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -17,6 +17,7 @@
 //! - `http` — Google's webhook, the admin API, the phonebook, health and metrics
 //! - `jobs` — long admin requests (renewal sweep, phonebook sync) run in the background
 //! - `metrics` — Prometheus counters and gauges
+//! - `outbound` — which addresses tenant-supplied URLs may reach (GWSYNC_OUTBOUND_ALLOW)
 //! - `diagnose` — checks a tenant's Google setup step by step
 //! - `client` — the operator commands' client of the admin API
 //! - `demo` — `gwsync demo`
@@ -36,6 +37,7 @@ pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod presence;
 pub mod secrets;
 pub mod store;

@@ -440,16 +440,6 @@ async fn key_files_upload_with_any_content_type_and_broken_ones_are_refused_keep
         ),
         ("private_key not PEM", broken("private_key", Some(json!("ssh-rsa AAAAB3NzaC1yc2E"))), &["private_key"]),
         ("private_key missing", broken("private_key", None), &["private_key"]),
-        (
-            "token_uri plain http to Google",
-            broken("token_uri", Some(json!("http://oauth2.googleapis.com/token"))),
-            &["token_uri", "https"],
-        ),
-        (
-            "token_uri plain http to a LAN host",
-            broken("token_uri", Some(json!("http://10.0.0.5/token"))),
-            &["token_uri"],
-        ),
         ("token_uri not a URL", broken("token_uri", Some(json!("not a url"))), &["token_uri"]),
         ("not JSON", b"{not json".to_vec(), &["JSON"]),
         ("empty", Vec::new(), &["JSON"]),
@@ -465,6 +455,26 @@ async fn key_files_upload_with_any_content_type_and_broken_ones_are_refused_keep
             let t = app.api("GET", &tenant_path(TENANT), None).await;
             assert_eq!(t.body["credentials"]["client_id"], app.client_id, "{what}: the old key stays: {}", t.text);
         }
+    }
+
+    // A token_uri the outbound policy refuses (DESIGN §7).
+    for (what, body, mentions) in [
+        (
+            "token_uri plain http to Google",
+            broken("token_uri", Some(json!("http://oauth2.googleapis.com/token"))),
+            &["token_uri", "https"],
+        ),
+        (
+            "token_uri plain http to a LAN host",
+            broken("token_uri", Some(json!("http://10.0.0.5/token"))),
+            &["token_uri", "private"],
+        ),
+    ] {
+        let r = put_key(&app, TENANT, None, body).await;
+        assert_error(&r, 400, "outbound_url_refused", mentions, what);
+        assert_no_secrets(&r.text, &key2, what);
+        let t = app.api("GET", &tenant_path(TENANT), None).await;
+        assert_eq!(t.body["credentials"]["client_id"], app.client_id, "{what}: the old key stays: {}", t.text);
     }
 
     // Exactly 16 KiB is a key file; one byte more is not, and the old key stays.
@@ -679,8 +689,8 @@ fn tenant_cases() -> Vec<Bad> {
                 p(),
                 json!({"domain": DOMAIN, "phone_system": ps("http://pbx.example/hooks", SECRET)}),
                 400,
-                "invalid_request",
-                &["phone_system.url", "https"],
+                "outbound_url_refused",
+                &["phone_system.url", "https", "GWSYNC_OUTBOUND_ALLOW"],
             ),
             bad(
                 "phone_system over plain http to a LAN address",
@@ -688,8 +698,8 @@ fn tenant_cases() -> Vec<Bad> {
                 p(),
                 json!({"domain": DOMAIN, "phone_system": ps("http://192.168.1.10/hooks", SECRET)}),
                 400,
-                "invalid_request",
-                &["phone_system.url"],
+                "outbound_url_refused",
+                &["phone_system.url", "private"],
             ),
             bad(
                 "phone_system url not a URL",

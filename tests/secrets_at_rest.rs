@@ -133,6 +133,7 @@ async fn the_private_key_and_other_secrets_appear_neither_in_the_data_dir_nor_in
         .env("GWSYNC_MASTER_KEY", &master_key)
         .env("GWSYNC_GOOGLE_API_URL", fake.base_url())
         .env("GWSYNC_GOOGLE_PEOPLE_URL", fake.base_url())
+        .env("GWSYNC_OUTBOUND_ALLOW", "127.0.0.0/8")
         .env("RUST_LOG", "trace")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))

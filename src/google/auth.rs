@@ -6,6 +6,12 @@
 //! tokens: `logging` pins `yup_oauth2=warn` whatever `RUST_LOG` says. Its key type prints the
 //! private key when debug-formatted, so it only ever lives inside `ServiceAccount`, whose
 //! `Debug` is redacted.
+//!
+//! A key's `token_uri` is the tenant's to choose, so token requests follow the outbound policy
+//! (`crate::outbound`): it is checked when an authenticator is built (IP-literal hosts, which
+//! no resolver sees), and every connection resolves through the policy's resolver. hyper's
+//! client follows no redirects, and yup-oauth2 reads a redirect's body as a failed token
+//! answer, so a token endpoint cannot send gwsync elsewhere.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +27,9 @@ use yup_oauth2::{CustomHyperClientBuilder, HyperClientBuilder, ServiceAccountAut
 use super::Scope;
 use super::error::AuthError;
 use crate::model::key_file::KeyInfo;
+use crate::outbound::{self, Mode, OutboundPolicy};
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<outbound::Resolver>>;
 type Auth = Authenticator<Connector>;
 
 /// How long one token request may take unless `with_timeout` says otherwise.
@@ -77,7 +84,11 @@ const MAX_AUTHENTICATORS: usize = 4096;
 type AuthKey = (String, String, Scope);
 
 pub struct TokenSource {
-    client: hyper_util::client::legacy::Client<Connector, String>,
+    /// https to public or allowed addresses.
+    https: hyper_util::client::legacy::Client<Connector, String>,
+    /// Plain http, to allowed addresses only (fake-google in tests).
+    http: hyper_util::client::legacy::Client<Connector, String>,
+    outbound: Arc<OutboundPolicy>,
     timeout: Duration,
     authenticators: Mutex<Authenticators>,
 }
@@ -111,20 +122,24 @@ impl Authenticators {
 }
 
 impl TokenSource {
-    /// One HTTP client for every authenticator: rustls with aws-lc-rs and the Mozilla roots
-    /// (no dependency on the host's certificate store); plain http allowed for the fake.
-    pub fn new() -> Result<Self, String> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build::<_, String>(connector);
+    /// Two HTTP clients shared by every authenticator (one per scheme, see the fields):
+    /// rustls with aws-lc-rs and the Mozilla roots (no dependency on the host's certificate
+    /// store), resolving through the outbound policy.
+    pub fn new(outbound: Arc<OutboundPolicy>) -> Result<Self, String> {
+        let client = |mode: Mode| -> Result<_, String> {
+            let tls = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .map_err(|e| format!("TLS setup: {e}"))?;
+            let tls = if mode == Mode::PublicOrAllowed { tls.https_only() } else { tls.https_or_http() };
+            let connector =
+                tls.enable_http1().enable_http2().wrap_connector(outbound::http_connector(outbound.clone(), mode));
+            Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, String>(connector))
+        };
         Ok(TokenSource {
-            client,
+            https: client(Mode::PublicOrAllowed)?,
+            http: client(Mode::AllowedOnly)?,
+            outbound,
             timeout: DEFAULT_TOKEN_TIMEOUT,
             authenticators: Mutex::new(Authenticators::default()),
         })
@@ -136,12 +151,25 @@ impl TokenSource {
         self
     }
 
+    /// The client for the key's `token_uri`, if the outbound policy allows it.
+    fn client_for(&self, token_uri: &str) -> Result<&hyper_util::client::legacy::Client<Connector, String>, AuthError> {
+        let refused = |reason: String| AuthError::TokenUriRefused { reason };
+        // yup-oauth2 panics on a token_uri that is no URI; keys stored before that was checked.
+        token_uri.parse::<http::Uri>().map_err(|_| refused("it is not a plain URL".into()))?;
+        let url = url::Url::parse(token_uri).map_err(|_| refused("it is not a URL".into()))?;
+        match self.outbound.check_url(&url).map_err(|r| refused(r.message))? {
+            Mode::PublicOrAllowed => Ok(&self.https),
+            Mode::AllowedOnly => Ok(&self.http),
+        }
+    }
+
     async fn authenticator(&self, account: &ServiceAccount, user: &str, scope: Scope) -> Result<Arc<Auth>, AuthError> {
         let key = (account.tenant.clone(), user.to_owned(), scope);
         if let Some(a) = self.authenticators.lock().map.get(&key) {
             return Ok(a.clone());
         }
-        let builder = CustomHyperClientBuilder::from(self.client.clone()).with_timeout(self.timeout);
+        let client = self.client_for(&account.key.token_uri)?;
+        let builder = CustomHyperClientBuilder::from(client.clone()).with_timeout(self.timeout);
         let auth = ServiceAccountAuthenticator::with_client(account.key.clone(), builder)
             .subject(user)
             .build()
@@ -218,6 +246,10 @@ fn classify(e: yup_oauth2::Error, account: &ServiceAccount, user: &str, scope: S
                 other => AuthError::KeyRejected { description: format!("{}: {description}", other.as_str()) },
             }
         }
+        // A connection the outbound policy's resolver refused (the name resolves elsewhere now).
+        other if outbound::refusal_in(&other).is_some() => AuthError::TokenUriRefused {
+            reason: outbound::refusal_in(&other).map(|r| r.message.clone()).unwrap_or_default(),
+        },
         // Network failures, timeouts, and 5xx pages that are not OAuth JSON.
         other => AuthError::Transient(other.to_string()),
     }

@@ -26,6 +26,9 @@ pub enum AuthError {
     /// The token endpoint could not be reached or failed on its side.
     #[error("the token endpoint is unavailable: {0}")]
     Transient(String),
+    /// The key's `token_uri` is refused by the outbound policy (`GWSYNC_OUTBOUND_ALLOW`).
+    #[error("the key file's token_uri is refused: {reason}")]
+    TokenUriRefused { reason: String },
 }
 
 impl AuthError {
@@ -35,6 +38,7 @@ impl AuthError {
             AuthError::UnknownUser { .. } => "unknown_google_user",
             AuthError::KeyRejected { .. } => "key_rejected",
             AuthError::Transient(_) => "google_unavailable",
+            AuthError::TokenUriRefused { .. } => "token_uri_refused",
         }
     }
 
@@ -51,6 +55,7 @@ impl AuthError {
                 "Upload a current JSON key of the service account (the key may have been deleted or the account removed), and check this server's clock".into()
             }
             AuthError::Transient(_) => "Google's token endpoint is unavailable; gwsync retries with backoff".into(),
+            AuthError::TokenUriRefused { .. } => "Upload the service account's JSON key as Google's console saved it (its token_uri is https://oauth2.googleapis.com/token); a token endpoint on a private network must be listed in GWSYNC_OUTBOUND_ALLOW by the operator".into(),
         }
     }
 

@@ -62,7 +62,7 @@ impl ApiError {
 
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
-        ApiError::bad_request("invalid_request", e.to_string())
+        ApiError::bad_request(e.code, e.to_string())
     }
 }
 

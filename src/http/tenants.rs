@@ -36,7 +36,7 @@ pub fn view(state: &AppState, t: &TenantRecord) -> Result<Value, ApiError> {
         "domain": t.domain,
         "directory_admin": t.directory_admin,
         "default_region": t.default_region,
-        "phone_system": t.phone_system.as_ref().map(|p| json!({ "url": p.url, "secret_set": true })),
+        "phone_system": t.phone_system.as_ref().map(|p| json!({ "url": without_credentials(&p.url), "secret_set": true })),
         "contacts": {
             "poll_interval": humantime::format_duration(t.contacts.poll_interval).to_string(),
             "personal_contacts": t.contacts.personal_contacts,
@@ -45,6 +45,14 @@ pub fn view(state: &AppState, t: &TenantRecord) -> Result<Value, ApiError> {
         "created_at": t.created_at,
         "updated_at": t.updated_at,
     }))
+}
+
+/// A URL as shown: a password stored by an older gwsync is not echoed.
+fn without_credentials(url: &url::Url) -> url::Url {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
 }
 
 /// The tenant named in the path, or 404.
@@ -101,7 +109,8 @@ async fn put(
     let id = path.into_inner();
     validate_tenant_id(&id)?;
     let spec: TenantSpec = body::json(&req, payload, state.config.max_body_bytes).await?;
-    let valid = spec.validate()?;
+    let valid = spec.validate(&state.outbound)?;
+    valid.check_outbound(&state.outbound).await?;
     let previous = state.store.tenant(&id)?;
     if let Some(prev) = &previous
         && prev.domain != valid.domain
@@ -175,8 +184,12 @@ async fn put_credentials(
 ) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path)?;
     let bytes = body::read_limited(payload, MAX_KEY_FILE_BYTES).await?;
-    let info = key_file::validate(&bytes)
-        .map_err(|e| ApiError::bad_request("invalid_key_file", format!("the key file is not usable: {e}")))?;
+    let key_file_error = |e: crate::model::Invalid| {
+        let code = if e.code == "outbound_url_refused" { e.code } else { "invalid_key_file" };
+        ApiError::bad_request(code, format!("the key file is not usable: {e}"))
+    };
+    let info = key_file::validate(&bytes, &state.outbound).map_err(key_file_error)?;
+    key_file::check_outbound(&info, &state.outbound).await.map_err(key_file_error)?;
     let sealed = state
         .master_key
         .seal(&credentials_context(&t.id), &bytes)

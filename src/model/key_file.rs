@@ -6,8 +6,8 @@ use base64::Engine;
 use serde_json::Value;
 use url::Url;
 
-use super::{Invalid, invalid};
-use crate::config::is_https_or_loopback;
+use super::{Invalid, invalid, refused_url};
+use crate::outbound::OutboundPolicy;
 
 /// The public facts of a valid key file (the private key stays in the sealed file).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,7 +21,9 @@ pub struct KeyInfo {
 
 pub const MAX_KEY_FILE_BYTES: usize = 16 * 1024;
 
-pub fn validate(bytes: &[u8]) -> Result<KeyInfo, Invalid> {
+/// Checks the file field by field, its `token_uri` against `outbound` without DNS (see
+/// `check_outbound` for the rest).
+pub fn validate(bytes: &[u8], outbound: &OutboundPolicy) -> Result<KeyInfo, Invalid> {
     if bytes.len() > MAX_KEY_FILE_BYTES {
         return Err(invalid("key file", format!("is {} bytes; a service-account key file is about 2 KB", bytes.len())));
     }
@@ -68,9 +70,15 @@ pub fn validate(bytes: &[u8]) -> Result<KeyInfo, Invalid> {
         .map_err(|_| invalid("private_key", "is not valid PEM: the base64 body is damaged"))?;
     KeyPair::from_pkcs8(&der).map_err(|_| invalid("private_key", "does not parse as an RSA private key"))?;
     let token_uri = text("token_uri").ok_or_else(|| invalid("token_uri", "is missing"))?;
-    let url = Url::parse(token_uri).map_err(|_| invalid("token_uri", "is not a URL"))?;
-    if !is_https_or_loopback(&url) {
-        return Err(invalid("token_uri", "must be https:// (Google's is https://oauth2.googleapis.com/token)"));
+    outbound.check(token_uri).map_err(|r| {
+        let mut e = refused_url("token_uri", r);
+        e.message.push_str(" (Google's is https://oauth2.googleapis.com/token)");
+        e
+    })?;
+    // yup-oauth2 builds its request from the text as it is, and panics if that is no URI.
+    let raw_uri = obj.get("token_uri").and_then(Value::as_str).unwrap_or(token_uri);
+    if raw_uri.parse::<http::Uri>().is_err() {
+        return Err(invalid("token_uri", "is not a plain URL (Google's is https://oauth2.googleapis.com/token)"));
     }
     Ok(KeyInfo {
         client_email: client_email.to_owned(),
@@ -79,6 +87,13 @@ pub fn validate(bytes: &[u8]) -> Result<KeyInfo, Invalid> {
         private_key_id: text("private_key_id").map(str::to_owned),
         token_uri: token_uri.to_owned(),
     })
+}
+
+/// The outbound policy's check that needs DNS: the `token_uri`'s host name must not resolve
+/// only to refused addresses.
+pub async fn check_outbound(info: &KeyInfo, outbound: &OutboundPolicy) -> Result<(), Invalid> {
+    let url = Url::parse(&info.token_uri).map_err(|_| invalid("token_uri", "is not a URL"))?;
+    outbound.check_resolved(&url).await.map_err(|r| refused_url("token_uri", r))
 }
 
 #[cfg(test)]
@@ -92,7 +107,7 @@ mod tests {
     #[test]
     fn a_console_key_file_is_valid() {
         let k = key();
-        let info = validate(k.to_string().as_bytes()).unwrap();
+        let info = validate(k.to_string().as_bytes(), &OutboundPolicy::default()).unwrap();
         assert_eq!(info.client_id, k["client_id"].as_str().unwrap());
     }
 
@@ -109,6 +124,9 @@ mod tests {
             ),
             ("private_key", Value::from("ssh-rsa AAAA"), "private_key"),
             ("token_uri", Value::from("http://oauth2.googleapis.com/token"), "token_uri"),
+            ("token_uri", Value::from("https://169.254.169.254/token"), "token_uri"),
+            ("token_uri", Value::from("https://u:p@oauth2.googleapis.com/token"), "token_uri"),
+            ("token_uri", Value::from("https://oauth2.googleapis.com/to ken"), "token_uri"),
         ];
         for (name, value, field) in cases {
             let mut k = key();
@@ -117,12 +135,12 @@ mod tests {
             } else {
                 k[name] = value;
             }
-            let err = validate(k.to_string().as_bytes()).unwrap_err();
+            let err = validate(k.to_string().as_bytes(), &OutboundPolicy::default()).unwrap_err();
             assert_eq!(err.field, field);
             let secret_line = key()["private_key"].as_str().unwrap().lines().nth(1).unwrap().to_owned();
             assert!(!err.to_string().contains(&secret_line));
         }
-        assert_eq!(validate(b"{not json").unwrap_err().field, "key file");
-        assert_eq!(validate(b"[]").unwrap_err().field, "key file");
+        assert_eq!(validate(b"{not json", &OutboundPolicy::default()).unwrap_err().field, "key file");
+        assert_eq!(validate(b"[]", &OutboundPolicy::default()).unwrap_err().field, "key file");
     }
 }

@@ -11,16 +11,28 @@ pub mod user;
 
 pub use key::CalendarKey;
 
-/// A validation failure: which field, and what to do about it. Becomes a 400.
+/// A validation failure: which field, and what to do about it. Becomes a 400 with `code`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct Invalid {
     pub field: String,
     pub message: String,
+    /// The API error code: `invalid_request`, or `outbound_url_refused` for a URL the outbound
+    /// policy refuses.
+    pub code: &'static str,
 }
 
 pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid { field: field.into(), message: message.into() }
+    Invalid { field: field.into(), message: message.into(), code: "invalid_request" }
+}
+
+/// A URL field the outbound policy refused.
+pub fn refused_url(field: &str, r: crate::outbound::Refused) -> Invalid {
+    let code = match r.kind {
+        crate::outbound::RefusalKind::Policy => "outbound_url_refused",
+        _ => "invalid_request",
+    };
+    Invalid { field: field.to_owned(), message: r.message, code }
 }
 
 /// A plausible address (RFC 5322 via the `email_address` crate), lower-cased.

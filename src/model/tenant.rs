@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{Invalid, invalid, normalise_email};
-use crate::config::is_https_or_loopback;
+use super::{Invalid, invalid, normalise_email, refused_url};
+use crate::outbound::OutboundPolicy;
 
 /// What the admin API accepts in `PUT /api/v1/tenants/{tenant}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,7 +70,12 @@ pub struct ValidTenant {
 // Hand-written: the derived ones would print the webhook secret.
 impl std::fmt::Debug for PhoneSystemSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PhoneSystemSpec").field("url", &self.url).field("secret", &"[REDACTED]").finish()
+        // The URL as given may carry a password (which validation refuses).
+        let url = match Url::parse(&self.url) {
+            Ok(u) if u.password().is_some() || !u.username().is_empty() => "[URL with credentials]",
+            _ => self.url.as_str(),
+        };
+        f.debug_struct("PhoneSystemSpec").field("url", &url).field("secret", &"[REDACTED]").finish()
     }
 }
 
@@ -135,7 +140,9 @@ pub fn decode_webhook_secret(secret: &str) -> Result<Vec<u8>, Invalid> {
 }
 
 impl TenantSpec {
-    pub fn validate(&self) -> Result<ValidTenant, Invalid> {
+    /// Checks every field; the phone system's URL against `outbound` without DNS (see
+    /// `ValidTenant::check_outbound` for the rest).
+    pub fn validate(&self, outbound: &OutboundPolicy) -> Result<ValidTenant, Invalid> {
         let domain = validate_domain(&self.domain)?;
         let directory_admin = match &self.directory_admin {
             None => None,
@@ -163,14 +170,7 @@ impl TenantSpec {
         let phone_system = match &self.phone_system {
             None => None,
             Some(p) => {
-                let url =
-                    Url::parse(p.url.trim()).map_err(|e| invalid("phone_system.url", format!("not a URL: {e}")))?;
-                if !is_https_or_loopback(&url) {
-                    return Err(invalid(
-                        "phone_system.url",
-                        "must be https:// (plain http only to a loopback address)",
-                    ));
-                }
+                let url = outbound.check(&p.url).map_err(|r| refused_url("phone_system.url", r))?;
                 Some((url, decode_webhook_secret(p.secret.trim())?))
             }
         };
@@ -189,6 +189,17 @@ impl TenantSpec {
             }
         }
         Ok(ValidTenant { domain, directory_admin, default_region, phone_system, contacts })
+    }
+}
+
+impl ValidTenant {
+    /// The outbound policy's check that needs DNS: the phone system's host name must not
+    /// resolve only to refused addresses.
+    pub async fn check_outbound(&self, outbound: &OutboundPolicy) -> Result<(), Invalid> {
+        match &self.phone_system {
+            Some((url, _)) => outbound.check_resolved(url).await.map_err(|r| refused_url("phone_system.url", r)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -220,7 +231,7 @@ mod tests {
     use super::*;
 
     fn spec(v: serde_json::Value) -> Result<ValidTenant, Invalid> {
-        serde_json::from_value::<TenantSpec>(v).unwrap().validate()
+        serde_json::from_value::<TenantSpec>(v).unwrap().validate(&OutboundPolicy::default())
     }
 
     #[test]
@@ -245,7 +256,7 @@ mod tests {
             "domain": "acme.se", "phone_system": {"url": "https://pbx.example", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
         }))
         .unwrap();
-        let valid = spec.validate().unwrap();
+        let valid = spec.validate(&OutboundPolicy::default()).unwrap();
         for text in [format!("{spec:?}"), format!("{valid:?}")] {
             assert!(!text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") && text.contains("REDACTED"), "{text}");
         }
@@ -270,6 +281,21 @@ mod tests {
         for (v, field) in cases {
             assert_eq!(spec(v.clone()).unwrap_err().field, field, "{v}");
         }
+        for (url, code) in [
+            ("https://169.254.169.254/latest", "outbound_url_refused"),
+            ("https://u:hunter2@pbx.example/", "invalid_request"),
+            ("not a url", "invalid_request"),
+        ] {
+            let v = serde_json::json!({"domain": "acme.se", "phone_system": {"url": url, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
+            let e = spec(v).unwrap_err();
+            assert_eq!((e.field.as_str(), e.code), ("phone_system.url", code), "{url}: {e}");
+            assert!(!e.message.contains("hunter2"), "{e}");
+        }
+        let with_password: TenantSpec = serde_json::from_value(serde_json::json!({
+            "domain": "acme.se", "phone_system": {"url": "https://u:hunter2@pbx.example/", "secret": "whsec_x"}
+        }))
+        .unwrap();
+        assert!(!format!("{with_password:?}").contains("hunter2"));
         assert!(validate_tenant_id("acme-1").is_ok());
         for bad in ["", "Acme", "a/b", "-x", &"a".repeat(64)] {
             assert!(validate_tenant_id(bad).is_err(), "{bad}");

@@ -140,7 +140,8 @@ enum Attempt {
 
 pub struct Outbox {
     app: Arc<AppState>,
-    http: reqwest::Client,
+    /// Calls only what the outbound policy allows; no redirects.
+    http: crate::outbound::HttpClients,
     index: Mutex<Index>,
     wake: Notify,
     slots: Arc<Semaphore>,
@@ -148,12 +149,9 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(app: Arc<AppState>) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .timeout(app.config.presence.delivery_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("gwsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let http = crate::outbound::HttpClients::new(app.outbound.clone(), |b| {
+            b.timeout(app.config.presence.delivery_timeout).user_agent(concat!("gwsync/", env!("CARGO_PKG_VERSION")))
+        })?;
         Ok(Outbox {
             app,
             http,
@@ -510,8 +508,14 @@ impl Outbox {
         // service clock says.
         let timestamp = Utc::now().timestamp();
         let sig = signature(key_bytes.expose_secret(), &message.id, timestamp, &message.body);
-        let result = self
-            .http
+        // A URL saved before the outbound policy (or under a wider allow list) is refused here.
+        let client = match self.http.for_url(&target.url) {
+            Ok(c) => c,
+            Err(r) => {
+                return self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"));
+            }
+        };
+        let result = client
             .post(target.url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &message.id)
@@ -530,7 +534,10 @@ impl Outbox {
                 Attempt::Done { delivered: true }
             }
             Ok(resp) => self.failed(&mut message, now, format!("the phone system answered {}", resp.status())),
-            Err(e) => self.failed(&mut message, now, format!("could not reach the phone system: {}", e.without_url())),
+            Err(e) => match crate::outbound::refusal_in(&e) {
+                Some(r) => self.failed(&mut message, now, format!("the phone system's URL is refused: {r}")),
+                None => self.failed(&mut message, now, format!("could not reach the phone system: {}", e.without_url())),
+            },
         }
     }
 

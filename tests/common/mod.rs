@@ -131,6 +131,8 @@ impl TestApp {
             master_key: Some(SecretString::from(self.master_key.clone())),
             google_api_url: self.fake.base_url().parse().expect("url"),
             google_people_url: self.fake.base_url().parse().expect("url"),
+            // fake-google (the key's token_uri) and the tests' phone systems listen on loopback.
+            outbound_allow: "127.0.0.0/8".into(),
             ..Config::default()
         }
     }
@@ -165,6 +167,11 @@ impl TestApp {
         let running = self.running.take().expect("running");
         let _ = running.shutdown.send(());
         running.task.await.expect("join")
+    }
+
+    /// Starts gwsync again after `stop_gwsync`.
+    pub async fn start_gwsync(&mut self) {
+        self.launch().await;
     }
 
     /// Stops and starts gwsync on the same data directory and master key.

@@ -47,6 +47,7 @@ impl ServeProcess {
             .env("GWSYNC_MASTER_KEY", master_key)
             .env("GWSYNC_GOOGLE_API_URL", app.fake.base_url())
             .env("GWSYNC_GOOGLE_PEOPLE_URL", app.fake.base_url())
+            .env("GWSYNC_OUTBOUND_ALLOW", "127.0.0.0/8")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
