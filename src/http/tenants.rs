@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::body;
 use super::error::ApiError;
+use crate::access::Actor;
 use crate::app::{AppState, credentials_context, webhook_secret_context};
 use crate::contacts::Contacts;
 use crate::model::key_file::{self, MAX_KEY_FILE_BYTES};
@@ -51,13 +52,20 @@ pub fn view(state: &AppState, t: &TenantRecord) -> Result<Value, ApiError> {
 /// The tenant named in the path, or 404.
 pub fn existing(state: &AppState, id: &str) -> Result<TenantRecord, ApiError> {
     validate_tenant_id(id)?;
-    state.store.tenant(id)?.ok_or_else(|| {
-        ApiError::not_found("tenant_not_found", format!("no tenant '{id}': create it with PUT /api/v1/tenants/{id}"))
-    })
+    state.store.tenant(id)?.ok_or_else(|| tenant_not_found(id))
 }
 
-async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let tenants = state.store.tenants()?;
+/// The answer for a tenant that does not exist (and, to a tenant token, for every other tenant).
+pub fn tenant_not_found(id: &str) -> ApiError {
+    ApiError::not_found("tenant_not_found", format!("no tenant '{id}': create it with PUT /api/v1/tenants/{id}"))
+}
+
+/// Every tenant for an operator; its own for a tenant token.
+async fn list(state: web::Data<AppState>, actor: web::ReqData<Actor>) -> Result<HttpResponse, ApiError> {
+    let mut tenants = state.store.tenants()?;
+    if let Some(own) = &actor.tenant {
+        tenants.retain(|t| &t.id == own);
+    }
     let views = tenants.iter().map(|t| view(&state, t)).collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(json!({ "tenants": views })))
 }
