@@ -353,16 +353,15 @@ impl Caller {
 async fn every_role_gets_what_the_design_says_on_every_route() {
     let app = two_tenants().await;
     let operator = secret(&mint(&app, ADMIN_TOKEN, None, "ops", "operator").await);
-    let mut callers = vec![
-        ("no token", Caller::Nobody),
-        ("GWSYNC_ADMIN_TOKEN", Caller::Operator(ADMIN_TOKEN.into())),
-        ("an operator token", Caller::Operator(operator)),
+    let mut callers: Vec<(String, Caller)> = vec![
+        ("no token".into(), Caller::Nobody),
+        ("GWSYNC_ADMIN_TOKEN".into(), Caller::Operator(ADMIN_TOKEN.into())),
+        ("an operator token".into(), Caller::Operator(operator)),
     ];
     for (tenant, home) in [(TENANT, true), (BETA, false)] {
         for (role, admin) in [("tenant_admin", true), ("integration", false)] {
             let s = secret(&mint(&app, ADMIN_TOKEN, Some(tenant), "t", role).await);
-            let label: &'static str = Box::leak(format!("{tenant}'s {role} token").into_boxed_str());
-            callers.push((label, Caller::Tenant { secret: s, home, admin }));
+            callers.push((format!("{tenant}'s {role} token"), Caller::Tenant { secret: s, home, admin }));
         }
     }
 
