@@ -176,6 +176,20 @@ impl Default for ContactsConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long audit entries are kept; older ones are pruned by the service.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention: Duration::from_secs(90 * 24 * 3600) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the HTTP server listens. Loopback by default: TLS is the reverse proxy's job.
     pub listen: SocketAddr,
@@ -209,6 +223,7 @@ pub struct Config {
     pub sync: SyncConfig,
     pub presence: PresenceConfig,
     pub contacts: ContactsConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -230,12 +245,14 @@ impl Default for Config {
             sync: SyncConfig::default(),
             presence: PresenceConfig::default(),
             contacts: ContactsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
 
-/// `GWSYNC_*` variables that are not configuration keys (the operator commands' server address).
-const NOT_KEYS: &[&str] = &["server"];
+/// `GWSYNC_*` variables that are not configuration keys (the operator commands' server address
+/// and API token).
+const NOT_KEYS: &[&str] = &["server", "token"];
 
 impl Config {
     /// Defaults, then `file` if given, then the environment.
@@ -395,6 +412,10 @@ impl Config {
                 "must be 0 (off) or 6 to 15",
             ));
         }
+        let retention = self.audit.retention;
+        if retention < Duration::from_secs(24 * 3600) || retention > Duration::from_secs(3650 * 24 * 3600) {
+            return Err(invalid("audit.retention", "GWSYNC_AUDIT__RETENTION", "must be between 1d and 3650d"));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "GWSYNC_DATA_DIR", "must name a directory"));
         }
@@ -512,6 +533,7 @@ mod tests {
             assert_eq!(c.google_api_url, d.google_api_url);
             assert_eq!(c.outbound_allow, d.outbound_allow);
             assert_eq!(c.store.cache_capacity_mb, d.store.cache_capacity_mb);
+            assert_eq!(c.audit.retention, d.audit.retention);
             Ok(())
         });
     }

@@ -14,6 +14,7 @@
 //!   phone system
 //! - `contacts` — the contacts poller, the phonebook index, caller-ID lookup and exports
 //! - `app` — the state handlers and workers share
+//! - `access` — roles, API tokens per tenant and role, who may call which route, the audit log
 //! - `http` — Google's webhook, the admin API, the phonebook, health and metrics
 //! - `jobs` — long admin requests (renewal sweep, phonebook sync) run in the background
 //! - `metrics` — Prometheus counters and gauges
@@ -23,6 +24,7 @@
 //! - `demo` — `gwsync demo`
 //! - `logging` — log setup
 
+pub mod access;
 pub mod app;
 pub mod backoff;
 pub mod client;
@@ -53,6 +55,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::Access;
 use crate::app::AppState;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -104,6 +107,8 @@ pub async fn serve_with_clock(
     tracker.spawn(outbox.clone().run(tracker.clone(), cancel.clone()));
     tracker.spawn(presence.clone().run(cancel.clone()));
     let contacts = Arc::new(Contacts::new(app.clone()));
+    let access = Arc::new(Access::new(app.clone()));
+    tracker.spawn(access.clone().run(cancel.clone()));
     tracker.spawn(contacts.clone().run(cancel.clone()));
     let sync = Arc::new(SyncService::new(
         app.clone(),
@@ -116,11 +121,13 @@ pub async fn serve_with_clock(
 
     let (app_data, sync_data, contacts_data) =
         (web::Data::from(app.clone()), web::Data::from(sync.clone()), web::Data::from(contacts.clone()));
+    let access_data = web::Data::from(access.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_data.clone())
             .app_data(sync_data.clone())
             .app_data(contacts_data.clone())
+            .app_data(access_data.clone())
             .configure(http::configure)
     })
     .disable_signals()
@@ -149,6 +156,7 @@ pub async fn serve_with_clock(
     }
     drop(sync);
     drop(contacts);
+    drop(access);
     drop(presence);
     drop(outbox);
     drop(app);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use gwsync::client::{AdminClient, Body, DEFAULT_SERVER, parse_profile};
+use gwsync::client::{AdminClient, Body, DEFAULT_SERVER, api_path, parse_profile};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -16,8 +16,8 @@ struct Cli {
     command: Command,
 }
 
-/// Where the operator commands find the running server; the admin token comes from
-/// GWSYNC_ADMIN_TOKEN (never from the command line, where `ps` would show it).
+/// Where the operator commands find the running server; the token comes from GWSYNC_TOKEN or
+/// else GWSYNC_ADMIN_TOKEN (never from the command line, where `ps` would show it).
 #[derive(Args, Clone)]
 struct ServerArgs {
     /// The gwsync server's address.
@@ -71,6 +71,58 @@ enum Command {
         command: UserCommand,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Manage API tokens: operator tokens, and a tenant's tenant_admin and integration tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show the audit log (newest first): changes made through the API and refused requests.
+    Audit {
+        /// Only this tenant's entries (what its tenant_admin tokens may read).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Entries to show (1-1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Entries older than this entry id (the previous page's `next_before`).
+        #[arg(long)]
+        before: Option<u64>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token; its secret is printed this once (as `token`).
+    Create {
+        /// What it is for, e.g. pbx.
+        #[arg(long)]
+        name: String,
+        /// operator (without --tenant), or tenant_admin / integration (with --tenant).
+        #[arg(long, value_parser = ["operator", "tenant_admin", "integration"])]
+        role: String,
+        /// The tenant the token belongs to.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// It expires after this long, e.g. 90d (default: never; revoke it instead).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List tokens (all of them, or one tenant's), without their secrets.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a token: its next use is refused.
+    Revoke {
+        id: String,
+        /// The tenant the token belongs to (needed with a tenant_admin token).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -203,19 +255,16 @@ fn print(v: &Value) {
 }
 
 fn operator(command: Command) -> Result<ExitCode> {
-    let token = std::env::var("GWSYNC_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let token = ["GWSYNC_TOKEN", "GWSYNC_ADMIN_TOKEN"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|t| !t.is_empty()));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         match command {
             Command::Diagnose { tenant, user, server } => {
                 let client = AdminClient::new(&server.server, token)?;
-                let mut path = format!("api/v1/tenants/{tenant}/diagnose");
-                if let Some(u) = user {
-                    path.push_str(&format!(
-                        "?user={}",
-                        url::form_urlencoded::byte_serialize(u.as_bytes()).collect::<String>()
-                    ));
-                }
+                let query: Vec<(&str, &str)> = user.iter().map(|u| ("user", u.as_str())).collect();
+                let path = api_path(&["tenants", &tenant, "diagnose"], &query)?;
                 let report: gwsync::diagnose::Report =
                     serde_json::from_value(client.call(Method::GET, &path, None).await?)?;
                 print!("{}", report.render());
@@ -223,10 +272,7 @@ fn operator(command: Command) -> Result<ExitCode> {
             }
             Command::Renew { within, server } => {
                 let client = AdminClient::new(&server.server, token)?;
-                let path = format!(
-                    "api/v1/channels/renew?within={}",
-                    url::form_urlencoded::byte_serialize(within.as_bytes()).collect::<String>()
-                );
+                let path = api_path(&["channels", "renew"], &[("within", &within)])?;
                 // The sweep runs as a job on the server (minutes for 100,000 users): wait for it.
                 let started = client.call(Method::POST, &path, None).await?;
                 let status = started["status"].as_str().context("the server named no job to watch")?.to_owned();
@@ -260,6 +306,25 @@ fn operator(command: Command) -> Result<ExitCode> {
                 let client = AdminClient::new(&server.server, token)?;
                 user(&client, command).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Token { command, server } => {
+                let client = AdminClient::new(&server.server, token)?;
+                tokens(&client, command).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Audit { tenant, limit, before, server } => {
+                let client = AdminClient::new(&server.server, token)?;
+                let limit = limit.to_string();
+                let before = before.map(|b| b.to_string());
+                let mut query = vec![("limit", limit.as_str())];
+                if let Some(b) = &before {
+                    query.push(("before", b));
+                }
+                let path = match &tenant {
+                    Some(t) => api_path(&["tenants", t, "audit"], &query)?,
+                    None => api_path(&["audit"], &query)?,
+                };
+                print(&client.call(Method::GET, &path, None).await?);
+                Ok(ExitCode::SUCCESS)
+            }
             _ => bail!("not an operator command"),
         }
     })
@@ -267,9 +332,9 @@ fn operator(command: Command) -> Result<ExitCode> {
 
 async fn tenant(client: &AdminClient, command: TenantCommand) -> Result<()> {
     match command {
-        TenantCommand::List => print(&client.call(Method::GET, "api/v1/tenants", None).await?),
+        TenantCommand::List => print(&client.call(Method::GET, &api_path(&["tenants"], &[])?, None).await?),
         TenantCommand::Get { tenant } => {
-            print(&client.call(Method::GET, &format!("api/v1/tenants/{tenant}"), None).await?)
+            print(&client.call(Method::GET, &api_path(&["tenants", &tenant], &[])?, None).await?)
         }
         TenantCommand::Put {
             tenant,
@@ -310,16 +375,16 @@ async fn tenant(client: &AdminClient, command: TenantCommand) -> Result<()> {
                     b
                 }
             };
-            print(&client.call(Method::PUT, &format!("api/v1/tenants/{tenant}"), Some(Body::Json(body))).await?);
+            print(&client.call(Method::PUT, &api_path(&["tenants", &tenant], &[])?, Some(Body::Json(body))).await?);
         }
         TenantCommand::Delete { tenant } => {
-            client.call(Method::DELETE, &format!("api/v1/tenants/{tenant}"), None).await?;
+            client.call(Method::DELETE, &api_path(&["tenants", &tenant], &[])?, None).await?;
             println!("deleted tenant {tenant}");
         }
         TenantCommand::Credentials { tenant, key_file } => {
             let bytes = read_input(&key_file)?;
             let v = client
-                .call(Method::PUT, &format!("api/v1/tenants/{tenant}/credentials"), Some(Body::Raw(bytes)))
+                .call(Method::PUT, &api_path(&["tenants", &tenant, "credentials"], &[])?, Some(Body::Raw(bytes)))
                 .await?;
             println!(
                 "stored the key of {} (client ID {}); grant that client ID domain-wide delegation, then run: gwsync diagnose --tenant {tenant}",
@@ -334,10 +399,10 @@ async fn tenant(client: &AdminClient, command: TenantCommand) -> Result<()> {
 async fn user(client: &AdminClient, command: UserCommand) -> Result<()> {
     match command {
         UserCommand::List { tenant } => {
-            print(&client.call(Method::GET, &format!("api/v1/tenants/{tenant}/users"), None).await?)
+            print(&client.call(Method::GET, &api_path(&["tenants", &tenant, "users"], &[])?, None).await?)
         }
         UserCommand::Get { tenant, email } => {
-            print(&client.call(Method::GET, &format!("api/v1/tenants/{tenant}/users/{email}"), None).await?)
+            print(&client.call(Method::GET, &api_path(&["tenants", &tenant, "users", &email], &[])?, None).await?)
         }
         UserCommand::Put { tenant, email, external_id, profiles, file } => {
             let body = match file {
@@ -353,13 +418,40 @@ async fn user(client: &AdminClient, command: UserCommand) -> Result<()> {
             };
             print(
                 &client
-                    .call(Method::PUT, &format!("api/v1/tenants/{tenant}/users/{email}"), Some(Body::Json(body)))
+                    .call(Method::PUT, &api_path(&["tenants", &tenant, "users", &email], &[])?, Some(Body::Json(body)))
                     .await?,
             );
         }
         UserCommand::Delete { tenant, email } => {
-            client.call(Method::DELETE, &format!("api/v1/tenants/{tenant}/users/{email}"), None).await?;
+            client.call(Method::DELETE, &api_path(&["tenants", &tenant, "users", &email], &[])?, None).await?;
             println!("deleted user {email}");
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(client: &AdminClient, command: TokenCommand) -> Result<()> {
+    let base = |tenant: &Option<String>, rest: &[&str]| -> Result<String> {
+        let mut segments: Vec<&str> = Vec::new();
+        if let Some(t) = tenant {
+            segments.extend(["tenants", t.as_str()]);
+        }
+        segments.push("tokens");
+        segments.extend_from_slice(rest);
+        api_path(&segments, &[])
+    };
+    match command {
+        TokenCommand::Create { name, role, tenant, expires_in } => {
+            let mut body = json!({ "name": name, "role": role });
+            if let Some(e) = expires_in {
+                body["expires_in"] = json!(e);
+            }
+            print(&client.call(Method::POST, &base(&tenant, &[])?, Some(Body::Json(body))).await?);
+        }
+        TokenCommand::List { tenant } => print(&client.call(Method::GET, &base(&tenant, &[])?, None).await?),
+        TokenCommand::Revoke { id, tenant } => {
+            client.call(Method::DELETE, &base(&tenant, &[&id])?, None).await?;
+            println!("revoked token {id}");
         }
     }
     Ok(())

@@ -468,3 +468,111 @@ async fn serve_runs_from_a_toml_config_file() {
     assert!(!files_under(&data).is_empty(), "the database lives in the data_dir from the file");
     drop(server);
 }
+
+// --- tokens, the audit log, and what arguments can reach ---
+
+/// An operator command with another token (GWSYNC_TOKEN wins over GWSYNC_ADMIN_TOKEN).
+async fn op_with(app: &TestApp, token: &str, args: &[&str]) -> Output {
+    run(args, &[("GWSYNC_SERVER", app.base()), ("GWSYNC_ADMIN_TOKEN", ADMIN_TOKEN), ("GWSYNC_TOKEN", token)]).await
+}
+
+#[tokio::test]
+async fn operators_make_list_and_revoke_tokens_and_read_the_audit_log() {
+    let app = TestApp::start().await;
+    app.setup_tenant().await;
+    let r = app.put_user(ALICE, json!({"external_id": "1042"})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+
+    let out = op(&app, &["token", "create", "--name", "pbx", "--role", "integration", "--tenant", TENANT]).await;
+    let pbx = out.assert_ok().json();
+    let secret = pbx["token"].as_str().expect("the secret is printed once").to_owned();
+    assert!(secret.starts_with("gws_"), "{out:?}");
+    assert_eq!((pbx["role"].as_str(), pbx["tenant"].as_str()), (Some("integration"), Some(TENANT)), "{out:?}");
+    let id = pbx["id"].as_str().unwrap().to_owned();
+
+    // The phone system's token reads and cannot write.
+    let out = op_with(&app, &secret, &["user", "list", TENANT]).await;
+    assert_eq!(out.assert_ok().json()["users"][0]["email"], ALICE, "{out:?}");
+    let out = op_with(&app, &secret, &["user", "delete", TENANT, ALICE]).await;
+    let reason = out.assert_failed_with_one_line();
+    assert!(reason.contains("403") && reason.contains("forbidden"), "{reason}");
+    let out = op_with(&app, &secret, &["tenant", "list"]).await;
+    let ids: Vec<String> = out.assert_ok().json()["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, [TENANT], "{out:?}");
+
+    let out = op(&app, &["token", "create", "--name", "ops", "--role", "operator", "--expires-in", "30d"]).await;
+    let ops = out.assert_ok().json();
+    assert!(ops["expires_at"].is_string(), "{out:?}");
+    let out = op(&app, &["token", "list", "--tenant", TENANT]).await;
+    let listed = out.assert_ok().json();
+    let names: Vec<&str> = listed["tokens"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["pbx"], "{out:?}");
+    assert!(!out.stdout.contains(&secret), "a list never shows a secret");
+    let out = op(&app, &["token", "list"]).await;
+    assert_eq!(out.assert_ok().json()["tokens"].as_array().unwrap().len(), 2, "{out:?}");
+
+    let out = op(&app, &["token", "revoke", &id, "--tenant", TENANT]).await;
+    assert!(out.assert_ok().stdout.contains(&id), "{out:?}");
+    let out = op_with(&app, &secret, &["user", "list", TENANT]).await;
+    let reason = out.assert_failed_with_one_line();
+    assert!(reason.contains("401") && reason.contains("invalid_token"), "{reason}");
+
+    let out = op(&app, &["audit", "--tenant", TENANT, "--limit", "3"]).await;
+    let page = out.assert_ok().json();
+    let actions: Vec<&str> = page["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        ["user.list", "token.revoke", "user.delete"],
+        "the refused use of the revoked token too: {out:?}"
+    );
+    assert!(page["next_before"].is_u64(), "{out:?}");
+    let out = op(&app, &["audit"]).await;
+    let all = out.assert_ok().json();
+    assert!(
+        all["entries"].as_array().unwrap().iter().any(|e| e["action"] == "token.create" && e["target"] == ops["id"]),
+        "operator tokens' creation is in the operator's log: {out:?}"
+    );
+    assert!(!out.stdout.contains(&secret) && !out.stdout.contains(ops["token"].as_str().unwrap()), "{out:?}");
+
+    let out = op(&app, &["token", "create", "--name", "x", "--role", "root"]).await;
+    assert!(!out.status.success(), "{out:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn no_argument_reaches_another_path() {
+    let app = TestApp::start().await;
+    app.setup_tenant().await;
+    let r = app.api("PUT", "/api/v1/tenants/victim", Some(json!({"domain": "victim.test"}))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+
+    let out = op(&app, &["user", "delete", TENANT, "nobody@acme.test/../../../victim"]).await;
+    let reason = out.assert_failed_with_one_line();
+    assert!(
+        reason.contains("400") && reason.contains("not an email address"),
+        "the whole argument is the address: {reason}"
+    );
+    for args in [
+        &["tenant", "delete", ".."][..],
+        &["tenant", "delete", "victim/../acme"],
+        &["tenant", "delete", "%2e%2e"],
+        &["tenant", "delete", "victim?x=1"],
+        &["tenant", "delete", "victim#x"],
+    ] {
+        op(&app, args).await.assert_failed_with_one_line();
+    }
+    for tenant in ["victim", TENANT] {
+        let r = app.api("GET", &format!("/api/v1/tenants/{tenant}"), None).await;
+        assert_eq!(r.status, 200, "{tenant} is untouched: {r:?}");
+    }
+    // The same command does delete what it names.
+    op(&app, &["tenant", "delete", "victim"]).await.assert_ok();
+    let r = app.api("GET", "/api/v1/tenants/victim", None).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    app.stop().await;
+}

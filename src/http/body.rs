@@ -48,7 +48,7 @@ pub async fn json<T: DeserializeOwned>(req: &HttpRequest, payload: web::Payload,
 
 /// serde quotes offending string values (`invalid type: string "…"`); a value in the wrong
 /// place may be a secret, so error messages keep only the shape.
-fn without_quoted_strings(message: &str) -> String {
+pub fn without_quoted_strings(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(i) = rest.find("string \"") {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use super::access::AuditNote;
 use super::error::ApiError;
 use super::tenants::existing;
 use crate::app::{AppState, sha256};
@@ -125,6 +126,7 @@ async fn status(
 /// Creates (or replaces) the token desk phones use for the exports; shown once.
 async fn export_token(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let mut t = existing(&state, &path)?;
+    let replaced = t.export_token_digest.is_some();
     let mut secret = [0u8; 24];
     rand::rng().fill_bytes(&mut secret);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
@@ -132,14 +134,19 @@ async fn export_token(state: web::Data<AppState>, path: web::Path<String>) -> Re
     state.store.put_tenant(&t)?;
     store::flush(&state.store).await?;
     let base = state.public_url.as_str().trim_end_matches('/');
-    Ok(HttpResponse::Ok().json(json!({
+    let mut resp = HttpResponse::Ok().json(json!({
         "token": token,
         "urls": {
             "vcard": format!("{base}/phonebook/{}/contacts.vcf?token={token}", t.id),
             "yealink": format!("{base}/phonebook/{}/yealink.xml?token={token}", t.id),
             "snom": format!("{base}/phonebook/{}/snom.xml?token={token}", t.id),
         }
-    })))
+    }));
+    resp.extensions_mut().insert(AuditNote {
+        target: Some("phonebook export token".into()),
+        detail: Some(if replaced { "replaced" } else { "made" }.into()),
+    });
+    Ok(resp)
 }
 
 #[derive(Deserialize)]

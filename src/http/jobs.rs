@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::error::ApiError;
+use crate::access::Actor;
 use crate::app::AppState;
 use crate::jobs::Job;
 
@@ -17,9 +18,15 @@ pub fn accepted(job: &Job) -> HttpResponse {
     HttpResponse::Accepted().insert_header(("Location", status.clone())).json(json!({ "job": job, "status": status }))
 }
 
-async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    state: web::Data<AppState>,
+    actor: web::ReqData<Actor>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    match state.jobs.get(&id) {
+    // A tenant token sees its own tenant's jobs only; others' are as unknown as a wrong id.
+    let visible = |job: &Job| actor.tenant.is_none() || actor.tenant == job.tenant;
+    match state.jobs.get(&id).filter(visible) {
         Some(job) => Ok(HttpResponse::Ok().json(job)),
         None => Err(ApiError::not_found(
             "job_not_found",

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::body;
 use super::error::ApiError;
+use crate::access::Actor;
 use crate::app::{AppState, credentials_context, webhook_secret_context};
 use crate::contacts::Contacts;
 use crate::model::key_file::{self, MAX_KEY_FILE_BYTES};
@@ -58,9 +59,7 @@ fn without_credentials(url: &url::Url) -> url::Url {
 /// The tenant named in the path, or 404.
 pub fn existing(state: &AppState, id: &str) -> Result<TenantRecord, ApiError> {
     validate_tenant_id(id)?;
-    state.store.tenant(id)?.ok_or_else(|| {
-        ApiError::not_found("tenant_not_found", format!("no tenant '{id}': create it with PUT /api/v1/tenants/{id}"))
-    })
+    state.store.tenant(id)?.ok_or_else(|| tenant_not_found(id))
 }
 
 /// How the tenant's parts are doing: its token endpoint (per tenant: it fails for every user
@@ -74,8 +73,21 @@ pub fn status(sync: &SyncService, t: &TenantRecord) -> Value {
     json!({ "google_token": google, "phone_system": phone })
 }
 
-async fn list(state: web::Data<AppState>, sync: web::Data<SyncService>) -> Result<HttpResponse, ApiError> {
-    let tenants = state.store.tenants()?;
+/// The answer for a tenant that does not exist (and, to a tenant token, for every other tenant).
+pub fn tenant_not_found(id: &str) -> ApiError {
+    ApiError::not_found("tenant_not_found", format!("no tenant '{id}': create it with PUT /api/v1/tenants/{id}"))
+}
+
+/// Every tenant for an operator; its own for a tenant token.
+async fn list(
+    state: web::Data<AppState>,
+    sync: web::Data<SyncService>,
+    actor: web::ReqData<Actor>,
+) -> Result<HttpResponse, ApiError> {
+    let mut tenants = state.store.tenants()?;
+    if let Some(own) = &actor.tenant {
+        tenants.retain(|t| &t.id == own);
+    }
     let views = tenants
         .iter()
         .map(|t| {

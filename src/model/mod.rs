@@ -1,6 +1,8 @@
 //! The admin side's data: tenants, their users with profiles and triggers, and service-account
-//! key files — each with the validation the admin API applies before anything is stored.
+//! key files — each with the validation the admin API applies before anything is stored; and
+//! API tokens with the audit log's entries.
 
+pub mod access;
 pub mod contact;
 pub mod event;
 pub mod key;

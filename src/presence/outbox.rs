@@ -536,7 +536,9 @@ impl Outbox {
             Ok(resp) => self.failed(&mut message, now, format!("the phone system answered {}", resp.status())),
             Err(e) => match crate::outbound::refusal_in(&e) {
                 Some(r) => self.failed(&mut message, now, format!("the phone system's URL is refused: {r}")),
-                None => self.failed(&mut message, now, format!("could not reach the phone system: {}", e.without_url())),
+                None => {
+                    self.failed(&mut message, now, format!("could not reach the phone system: {}", e.without_url()))
+                }
             },
         }
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::model::access::{AuditEntry, TokenRecord};
 use crate::model::event::StoredEvent;
 use crate::model::key_file::KeyInfo;
 use crate::model::tenant::TenantRecord;
@@ -210,6 +211,26 @@ pub trait Store: Send + Sync {
     /// Every entry of every book of a tenant.
     fn contacts(&self, tenant: &str) -> Result<Vec<crate::model::contact::Contact>, StoreError>;
     fn delete_contact_book(&self, tenant: &str, book: &str) -> Result<(), StoreError>;
+
+    /// Saves an API token with its digest index. (A tenant's tokens go with the tenant.)
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// The token whose secret has this SHA-256 digest (hex).
+    fn token_by_digest(&self, digest: &str) -> Result<Option<TokenRecord>, StoreError>;
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Changes a stored token in place, atomically, so a lazy `last_used_at` write never undoes
+    /// a revocation made meanwhile. `change` may run more than once. None if there is no such token.
+    fn update_token(&self, id: &str, change: &dyn Fn(&mut TokenRecord)) -> Result<Option<TokenRecord>, StoreError>;
+    fn delete_token(&self, id: &str) -> Result<(), StoreError>;
+
+    /// A new audit entry id, above every one given before (also across restarts).
+    fn next_audit_id(&self) -> Result<u64, StoreError>;
+    /// Writes an audit entry (replacing the one with its id: a request's outcome is added later).
+    fn put_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Newest first: entries with an id below `before`, only `tenant`'s if given, at most `limit`.
+    fn audit(&self, tenant: Option<&str>, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Removes the entries older than `cutoff`; returns how many went.
+    fn prune_audit(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// Blocks until everything written so far is on disk.
     fn flush_blocking(&self) -> Result<(), StoreError>;

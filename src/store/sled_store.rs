@@ -7,7 +7,9 @@
 //! `presence` (`tenant \0 email` → what the phone system was last told), `outbox`
 //! (`tenant \0 email \0 sequence` (u64 BE) → a message to deliver), `contact_books`
 //! (`tenant \0 book` → its sync state) and `contacts` (`tenant \0 book \0 resource name` →
-//! a phonebook entry). Values are JSON: small, readable with any sled tool, and
+//! a phonebook entry), `tokens` (token id → JSON, a digest instead of the secret) with its index
+//! `token_digests` (digest hex → id), `audit` (entry id, u64 BE → JSON) with its index
+//! `audit_tenants` (`tenant \0 id` → nothing). Values are JSON: small, readable with any sled tool, and
 //! versioned by the schema number in `meta`.
 
 use std::path::Path;
@@ -20,6 +22,7 @@ use super::{
     CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store, StoreError,
     StoredCredentials,
 };
+use crate::model::access::{AuditEntry, TokenRecord};
 use crate::model::contact::{BookState, Change, Contact};
 use crate::model::event::StoredEvent;
 use crate::model::tenant::TenantRecord;
@@ -39,6 +42,10 @@ pub struct SledStore {
     outbox: sled::Tree,
     contact_books: sled::Tree,
     contacts: sled::Tree,
+    tokens: sled::Tree,
+    token_digests: sled::Tree,
+    audit: sled::Tree,
+    audit_tenants: sled::Tree,
 }
 
 /// Why a transaction gave up.
@@ -119,6 +126,12 @@ fn tenant_prefix(tenant: &str) -> Vec<u8> {
     k
 }
 
+fn audit_tenant_key(tenant: &str, id: u64) -> Vec<u8> {
+    let mut k = tenant_prefix(tenant);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -158,6 +171,10 @@ impl SledStore {
             outbox: db.open_tree("outbox")?,
             contact_books: db.open_tree("contact_books")?,
             contacts: db.open_tree("contacts")?,
+            tokens: db.open_tree("tokens")?,
+            token_digests: db.open_tree("token_digests")?,
+            audit: db.open_tree("audit")?,
+            audit_tenants: db.open_tree("audit_tenants")?,
             db,
         })
     }
@@ -178,6 +195,11 @@ impl Store for SledStore {
     }
 
     fn delete_tenant(&self, id: &str) -> Result<bool, StoreError> {
+        // Its tokens first: a crash after this leaves a tenant without tokens, never tokens that
+        // a re-created tenant of the same id would honour.
+        for t in self.tokens()?.into_iter().filter(|t| t.tenant.as_deref() == Some(id)) {
+            self.delete_token(&t.id)?;
+        }
         let prefix = tenant_prefix(id);
         let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>, StoreError> {
             Ok(tree.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?)
@@ -565,6 +587,127 @@ impl Store for SledStore {
         }
         self.contact_books.remove(user_key(tenant, book))?;
         Ok(())
+    }
+
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let value = encode(token)?;
+        (&self.tokens, &self.token_digests)
+            .transaction(|(tokens, digests)| -> TxResult<()> {
+                tokens.insert(token.id.as_bytes(), value.as_slice())?;
+                digests.insert(token.digest.as_bytes(), token.id.as_bytes())?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.tokens.get(id.as_bytes())?.map(|v| decode(&v)).transpose()
+    }
+
+    fn token_by_digest(&self, digest: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match self.token_digests.get(digest.as_bytes())? {
+            None => Ok(None),
+            Some(id) => self.tokens.get(id)?.map(|v| decode(&v)).transpose(),
+        }
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.tokens.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    fn update_token(&self, id: &str, change: &dyn Fn(&mut TokenRecord)) -> Result<Option<TokenRecord>, StoreError> {
+        let mut damaged = None;
+        let after = self.tokens.update_and_fetch(id.as_bytes(), |old| {
+            let old = old?;
+            match decode::<TokenRecord>(old).and_then(|mut t| {
+                change(&mut t);
+                encode(&t)
+            }) {
+                Ok(v) => Some(sled::IVec::from(v)),
+                Err(e) => {
+                    damaged = Some(e);
+                    Some(sled::IVec::from(old))
+                }
+            }
+        })?;
+        if let Some(e) = damaged {
+            return Err(e);
+        }
+        after.map(|v| decode(&v)).transpose()
+    }
+
+    fn delete_token(&self, id: &str) -> Result<(), StoreError> {
+        let Some(token) = self.token(id)? else { return Ok(()) };
+        (&self.tokens, &self.token_digests)
+            .transaction(|(tokens, digests)| -> TxResult<()> {
+                tokens.remove(id.as_bytes())?;
+                digests.remove(token.digest.as_bytes())?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    fn next_audit_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    fn put_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let value = encode(entry)?;
+        let index = entry.tenant.as_deref().map(|t| audit_tenant_key(t, entry.id));
+        (&self.audit, &self.audit_tenants)
+            .transaction(|(audit, tenants)| -> TxResult<()> {
+                audit.insert(&entry.id.to_be_bytes(), value.as_slice())?;
+                if let Some(k) = &index {
+                    tenants.insert(k.as_slice(), &[])?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    fn audit(&self, tenant: Option<&str>, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let before = before.unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        match tenant {
+            None => {
+                for v in self.audit.range(..before.to_be_bytes()).values().rev().take(limit) {
+                    out.push(decode(&v?)?);
+                }
+            }
+            Some(t) => {
+                let (start, end) = (audit_tenant_key(t, 0), audit_tenant_key(t, before));
+                for k in self.audit_tenants.range(start..end).keys().rev() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let k = k?;
+                    let id = k.get(k.len().saturating_sub(8)..).unwrap_or_default();
+                    // An index entry whose entry was pruned meanwhile is skipped.
+                    if let Some(v) = self.audit.get(id)? {
+                        out.push(decode(&v)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn prune_audit(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        // Ids rise with time, so the old entries are the first ones.
+        for item in self.audit.iter() {
+            let (k, v) = item?;
+            let entry: AuditEntry = decode(&v)?;
+            if entry.at >= cutoff {
+                break;
+            }
+            if let Some(t) = &entry.tenant {
+                self.audit_tenants.remove(audit_tenant_key(t, entry.id))?;
+            }
+            self.audit.remove(k)?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {

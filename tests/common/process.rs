@@ -68,6 +68,10 @@ impl ServeProcess {
         g
     }
 
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
