@@ -3,7 +3,9 @@
 //! It starts fake Google in this process with a Swedish demo company (three users, calendars in
 //! Europe/Stockholm), runs `gwsync serve` against it with a fresh data directory, registers the
 //! tenant, its key and the users with their profiles through the admin API, writes events that
-//! start within minutes (a lunch, a "kundmöte", a daily stand-up, an all-day "Semester"), and
+//! start within minutes (a lunch, a "kundmöte", a daily stand-up, an all-day "Semester", an
+//! out-of-office "Borta" that switches by its event type, beside a working location "Office"
+//! that never switches), and
 //! prints every profile switch as its built-in phone system receives and verifies it, until
 //! Ctrl-C. The API stays available meanwhile.
 
@@ -123,12 +125,12 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
         json!([{"name": "Stand-up", "triggers": ["stand-up", "standup"]}, {"name": "Semester", "triggers": ["semester"]}]),
     ];
     for (i, (user, p)) in USERS.iter().zip(profiles).enumerate() {
-        api(
-            "PUT",
-            format!("/api/v1/tenants/demo/users/{user}"),
-            Some(json!({"external_id": format!("{}", 1041 + i), "profiles": p})),
-        )
-        .await?;
+        let mut body = json!({"external_id": format!("{}", 1041 + i), "profiles": p});
+        if i == 0 {
+            // Anna's out-of-office events switch her to Semester whatever they are called.
+            body["status_events"] = json!({"out_of_office": "Semester"});
+        }
+        api("PUT", format!("/api/v1/tenants/demo/users/{user}"), Some(body)).await?;
     }
 
     // Events that start within minutes, written through Google's own Calendar API.
@@ -155,6 +157,17 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
             USERS[2],
             json!({"summary": "Semester", "start": {"date": local.format("%Y-%m-%d").to_string()}, "end": {"date": (local.date_naive() + Duration::days(1)).format("%Y-%m-%d").to_string()}}),
         ),
+        (
+            USERS[0],
+            json!({"summary": "Borta", "eventType": "outOfOffice", "start": {"dateTime": minute(5)}, "end": {"dateTime": minute(125)},
+            "outOfOfficeProperties": {"autoDeclineMode": "declineOnlyNewConflictingInvitations", "declineMessage": "Tillbaka om två timmar"}}),
+        ),
+        (
+            USERS[0],
+            json!({"summary": "Office", "eventType": "workingLocation", "visibility": "public", "transparency": "transparent",
+            "start": {"date": local.format("%Y-%m-%d").to_string()}, "end": {"date": (local.date_naive() + Duration::days(1)).format("%Y-%m-%d").to_string()},
+            "workingLocationProperties": {"type": "officeLocation", "officeLocation": {"label": "Office"}}}),
+        ),
     ];
     for (user, event) in events {
         let t = sign_in(&http, &key, user).await?;
@@ -176,6 +189,10 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
     println!(
         "  users         {} — Lunch at +1 min, Kundmöte at +2 min, a daily Stand-up at +1 min, Semester all day today",
         USERS.join(", ")
+    );
+    println!(
+        "  status events {} is out of office (\"Borta\") from +5 min: Semester by its event type; her working location \"Office\" never switches",
+        USERS[0]
     );
     println!(
         "  try:          curl -H 'Authorization: Bearer {admin_token}' {base}/api/v1/tenants/demo/users/{}/presence",
@@ -283,11 +300,15 @@ fn receive(key: &[u8], req: &HttpRequest, body: &[u8]) -> HttpResponse {
     };
     let now = Utc::now().with_timezone(&zone).format("%H:%M:%S");
     let who = v["user"].as_str().unwrap_or("?");
+    let why = match (v["cause"]["trigger"].as_str(), v["cause"]["event_type"].as_str()) {
+        (Some(t), _) => format!("trigger \"{t}\""),
+        (None, Some(event_type)) => format!("event type {event_type}"),
+        (None, None) => "?".to_owned(),
+    };
     match v["profile"].as_str() {
         Some(p) => println!(
-            "  {now}  {who:<18} → {p:<9} until {}   (trigger \"{}\", #{})",
+            "  {now}  {who:<18} → {p:<9} until {}   ({why}, #{})",
             local("until").unwrap_or_else(|| "?".into()),
-            v["cause"]["trigger"].as_str().unwrap_or("?"),
             v["sequence"]
         ),
         None => println!("  {now}  {who:<18} → default   (#{})", v["sequence"]),

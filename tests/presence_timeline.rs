@@ -138,7 +138,7 @@ fn timeline(events: &[StoredEvent], from: DateTime<Utc>, until: DateTime<Utc>) -
 // What the user sees
 
 fn cause(event_id: &str, trigger: &str) -> Cause {
-    Cause { event_id: event_id.into(), trigger: trigger.into() }
+    Cause { event_id: event_id.into(), event_type: None, trigger: Some(trigger.into()) }
 }
 
 /// A profile is active.
@@ -564,7 +564,7 @@ fn triggers_match_compounds_and_the_higher_priority_profile_takes_a_double_match
         let events = [event("e", summary, se(2026, 6, 15, 10, 0), se(2026, 6, 15, 11, 0))];
         let tl = compute(&events, profiles, from, until);
         let state = tl.state_at(se(2026, 6, 15, 10, 30));
-        let got = state.profile.as_deref().zip(state.cause.as_ref().map(|c| c.trigger.as_str()));
+        let got = state.profile.as_deref().zip(state.cause.as_ref().and_then(|c| c.trigger.as_deref()));
         let order: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(got, *want, "{summary:?} with profiles {order:?}");
     }

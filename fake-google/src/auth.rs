@@ -2,6 +2,8 @@
 //! project, the token's scopes against the method's (from discovery), the per-minute quotas, and
 //! any fault a test armed — in that order, each refused with the body Google sends.
 
+use std::collections::BTreeSet;
+
 use actix_web::{HttpMessage, HttpRequest};
 use serde_json::{Value, json};
 
@@ -19,6 +21,8 @@ const MISSING_CREDENTIALS: &str = "Request is missing required authentication cr
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: String,
+    /// The secondary calendars the user owns (ids, lower-case).
+    pub secondary_calendars: BTreeSet<String>,
     pub client_id: String,
     pub client_email: String,
     pub project_number: u64,
@@ -144,6 +148,7 @@ fn authorize_now(
         }
     }
     Ok(Caller {
+        secondary_calendars: world.secondary_calendars.get(&token.user).cloned().unwrap_or_default(),
         user: token.user,
         client_id: token.client_id,
         client_email: token.client_email,

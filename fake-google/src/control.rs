@@ -100,6 +100,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/clock", web::post().to(advance_clock))
             .route("/calendars/{user}", web::put().to(put_calendar))
             .route("/calendars/{user}/events", web::get().to(calendar_events))
+            .route("/calendars/{user}/events", web::post().to(plant_event))
+            .route("/calendars/{user}/secondary", web::post().to(add_secondary_calendar))
             .route("/directory/{domain}/people", web::get().to(list_directory))
             .route("/directory/{domain}/people", web::post().to(add_directory_person))
             .route("/directory/{domain}/people/{id}", web::put().to(put_directory_person))
@@ -558,6 +560,41 @@ async fn calendar_events(shared: web::Data<Shared>, path: web::Path<String>) -> 
     let items: Vec<Value> = cal.events.values().map(|e| e.render(cal, None, None)).collect();
     Ok(HttpResponse::Ok()
         .json(json!({ "owner": cal.owner, "time_zone": cal.time_zone, "seq": cal.seq, "items": items })))
+}
+
+/// A secondary calendar for a user (an id like Google's `c_…@group.calendar.google.com`), in
+/// their domain's time zone: where status events cannot go.
+async fn add_secondary_calendar(shared: web::Data<Shared>, path: web::Path<String>) -> Result<HttpResponse> {
+    let user = path.to_ascii_lowercase();
+    let now = shared.clock.now();
+    let mut world = shared.world.lock();
+    if !world.user_exists(&user) {
+        return Err(not_found(format!("no user {user}")));
+    }
+    let tz = world.domain_for_user(&user).map(|d| d.time_zone.clone()).unwrap_or_else(utc);
+    let id = format!("c_{}@group.calendar.google.com", crate::calendar::model::new_event_id());
+    let mut cal = Calendar::new(&id, &tz, now);
+    cal.primary = false;
+    world.calendars.insert(id.clone(), cal);
+    world.secondary_calendars.entry(user.clone()).or_default().insert(id.clone());
+    Ok(HttpResponse::Created().json(json!({ "id": id, "user": user, "time_zone": tz, "primary": false })))
+}
+
+/// An event as Google itself puts it on a calendar (Gmail's `fromGmail` events, Contacts'
+/// birthdays), past the rules for what a client may create; watching channels are notified as
+/// for any change. Times and fields are checked as events.insert checks them.
+async fn plant_event(shared: web::Data<Shared>, path: web::Path<String>, body: web::Bytes) -> Result<HttpResponse> {
+    let calendar = path.to_ascii_lowercase();
+    let body: Map<String, Value> = parse(&body)?;
+    let mut world = shared.world.lock();
+    if !world.calendars.contains_key(&calendar) && !world.user_exists(&calendar) {
+        return Err(not_found(format!("no calendar {calendar}")));
+    }
+    let event =
+        crate::calendar::events::create(&mut world, &shared, &calendar, &body, crate::calendar::events::Origin::Google)
+            .map_err(|e| bad(format!("Google would not store this event: {e}")))?;
+    let cal = crate::calendar::calendar_mut(&mut world, &calendar, shared.clock.now());
+    Ok(HttpResponse::Created().json(event.render(cal, None, None)))
 }
 
 // ---- directory and contacts ----

@@ -1,6 +1,7 @@
 //! Push notifications: the channels events.watch creates, and their delivery.
 //!
-//! Every change to a calendar queues an `exists` message for each live channel on it; a
+//! Every change to a calendar queues an `exists` message for each live channel on it that
+//! watches the changed event's type (`eventTypes` of events.watch; unset: all); a
 //! delivery task posts them (no body, `X-Goog-*` headers, Google's user agent), one channel's
 //! messages in order, channels in parallel, retrying only on 500/502/503/504 as Google does.
 //! `PUT /_fake/delivery` makes delivery lossy, repeated, late or shuffled. Nothing is sent under
@@ -42,6 +43,9 @@ pub struct Channel {
     pub stopped: Option<DateTime<Utc>>,
     pub last_message: u64,
     pub messages_queued: u64,
+    /// The `eventTypes` the watch asked for (empty: every type): only changes to events of
+    /// these types notify the channel.
+    pub event_types: Vec<String>,
 }
 
 impl Channel {
@@ -105,12 +109,13 @@ fn next_message_number(last: u64) -> u64 {
     if last <= 1 { rng.random_range(100_000..2_000_000) } else { last + rng.random_range(2..5_000) }
 }
 
-/// Queues an `exists` message for every live channel on `calendar`. Call with the world locked,
-/// right after the change.
-pub fn calendar_changed(world: &mut World, shared: &Shared, calendar: &str) {
+/// Queues an `exists` message for every live channel on `calendar` that watches events of
+/// `event_type`. Call with the world locked, right after the change.
+pub fn calendar_changed(world: &mut World, shared: &Shared, calendar: &str, event_type: &str) {
     let now = shared.clock.now();
     for ch in world.channels.by_id.values_mut() {
-        if ch.calendar == calendar && ch.is_live(now) {
+        let watched = ch.event_types.is_empty() || ch.event_types.iter().any(|t| t == event_type);
+        if ch.calendar == calendar && ch.is_live(now) && watched {
             ch.last_message = next_message_number(ch.last_message);
             ch.messages_queued += 1;
             let _ = shared.push_tx.send(Outgoing::new(ch, ch.last_message, "exists"));

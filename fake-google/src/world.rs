@@ -147,8 +147,10 @@ pub struct World {
     pub delegation: HashMap<String, BTreeSet<String>>,
     pub apis: Apis,
     pub access_tokens: HashMap<String, AccessToken>,
-    /// Each user's primary calendar, by owner address.
+    /// Each user's primary calendar, by owner address, and secondary calendars by their id.
     pub calendars: HashMap<String, Calendar>,
+    /// The ids of each user's secondary calendars (`POST /_fake/calendars/{user}/secondary`).
+    pub secondary_calendars: HashMap<String, BTreeSet<String>>,
     pub channels: Channels,
     /// Workspace directory by domain: profiles of users and shared (domain) contacts.
     pub directory: HashMap<String, PeopleBook>,
@@ -171,6 +173,7 @@ impl World {
             apis: Apis { calendar: true, people: true },
             access_tokens: HashMap::new(),
             calendars: HashMap::new(),
+            secondary_calendars: HashMap::new(),
             channels: Channels::default(),
             directory: HashMap::new(),
             contacts: HashMap::new(),

@@ -188,14 +188,18 @@ async fn event_types_and_transparency_round_trip() {
     let token = env.token_all(ALICE).await;
     let mut body = timed("Away", "2026-06-15T09:00:00Z", "2026-06-15T17:00:00Z");
     body["eventType"] = json!("outOfOffice");
-    body["transparency"] = json!("transparent");
     body["outOfOfficeProperties"] = json!({"autoDeclineMode": "declineNone", "declineMessage": "Away"});
     let e = env.insert_event(&token, body).await;
     assert_eq!(e["eventType"], "outOfOffice");
-    assert_eq!(e["transparency"], "transparent");
+    assert!(e.get("transparency").is_none(), "out of office is opaque, Google's default: {e}");
     assert_eq!(e["outOfOfficeProperties"]["autoDeclineMode"], "declineNone");
     let g = get_event(&env, &token, e["id"].as_str().unwrap()).await;
     assert_eq!(g.body["eventType"], "outOfOffice");
+    let mut free = timed("Gym", "2026-06-15T17:00:00Z", "2026-06-15T18:00:00Z");
+    free["transparency"] = json!("transparent");
+    let e = env.insert_event(&token, free).await;
+    assert_eq!((e["eventType"].as_str(), e["transparency"].as_str()), (Some("default"), Some("transparent")));
+    let g = get_event(&env, &token, e["id"].as_str().unwrap()).await;
     assert_eq!(g.body["transparency"], "transparent");
     env.fake.stop().await;
 }

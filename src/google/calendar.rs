@@ -1,5 +1,6 @@
 //! The Calendar v3 calls gwsync makes: events.list (full or incremental, page by page),
-//! events.watch and channels.stop.
+//! events.watch and channels.stop. Listing and watching both ask for the event types gwsync
+//! uses (`eventTypes`, the same on every call, so a sync-token chain never changes them).
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::api::GoogleApi;
 use super::error::ApiError;
+use crate::model::event::SYNCED_EVENT_TYPES;
 
 /// One page of events.list.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +35,8 @@ pub struct Watched {
 }
 
 impl GoogleApi {
-    /// One page of the user's primary calendar, series unexpanded (`singleEvents=false`).
+    /// One page of the user's primary calendar, series unexpanded (`singleEvents=false`), of the
+    /// event types gwsync uses.
     /// A page token must come with the same `from` as the first page.
     pub async fn list_events(
         &self,
@@ -46,6 +49,7 @@ impl GoogleApi {
         let size = page_size.to_string();
         let time_min;
         let mut query: Vec<(&str, &str)> = vec![("singleEvents", "false"), ("maxResults", &size)];
+        query.extend(SYNCED_EVENT_TYPES.iter().map(|t| ("eventTypes", *t)));
         match from {
             ListFrom::Full { time_min: Some(t) } => {
                 time_min = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -84,7 +88,9 @@ impl GoogleApi {
             "token": channel_token,
             "params": { "ttl": ttl.as_secs().to_string() },
         });
-        let url = self.calendar_url(&["calendars", "primary", "events", "watch"]);
+        let mut url = self.calendar_url(&["calendars", "primary", "events", "watch"]);
+        // Only changes to these types notify (events.watch takes events.list's parameters).
+        url.query_pairs_mut().extend_pairs(SYNCED_EVENT_TYPES.iter().map(|t| ("eventTypes", *t)));
         let v = self.post("events.watch", url, &body, token, user).await?;
         let resource_id = v["resourceId"]
             .as_str()

@@ -43,6 +43,7 @@ pub fn view(state: &AppState, t: &TenantRecord) -> Result<Value, ApiError> {
             "personal_contacts": t.contacts.personal_contacts,
         },
         "credentials": credentials,
+        "status_events": t.status_events,
         "created_at": t.created_at,
         "updated_at": t.updated_at,
     }))
@@ -123,6 +124,7 @@ async fn put(
     let spec: TenantSpec = body::json(&req, payload, state.config.max_body_bytes).await?;
     let valid = spec.validate(&state.outbound)?;
     valid.check_outbound(&state.outbound).await?;
+    let status_events = spec.validate_status_events()?;
     let previous = state.store.tenant(&id)?;
     if let Some(prev) = &previous
         && prev.domain != valid.domain
@@ -157,6 +159,7 @@ async fn put(
         created_at: previous.as_ref().map(|p| p.created_at).unwrap_or(now),
         updated_at: now,
         export_token_digest: previous.as_ref().and_then(|p| p.export_token_digest.clone()),
+        status_events,
     };
     state.store.put_tenant(&record)?;
     store::flush(&state.store).await?;

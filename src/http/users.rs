@@ -9,7 +9,7 @@ use super::tenants::existing;
 use crate::app::AppState;
 use crate::model::CalendarKey;
 use crate::model::tenant::TenantRecord;
-use crate::model::user::{UserRecord, UserSpec, validate_email};
+use crate::model::user::{EffectiveStatusEvents, STATUS_EVENT_TYPES, UserRecord, UserSpec, validate_email};
 use crate::store;
 use crate::sync::SyncService;
 use crate::sync::channels::is_live;
@@ -30,6 +30,7 @@ pub fn view(u: &UserRecord) -> Value {
         "email": u.email,
         "external_id": u.external_id,
         "profiles": u.profiles,
+        "status_events": u.status_events,
         "created_at": u.created_at,
         "updated_at": u.updated_at,
     })
@@ -60,6 +61,18 @@ pub fn view_with_status(state: &AppState, sync: &SyncService, u: &UserRecord) ->
         "last_error": calendar.last_error,
     });
     v["presence"] = json!({ "warnings": capped_warnings(&sync.presence.capped_series(&key)) });
+    // Which profiles status events switch to, and any tenant default that cannot apply.
+    let tenant = state.store.tenant(&u.tenant)?;
+    let status = EffectiveStatusEvents::of(u, tenant.as_ref().map(|t| &t.status_events));
+    let in_effect: serde_json::Map<String, Value> = STATUS_EVENT_TYPES
+        .iter()
+        .map(|(field, _)| {
+            let applied = status.applied.iter().find(|(f, _)| f == field).map(|(_, a)| a);
+            (field.to_string(), json!(applied))
+        })
+        .collect();
+    v["status_events_in_effect"] = Value::Object(in_effect);
+    v["status_events_not_applied"] = json!(status.not_applied);
     Ok(v)
 }
 
@@ -119,6 +132,7 @@ async fn put(
     let email = validate_email(&email, &t.domain)?;
     let spec: UserSpec = body::json(&req, payload, state.config.max_body_bytes).await?;
     let (external_id, profiles) = spec.validate()?;
+    let status_events = spec.validate_status_events(&profiles)?;
     let previous = state.store.user(&t.id, &email)?;
     let now = state.clock.now();
     let record = UserRecord {
@@ -126,6 +140,7 @@ async fn put(
         email: email.clone(),
         external_id,
         profiles,
+        status_events,
         created_at: previous.as_ref().map(|p| p.created_at).unwrap_or(now),
         updated_at: now,
     };

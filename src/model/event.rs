@@ -8,6 +8,16 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The `eventTypes` gwsync asks Google for on `events.list` and `events.watch`, sorted: the
+/// types that can switch a profile. Since March 2024 an unset `eventTypes` returns every type
+/// (NOTES §2.8), working locations and birthdays too; those never switch a profile, so gwsync
+/// neither fetches nor stores them. A calendar synced with another set is synced in full again.
+pub const SYNCED_EVENT_TYPES: [&str; 3] = ["default", "focusTime", "outOfOffice"];
+
+/// Event types whose titles Google writes ("Home", "Office", a contact's name, a flight from an
+/// email), not the user: they never switch a profile, whatever their title.
+pub const NEVER_SWITCHING_EVENT_TYPES: [&str; 3] = ["workingLocation", "birthday", "fromGmail"];
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {

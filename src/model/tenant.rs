@@ -24,6 +24,9 @@ pub struct TenantSpec {
     pub phone_system: Option<PhoneSystemSpec>,
     #[serde(default)]
     pub contacts: Option<ContactsSpec>,
+    /// The default profiles for its users' calendar status events.
+    #[serde(default)]
+    pub status_events: Option<super::user::StatusEvents>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -217,6 +220,18 @@ pub struct TenantRecord {
     /// SHA-256 (hex) of the token desk phones use to fetch the phonebook exports.
     #[serde(default)]
     pub export_token_digest: Option<String>,
+    /// The default for users who set no `status_events` of their own; it applies to a user only
+    /// if they have the profile it names.
+    #[serde(default)]
+    pub status_events: super::user::StatusEvents,
+}
+
+impl TenantSpec {
+    /// The tenant's default status-event mapping: well-formed names (each user is checked for
+    /// the profile when the default applies to them).
+    pub fn validate_status_events(&self) -> Result<super::user::StatusEvents, Invalid> {
+        self.status_events.as_ref().map_or(Ok(Default::default()), super::user::StatusEvents::validated)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -138,7 +138,10 @@ impl Presence {
             .and_then(|s| s.time_zone)
             .and_then(|z| z.parse().ok())
             .unwrap_or(chrono_tz::UTC);
-        Ok(Some(Timeline::compute(&events, &Profiles::new(&user.profiles), zone, now - LOOKBACK, now + ahead)))
+        let tenant = store.tenant(&key.tenant)?;
+        let status = crate::model::user::EffectiveStatusEvents::of(&user, tenant.as_ref().map(|t| &t.status_events));
+        let profiles = Profiles::with_status_events(&user.profiles, &status.mapping);
+        Ok(Some(Timeline::compute(&events, &profiles, zone, now - LOOKBACK, now + ahead)))
     }
 
     /// Recomputes one user's timeline from their stored events and profiles, and reconciles.

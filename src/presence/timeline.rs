@@ -1,8 +1,13 @@
 //! A user's presence over time: which events count, which profile each one activates, and who
 //! wins where they overlap.
 //!
-//! An event counts unless it is cancelled, declined by the user, or has no summary; its profile
-//! is the highest-priority profile (earliest in the user's list) with a matching trigger. All-day
+//! An event counts unless it is cancelled or declined by the user. Calendar status events
+//! (Google's `eventType`, DESIGN §4) come first: an out-of-office or focus-time event the user's
+//! status mapping names a profile for activates that profile whatever its title (its cause names
+//! the event type and no trigger); working locations, birthdays and Gmail's events never count
+//! (Google writes their titles). Any other event — out of office and focus time without a
+//! mapping too — needs a summary; its profile is the highest-priority profile (earliest in the
+//! user's list) with a matching trigger. All-day
 //! events cover whole days in the calendar's time zone. Series are expanded over the window with
 //! their moved, renamed and cancelled instances applied. Where intervals overlap, the
 //! highest-priority profile wins; between equals, the event that started last. Back-to-back
@@ -17,22 +22,51 @@ use serde::{Deserialize, Serialize};
 
 use super::matcher::{Summary, Trigger};
 use super::recurrence;
-use crate::model::event::{EventTime, StoredEvent};
-use crate::model::user::Profile;
+use crate::model::event::{EventTime, NEVER_SWITCHING_EVENT_TYPES, StoredEvent};
+use crate::model::user::{Profile, STATUS_EVENT_TYPES, StatusEvents};
 
 /// The profiles of a user, prepared for matching; index 0 has the highest priority.
 #[derive(Debug, Clone)]
 pub struct Profiles {
     pub names: Vec<String>,
     triggers: Vec<Vec<Trigger>>,
+    /// Google event types (`outOfOffice`, `focusTime`) and the profile each one activates.
+    status: Vec<(&'static str, usize)>,
 }
 
 impl Profiles {
     pub fn new(profiles: &[Profile]) -> Self {
+        Self::with_status_events(profiles, &StatusEvents::default())
+    }
+
+    /// With the user's status mapping in effect (names not among the profiles are ignored).
+    pub fn with_status_events(profiles: &[Profile], status: &StatusEvents) -> Self {
+        let index = |name: &str| profiles.iter().position(|p| p.name.to_lowercase() == name.to_lowercase());
         Profiles {
             names: profiles.iter().map(|p| p.name.clone()).collect(),
             triggers: profiles.iter().map(|p| p.triggers.iter().filter_map(|t| Trigger::new(t)).collect()).collect(),
+            status: STATUS_EVENT_TYPES
+                .iter()
+                .filter_map(|(field, event_type)| status.get(field).and_then(index).map(|i| (*event_type, i)))
+                .collect(),
         }
+    }
+
+    /// The profile a status event of this type activates, if the user mapped it.
+    fn for_status(&self, event_type: &str) -> Option<usize> {
+        self.status.iter().find(|(t, _)| *t == event_type).map(|(_, i)| *i)
+    }
+
+    /// The profile an event claims and the trigger that matched (none for a mapped status event).
+    fn claim(&self, e: &StoredEvent) -> Option<(usize, Option<String>)> {
+        if NEVER_SWITCHING_EVENT_TYPES.contains(&e.event_type.as_str()) {
+            return None;
+        }
+        if let Some(profile) = self.for_status(&e.event_type) {
+            return Some((profile, None));
+        }
+        let (profile, trigger) = self.classify(e.summary.as_deref()?)?;
+        Some((profile, Some(trigger.text.clone())))
     }
 
     /// The winning profile and trigger for a summary.
@@ -42,11 +76,14 @@ impl Profiles {
     }
 }
 
-/// Why a profile is active.
+/// Why a profile is active: the event, its Google `eventType` unless `default`, and the trigger
+/// that matched its summary (none for a status event the user's mapping switches).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cause {
     pub event_id: String,
-    pub trigger: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    pub trigger: Option<String>,
 }
 
 /// One event's claim on a profile.
@@ -80,24 +117,25 @@ pub fn intervals(
         }
     }
     let mut out = Vec::new();
-    let mut push = |id: String, trigger: &Trigger, profile: usize, start: &EventTime, end: &EventTime| {
+    let mut push = |id: String, claim: &Claim, start: &EventTime, end: &EventTime| {
         let (s, t) = (start.instant_in(zone), end.instant_in(zone));
         if t > s && t > from && s < until {
             out.push(Interval {
                 start: s,
                 end: t,
-                profile,
-                cause: Cause { event_id: id, trigger: trigger.text.clone() },
+                profile: claim.profile,
+                cause: Cause { event_id: id, event_type: claim.event_type.clone(), trigger: claim.trigger.clone() },
             });
         }
     };
     for e in events {
         let (Some(start), Some(end)) = (&e.start, &e.end) else { continue };
-        // Classified once per event (a series' instances share its summary).
+        // Classified once per event (a series' instances share its summary and type).
         if !counts(e) {
             continue;
         }
-        let Some((profile, trigger)) = e.summary.as_deref().and_then(|s| profiles.classify(s)) else { continue };
+        let Some((profile, trigger)) = profiles.claim(e) else { continue };
+        let claim = Claim { profile, trigger, event_type: (e.event_type != "default").then(|| e.event_type.clone()) };
         if e.is_series() {
             let Some(expansion) = recurrence::expand(start, end, &e.recurrence, zone, from, until) else {
                 tracing::warn!(event = %e.id, "a series' recurrence rules cannot be read; it is left out");
@@ -112,19 +150,20 @@ pub fn intervals(
                 if replaced.is_some_and(|r| r.contains(&slot)) {
                     continue;
                 }
-                push(
-                    format!("{}_{}", e.id, instance_suffix(&occ.original_start)),
-                    trigger,
-                    profile,
-                    &occ.start,
-                    &occ.end,
-                );
+                push(format!("{}_{}", e.id, instance_suffix(&occ.original_start)), &claim, &occ.start, &occ.end);
             }
         } else {
-            push(e.id.clone(), trigger, profile, start, end);
+            push(e.id.clone(), &claim, start, end);
         }
     }
     (out, capped)
+}
+
+/// An event's claim on a profile, shared by a series' instances.
+struct Claim {
+    profile: usize,
+    trigger: Option<String>,
+    event_type: Option<String>,
 }
 
 /// Google's instance-id suffix for an original start.

@@ -64,6 +64,10 @@ pub struct CalendarState {
     pub last_error: Option<SyncFailure>,
     /// Failures since the last success (drives the backoff).
     pub failures: u32,
+    /// The `eventTypes` the sync token's chain was started with; none if synced by a gwsync that
+    /// did not send them (every type). A calendar synced with another set is synced in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types: Option<Vec<String>>,
 }
 
 /// Why the last attempt failed, and what a Workspace admin can do about it.

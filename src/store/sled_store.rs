@@ -733,6 +733,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             export_token_digest: None,
+            status_events: Default::default(),
         }
     }
 
@@ -742,6 +743,7 @@ mod tests {
             email: email.into(),
             external_id: None,
             profiles: vec![],
+            status_events: Default::default(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

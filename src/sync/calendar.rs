@@ -1,7 +1,9 @@
 //! Syncing one user's primary calendar: `events.list` with the stored sync token,
-//! `singleEvents=false`, page by page; all pages' changes and the new token written in one
-//! atomic step after the last page (so a crash between pages re-fetches, never skips). A 410
-//! means wipe and full sync; a 401 means one fresh token and one retry.
+//! `singleEvents=false`, the event types gwsync uses, page by page; all pages' changes and the
+//! new token written in one atomic step after the last page (so a crash between pages
+//! re-fetches, never skips). A 410 means wipe and full sync; a 401 means one fresh token and one
+//! retry. A token from a chain started with other event types (an older gwsync asked for all of
+//! them) is dropped for one full sync, as Google requires (NOTES §2.8).
 
 use secrecy::SecretString;
 
@@ -11,7 +13,7 @@ use crate::google::Scope;
 use crate::google::auth::ServiceAccount;
 use crate::google::calendar::ListFrom;
 use crate::google::error::ApiError;
-use crate::model::event::StoredEvent;
+use crate::model::event::{SYNCED_EVENT_TYPES, StoredEvent};
 use crate::store::{self, EventChange};
 
 /// What a sync did.
@@ -61,6 +63,16 @@ pub async fn sync(
 ) -> Result<Report, SyncError> {
     let app = &svc.app;
     let mut state = app.store.calendar_state(tenant, user)?.unwrap_or_default();
+    let event_types: Vec<String> = SYNCED_EVENT_TYPES.iter().map(|t| t.to_string()).collect();
+    if state.sync_token.is_some() && state.event_types.as_ref() != Some(&event_types) {
+        tracing::info!(
+            tenant,
+            user,
+            synced_with = ?state.event_types,
+            "the calendar was synced with other event types: wiping it and syncing in full once"
+        );
+        state.sync_token = None;
+    }
     let config = &app.config.sync;
     loop {
         let full = state.sync_token.is_none();
@@ -111,6 +123,7 @@ pub async fn sync(
 
         let now = svc.clock.now();
         state.sync_token = Some(next_sync_token);
+        state.event_types = Some(event_types.clone());
         state.time_zone = time_zone.or(state.time_zone.take());
         state.last_sync_at = Some(now);
         if full {

@@ -11,7 +11,7 @@ use crate::auth::authorize;
 use crate::errors::GoogleError;
 use crate::params::{Api, Params};
 use crate::recurrence;
-use crate::world::Shared;
+use crate::world::{Shared, World};
 
 type Result<T> = std::result::Result<T, GoogleError>;
 
@@ -24,10 +24,33 @@ pub async fn insert(
     let caller = authorize(&shared, &req, "calendar.events.insert").await?;
     let owner = owner_for(&caller, &path)?;
     let body = json_object(&body)?;
-    let now = shared.clock.now();
+    let shown = Shown::from_request(&req)?;
     let mut world = shared.world.lock();
-    let cal = calendar_mut(&mut world, &owner, now);
+    let event = create(&mut world, &shared, &owner, &body, Origin::Client)?;
+    let cal = calendar_mut(&mut world, &owner, shared.clock.now());
+    Ok(HttpResponse::Ok().json(shown.render(cal, &event)))
+}
 
+/// Who puts an event on a calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client, through events.insert: Google's rules for each event type apply.
+    Client,
+    /// Google itself (Gmail's `fromGmail` events, Contacts' birthdays): `POST /_fake/calendars/{user}/events`.
+    Google,
+}
+
+/// Stores a new event on `owner`'s calendar (with the world locked) and notifies the channels
+/// watching it.
+pub fn create(
+    world: &mut World,
+    shared: &Shared,
+    owner: &str,
+    body: &Map<String, Value>,
+    origin: Origin,
+) -> Result<Event> {
+    let now = shared.clock.now();
+    let cal = calendar_mut(world, owner, now);
     let id = match body.get("id") {
         None | Some(Value::Null) => new_event_id(),
         Some(Value::String(id)) if is_valid_event_id(id) => id.clone(),
@@ -36,7 +59,10 @@ pub async fn insert(
     if cal.events.contains_key(&id) {
         return Err(GoogleError::calendar(409, "global", "duplicate", "The requested identifier already exists."));
     }
-    let parts = write::parse(&body, &owner)?;
+    let parts = write::parse(body, owner)?;
+    if origin == Origin::Client {
+        write::check_event_type(&parts, cal.primary, true)?;
+    }
     let seq = cal.bump(now);
     let event = Event {
         ical_uid: body
@@ -57,10 +83,10 @@ pub async fn insert(
         seq,
         sequence: body.get("sequence").and_then(Value::as_i64).unwrap_or(0),
     };
-    let rendered = render(cal, &event, &req)?;
-    cal.events.insert(id, event);
-    crate::push::calendar_changed(&mut world, &shared, &owner);
-    Ok(HttpResponse::Ok().json(rendered))
+    let event_type = event.event_type().to_owned();
+    cal.events.insert(id, event.clone());
+    crate::push::calendar_changed(world, shared, owner, &event_type);
+    Ok(event)
 }
 
 pub async fn get(
@@ -75,7 +101,7 @@ pub async fn get(
     let mut world = shared.world.lock();
     let cal = calendar_mut(&mut world, &owner, now);
     let event = find(cal, &event_id).ok_or_else(GoogleError::calendar_not_found)?;
-    Ok(HttpResponse::Ok().json(render(cal, &event, &req)?))
+    Ok(HttpResponse::Ok().json(Shown::from_request(&req)?.render(cal, &event)))
 }
 
 pub async fn patch(
@@ -106,6 +132,7 @@ async fn modify(
     let caller = authorize(&shared, &req, method).await?;
     let owner = owner_for(&caller, &calendar_id)?;
     let body = json_object(&body)?;
+    let shown = Shown::from_request(&req)?;
     let now = shared.clock.now();
     let mut world = shared.world.lock();
     let cal = calendar_mut(&mut world, &owner, now);
@@ -123,7 +150,9 @@ async fn modify(
         // An instance keeps its place in the series and cannot carry a rule of its own.
         writable.remove("recurrence");
     }
-    let parts = write::parse(&writable, &owner)?;
+    let mut parts = write::parse(&writable, &owner)?;
+    write::keep_event_type(existing.event_type(), &mut parts)?;
+    write::check_event_type(&parts, cal.primary, false)?;
     let mut event = existing.clone();
     let retimed = parts.start != event.start || parts.end != event.end || parts.recurrence != event.recurrence;
     event.status = parts.status;
@@ -134,9 +163,10 @@ async fn modify(
     event.sequence = body.get("sequence").and_then(Value::as_i64).unwrap_or(event.sequence + i64::from(retimed));
     event.seq = cal.bump(now);
     event.updated = now;
-    let rendered = render(cal, &event, &req)?;
+    let rendered = shown.render(cal, &event);
+    let event_type = event.event_type().to_owned();
     cal.events.insert(event.id.clone(), event);
-    crate::push::calendar_changed(&mut world, &shared, &owner);
+    crate::push::calendar_changed(&mut world, &shared, &owner, &event_type);
     Ok(HttpResponse::Ok().json(rendered))
 }
 
@@ -174,7 +204,7 @@ pub async fn delete(
         e.updated = now;
         cal.events.insert(id, e);
     }
-    crate::push::calendar_changed(&mut world, &shared, &owner);
+    crate::push::calendar_changed(&mut world, &shared, &owner, event.event_type());
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -226,19 +256,31 @@ fn check_if_match(req: &HttpRequest, event: &Event) -> Result<()> {
     }
 }
 
-fn render(cal: &Calendar, event: &Event, req: &HttpRequest) -> Result<Value> {
-    let params = Params::parse(req.query_string());
-    let zone = match params.get("timeZone") {
-        Some(z) => Some(
-            z.parse()
-                .map_err(|_| crate::params::invalid(Api::Calendar, "timeZone", "Invalid time zone definition."))?,
-        ),
-        None => None,
-    };
-    let max = params.int(Api::Calendar, "maxAttendees")?.map(|m| m.max(1) as usize);
-    let mut v = event.render(cal, zone, max);
-    if event.is_cancelled() && event.recurring_event_id.is_none() && event.fields.is_empty() {
-        v = event.render_tombstone(cal, zone);
+/// How the request asks for events to be shown (`timeZone`, `maxAttendees`), read before anything
+/// is changed so a bad parameter changes nothing.
+struct Shown {
+    zone: Option<chrono_tz::Tz>,
+    max_attendees: Option<usize>,
+}
+
+impl Shown {
+    fn from_request(req: &HttpRequest) -> Result<Shown> {
+        let params = Params::parse(req.query_string());
+        let zone = match params.get("timeZone") {
+            Some(z) => Some(
+                z.parse()
+                    .map_err(|_| crate::params::invalid(Api::Calendar, "timeZone", "Invalid time zone definition."))?,
+            ),
+            None => None,
+        };
+        let max_attendees = params.int(Api::Calendar, "maxAttendees")?.map(|m| m.max(1) as usize);
+        Ok(Shown { zone, max_attendees })
     }
-    Ok(json!(v))
+
+    fn render(&self, cal: &Calendar, event: &Event) -> Value {
+        if event.is_cancelled() && event.recurring_event_id.is_none() && event.fields.is_empty() {
+            return event.render_tombstone(cal, self.zone);
+        }
+        json!(event.render(cal, self.zone, self.max_attendees))
+    }
 }

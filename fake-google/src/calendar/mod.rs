@@ -40,11 +40,18 @@ async fn not_found() -> actix_web::HttpResponse {
     actix_web::ResponseError::error_response(&GoogleError::calendar_not_found())
 }
 
-/// The owner of the calendar a caller means by `calendar_id`: `primary` or their own address.
-/// Other people's calendars were not shared with anybody here, so they are 404, as at Google.
+/// The calendar a caller means by `calendar_id`: `primary` or their own address (their primary
+/// calendar), or the id of one of their secondary calendars. Other people's calendars were not
+/// shared with anybody here, so they are 404, as at Google.
 pub fn owner_for(caller: &Caller, calendar_id: &str) -> Result<String, GoogleError> {
     let id = calendar_id.to_ascii_lowercase();
-    if id == "primary" || id == caller.user { Ok(caller.user.clone()) } else { Err(GoogleError::calendar_not_found()) }
+    if id == "primary" || id == caller.user {
+        Ok(caller.user.clone())
+    } else if caller.secondary_calendars.contains(&id) {
+        Ok(id)
+    } else {
+        Err(GoogleError::calendar_not_found())
+    }
 }
 
 /// The owner's calendar, created in the domain's time zone on first use.

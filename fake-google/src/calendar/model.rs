@@ -250,7 +250,12 @@ fn html_link(id: &str, owner: &str) -> String {
 
 #[derive(Debug, Clone)]
 pub struct Calendar {
+    /// The calendar's id: its owner's address for a primary calendar, `c_…@group.calendar.google.com`
+    /// for a secondary one.
     pub owner: String,
+    /// A user's own calendar. Status events (out of office, focus time, working location) live
+    /// only there (NOTES §2.8).
+    pub primary: bool,
     pub time_zone: String,
     /// What events.watch returns as `resourceId`: stable for the calendar's life.
     pub resource_id: String,
@@ -265,6 +270,7 @@ impl Calendar {
     pub fn new(owner: &str, time_zone: &str, now: DateTime<Utc>) -> Self {
         Calendar {
             owner: owner.to_owned(),
+            primary: true,
             time_zone: time_zone.to_owned(),
             resource_id: random_resource_id(),
             seq: 0,

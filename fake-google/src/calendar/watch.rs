@@ -1,4 +1,4 @@
-//! events.watch and channels.stop.
+//! events.watch (with events.list's `eventTypes` filter) and channels.stop.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Duration;
@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{calendar_mut, json_object, owner_for};
 use crate::auth::authorize;
 use crate::errors::GoogleError;
+use crate::params::Params;
 use crate::push::{Channel, Outgoing};
 use crate::world::Shared;
 
@@ -47,6 +48,9 @@ pub async fn watch(
 ) -> Result<HttpResponse> {
     let caller = authorize(&shared, &req, "calendar.events.watch").await?;
     let owner = owner_for(&caller, &path)?;
+    // events.watch takes events.list's query parameters; `eventTypes` is the one that changes
+    // which changes notify.
+    let event_types = super::list::event_types(&Params::parse(req.query_string()))?;
     let body = json_object(&body)?;
     let now = shared.clock.now();
 
@@ -122,6 +126,7 @@ pub async fn watch(
             stopped: None,
             last_message: 1,
             messages_queued: 1,
+            event_types,
         };
         let sync = Outgoing::new(&channel, 1, "sync");
         let mut response = json!({

@@ -1,4 +1,12 @@
 //! Validating what clients write into events (insert, update, patch), with Google's messages.
+//!
+//! Event types (NOTES §2.8; Google's calendar-status and event-types guides): out of office,
+//! focus time and working location exist only on primary calendars; out of office and focus
+//! time are timed, opaque, and carry their properties object (even empty); a working location is
+//! public, transparent, carries its `type`, and spans one day if all-day; a birthday is one
+//! all-day day recurring yearly, private and transparent; `fromGmail` events cannot be created.
+//! The type never changes. Where Google's exact wording is known it is used ("An out of office
+//! event must not have a description." is observed); the rest follow its style.
 
 use serde_json::{Map, Value, json};
 
@@ -37,7 +45,9 @@ const WRITABLE: &[&str] = &[
     "hangoutLink",
 ];
 
-const EVENT_TYPES: &[&str] = &["default", "outOfOffice", "focusTime", "workingLocation", "birthday", "fromGmail"];
+pub const EVENT_TYPES: &[&str] = &["default", "outOfOffice", "focusTime", "workingLocation", "birthday", "fromGmail"];
+const AUTO_DECLINE_MODES: &[&str] =
+    &["declineNone", "declineAllConflictingInvitations", "declineOnlyNewConflictingInvitations"];
 
 pub struct Parts {
     pub status: String,
@@ -153,6 +163,141 @@ pub fn parse(body: &Map<String, Value>, owner: &str) -> Result<Parts, GoogleErro
         fields.insert("attendees".into(), normalise_attendees(&attendees, owner)?);
     }
     Ok(Parts { status, fields, start, end, recurrence })
+}
+
+fn type_restriction(message: &str) -> GoogleError {
+    GoogleError::calendar(400, "calendar", "eventTypeRestriction", message)
+}
+
+/// A type's name as Google's messages write it.
+fn type_name(event_type: &str) -> &'static str {
+    match event_type {
+        "outOfOffice" => "out of office",
+        "focusTime" => "focus time",
+        "workingLocation" => "working location",
+        "birthday" => "birthday",
+        "fromGmail" => "Gmail",
+        _ => "default",
+    }
+}
+
+/// The event's type (`default` when unset).
+pub fn event_type_of(fields: &Map<String, Value>) -> &str {
+    fields.get("eventType").and_then(Value::as_str).unwrap_or("default")
+}
+
+/// An update keeps the type the event was created with: unset means unchanged, another one is
+/// refused.
+pub fn keep_event_type(existing: &str, parts: &mut Parts) -> Result<(), GoogleError> {
+    match parts.fields.get("eventType").and_then(Value::as_str) {
+        None if existing != "default" => {
+            parts.fields.insert("eventType".into(), json!(existing));
+            Ok(())
+        }
+        Some(t) if t != existing => Err(type_restriction("The event type cannot be changed.")),
+        _ => Ok(()),
+    }
+}
+
+/// Whether an all-day event covers exactly one day.
+fn one_day(parts: &Parts) -> bool {
+    match (&parts.start, &parts.end) {
+        (When::AllDay(s), When::AllDay(e)) => e.signed_duration_since(*s).num_days() == 1,
+        _ => false,
+    }
+}
+
+/// The rules of the event's type; `creating` for events.insert (an update of a Gmail event
+/// is Google's business, not the fake's).
+pub fn check_event_type(parts: &Parts, primary: bool, creating: bool) -> Result<(), GoogleError> {
+    let event_type = event_type_of(&parts.fields);
+    let fields = &parts.fields;
+    let field = |name: &str| fields.get(name).and_then(Value::as_str);
+    let all_day = parts.start.is_all_day();
+    match event_type {
+        "fromGmail" if creating => Err(type_restriction("Events from Gmail cannot be created through the API.")),
+        "outOfOffice" | "focusTime" | "workingLocation" if !primary => {
+            let name = type_name(event_type);
+            let mut capital = name.to_owned();
+            capital[..1].make_ascii_uppercase();
+            Err(type_restriction(&format!("{capital} events can only be created on the primary calendar.")))
+        }
+        "outOfOffice" | "focusTime" => {
+            let (props_field, article) = if event_type == "outOfOffice" {
+                ("outOfOfficeProperties", "An")
+            } else {
+                ("focusTimeProperties", "A")
+            };
+            let name = type_name(event_type);
+            let props = match fields.get(props_field) {
+                Some(Value::Object(p)) => p,
+                Some(_) => return Err(invalid(&format!("Invalid value for: {props_field}"))),
+                None => return Err(GoogleError::calendar_required(&format!("Missing {props_field}."), None)),
+            };
+            if enum_field(props, "autoDeclineMode", AUTO_DECLINE_MODES).is_err() {
+                return Err(invalid(&format!("Invalid value for: {props_field}.autoDeclineMode")));
+            }
+            if event_type == "focusTime" && enum_field(props, "chatStatus", &["available", "doNotDisturb"]).is_err() {
+                return Err(invalid("Invalid value for: focusTimeProperties.chatStatus"));
+            }
+            if all_day {
+                return Err(invalid(&format!("{article} {name} event cannot be an all-day event.")));
+            }
+            if field("transparency") == Some("transparent") {
+                return Err(invalid(&format!("{article} {name} event must be opaque.")));
+            }
+            if event_type == "outOfOffice" {
+                if field("description").is_some_and(|d| !d.is_empty()) {
+                    return Err(invalid("An out of office event must not have a description."));
+                }
+                if fields.get("attendees").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+                    return Err(invalid("An out of office event cannot have attendees."));
+                }
+            }
+            Ok(())
+        }
+        "workingLocation" => {
+            let props = fields.get("workingLocationProperties").and_then(Value::as_object);
+            match props.and_then(|p| p.get("type")).and_then(Value::as_str) {
+                Some("homeOffice" | "officeLocation" | "customLocation") => {}
+                Some(_) => return Err(invalid("Invalid value for: workingLocationProperties.type")),
+                None => {
+                    return Err(GoogleError::calendar_required("Missing workingLocationProperties.type.", None));
+                }
+            }
+            if field("visibility") != Some("public") {
+                return Err(invalid("A working location event must be public."));
+            }
+            if field("transparency") != Some("transparent") {
+                return Err(invalid("A working location event must be transparent."));
+            }
+            if all_day && !one_day(parts) {
+                return Err(invalid("An all-day working location event must span exactly one day."));
+            }
+            Ok(())
+        }
+        "birthday" if creating => {
+            if !one_day(parts) {
+                return Err(invalid("A birthday event must be an all-day event spanning exactly one day."));
+            }
+            let yearly = parts.recurrence.len() == 1
+                && parts.recurrence[0].to_ascii_uppercase().starts_with("RRULE:FREQ=YEARLY");
+            if !yearly {
+                return Err(invalid("A birthday event must recur yearly."));
+            }
+            if field("visibility") != Some("private") {
+                return Err(invalid("A birthday event must be private."));
+            }
+            if field("transparency") != Some("transparent") {
+                return Err(invalid("A birthday event must be transparent."));
+            }
+            match fields.get("birthdayProperties").and_then(|p| p.get("type")).and_then(Value::as_str) {
+                None | Some("birthday") => Ok(()),
+                Some(_) => Err(type_restriction("Only birthday events of type 'birthday' can be created.")),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Attendees need an email and a known response; the calendar's owner is marked `self`, and
