@@ -64,7 +64,7 @@ pub struct BookState {
     pub last_poll_at: Option<DateTime<Utc>>,
     pub last_full_sync_at: Option<DateTime<Utc>>,
     pub entries: usize,
-    pub last_error: Option<crate::store::SyncFailure>,
+    pub last_error: Option<super::records::SyncFailure>,
 }
 
 /// A change a People listing brings.

@@ -8,6 +8,8 @@ pub mod event;
 pub mod key;
 pub mod key_file;
 pub mod phone;
+pub mod presence;
+pub mod records;
 pub mod tenant;
 pub mod user;
 

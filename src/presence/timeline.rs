@@ -18,11 +18,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::matcher::{Summary, Trigger};
 use super::recurrence;
 use crate::model::event::{EventTime, NEVER_SWITCHING_EVENT_TYPES, StoredEvent};
+pub use crate::model::presence::{Cause, State};
 use crate::model::user::{Profile, STATUS_EVENT_TYPES, StatusEvents};
 
 /// The profiles of a user, prepared for matching; index 0 has the highest priority.
@@ -74,16 +75,6 @@ impl Profiles {
         let s = Summary::new(summary);
         self.triggers.iter().enumerate().find_map(|(i, ts)| ts.iter().find(|t| t.matches(&s)).map(|t| (i, t)))
     }
-}
-
-/// Why a profile is active: the event, its Google `eventType` unless `default`, and the trigger
-/// that matched its summary (none for a status event the user's mapping switches).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cause {
-    pub event_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_type: Option<String>,
-    pub trigger: Option<String>,
 }
 
 /// One event's claim on a profile.
@@ -217,25 +208,6 @@ pub fn segments(intervals: &[Interval]) -> Vec<Segment> {
         }
     }
     out
-}
-
-/// What the phone system is told: the whole state at a moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
-    pub profile: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub cause: Option<Cause>,
-}
-
-impl State {
-    /// Whether telling the phone system `other` after `self` would say nothing new: the same
-    /// profile, and for a profile the same end. Another event of the same profile taking over
-    /// (a new `cause`) is no switch; for the default profile the next start (`until`) is not
-    /// news either, or every edit of a future event would send a message.
-    pub fn same_as(&self, other: &State) -> bool {
-        self.profile == other.profile && (self.profile.is_none() || self.until == other.until)
-    }
 }
 
 /// A user's timeline over a window.

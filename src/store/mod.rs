@@ -11,13 +11,15 @@ pub mod sled_store;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::model::access::{AuditEntry, TokenRecord};
 use crate::model::event::StoredEvent;
-use crate::model::key_file::KeyInfo;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
+
+pub use crate::model::records::{
+    CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, StoredCredentials, SyncFailure,
+};
 
 /// The layout version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -40,94 +42,6 @@ pub enum StoreError {
     /// write was refused, so nothing is left behind for a deleted user.
     #[error("the user was deleted meanwhile")]
     Gone,
-}
-
-/// A tenant's service-account key: its public facts and the sealed key file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredCredentials {
-    pub info: KeyInfo,
-    /// The key file, sealed under the master key (base64).
-    pub sealed: String,
-    pub uploaded_at: DateTime<Utc>,
-}
-
-/// Sync state of one user's primary calendar.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct CalendarState {
-    /// Google's cursor; written only together with the changes it covers.
-    pub sync_token: Option<String>,
-    /// The calendar's own time zone, as `events.list` reports it.
-    pub time_zone: Option<String>,
-    pub last_sync_at: Option<DateTime<Utc>>,
-    pub last_full_sync_at: Option<DateTime<Utc>>,
-    pub events: usize,
-    pub last_error: Option<SyncFailure>,
-    /// Failures since the last success (drives the backoff).
-    pub failures: u32,
-    /// The `eventTypes` the sync token's chain was started with; none if synced by a gwsync that
-    /// did not send them (every type). A calendar synced with another set is synced in full.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_types: Option<Vec<String>>,
-}
-
-/// Why the last attempt failed, and what a Workspace admin can do about it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SyncFailure {
-    pub code: String,
-    pub message: String,
-    pub hint: String,
-    pub at: DateTime<Utc>,
-    /// When gwsync tries again (none: not until the user or tenant changes).
-    pub retry_at: Option<DateTime<Utc>>,
-}
-
-/// One change of a sync result.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EventChange {
-    Upsert(Box<StoredEvent>),
-    /// Remove the event (and, for a series, its exceptions).
-    Delete(String),
-}
-
-/// A push channel gwsync created (or is creating) on a user's calendar.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ChannelRecord {
-    pub id: String,
-    /// SHA-256 (hex) of the channel token: enough to verify notifications, useless to forge them.
-    pub token_digest: String,
-    pub tenant: String,
-    pub user: String,
-    /// Known once Google answered the watch call.
-    pub resource_id: Option<String>,
-    pub expiration: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    /// Its user or tenant is gone (or it was replaced) but stopping it at Google failed: the
-    /// keeper retries until it is stopped or expires. Its notifications are ignored.
-    #[serde(default)]
-    pub orphaned: bool,
-}
-
-/// What gwsync last told the phone system about a user, and the last sequence number used.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct PresenceRecord {
-    pub sequence: u64,
-    pub last: Option<crate::presence::timeline::State>,
-}
-
-/// A profile switch waiting to be delivered (or retried).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OutboxMessage {
-    pub tenant: String,
-    pub user: String,
-    pub sequence: u64,
-    /// `webhook-id`: the same on every attempt.
-    pub id: String,
-    /// The exact JSON that is signed and sent.
-    pub body: String,
-    pub created_at: DateTime<Utc>,
-    pub attempts: u32,
-    pub next_attempt_at: DateTime<Utc>,
-    pub last_error: Option<String>,
 }
 
 pub trait Store: Send + Sync {
