@@ -13,6 +13,7 @@
 //! - `presence` — trigger words, recurrence, each user's timeline, and the signed outbox to the
 //!   phone system
 //! - `contacts` — the contacts poller, the phonebook index, caller-ID lookup and exports
+//! - `admin` — what the admin API's writes set in motion (the service layer under `http`)
 //! - `app` — the state handlers and workers share
 //! - `access` — roles, API tokens per tenant and role, who may call which route, the audit log
 //! - `http` — Google's webhook, the admin API, the phonebook, health and metrics
@@ -25,6 +26,7 @@
 //! - `logging` — log setup
 
 pub mod access;
+pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod client;

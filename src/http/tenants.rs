@@ -11,7 +11,7 @@ use crate::app::{AppState, credentials_context, webhook_secret_context};
 use crate::contacts::Contacts;
 use crate::model::key_file::{self, MAX_KEY_FILE_BYTES};
 use crate::model::tenant::{StoredPhoneSystem, TenantRecord, TenantSpec, validate_tenant_id};
-use crate::store::{self, StoredCredentials};
+use crate::store::StoredCredentials;
 use crate::sync::SyncService;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -161,15 +161,7 @@ async fn put(
         export_token_digest: previous.as_ref().and_then(|p| p.export_token_digest.clone()),
         status_events,
     };
-    state.store.put_tenant(&record)?;
-    store::flush(&state.store).await?;
-    tracing::info!(tenant = %id, domain = %record.domain, created = previous.is_none(), "tenant saved");
-    // A phone system added or moved to another URL knows nothing yet: tell it everybody's
-    // current state.
-    let old_url = previous.as_ref().and_then(|p| p.phone_system.as_ref()).map(|p| p.url.clone());
-    let new_url = record.phone_system.as_ref().map(|p| p.url.clone());
-    sync.presence.recompute_tenant_off_thread(&id, new_url.is_some() && old_url != new_url).await?;
-    contacts.poll_soon(&id);
+    crate::admin::tenant_saved(&state, &sync, &contacts, &record, previous.as_ref()).await?;
     let mut body = view(&state, &record)?;
     body["status"] = status(&sync, &record);
     Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
@@ -214,15 +206,7 @@ async fn put_credentials(
         sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
         uploaded_at: state.clock.now(),
     };
-    state.store.put_credentials(&t.id, &stored)?;
-    store::flush(&state.store).await?;
-    state.forget_tenant(&t.id);
-    sync.tenant_auth.forget(&t.id);
-    tracing::info!(tenant = %t.id, client_email = %info.client_email, client_id = %info.client_id, "service-account key stored");
-    // Users that waited for a key (or failed with the old one) are synced now.
-    for u in state.store.users(&t.id)? {
-        sync.user_saved(&t.id, &u.email);
-    }
+    crate::admin::credentials_saved(&state, &sync, &t.id, &stored).await?;
     Ok(HttpResponse::Ok().json(json!({
         "client_email": info.client_email,
         "client_id": info.client_id,

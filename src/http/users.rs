@@ -10,7 +10,6 @@ use crate::app::AppState;
 use crate::model::CalendarKey;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::{EffectiveStatusEvents, STATUS_EVENT_TYPES, UserRecord, UserSpec, validate_email};
-use crate::store;
 use crate::sync::SyncService;
 use crate::sync::channels::is_live;
 
@@ -144,14 +143,7 @@ async fn put(
         created_at: previous.as_ref().map(|p| p.created_at).unwrap_or(now),
         updated_at: now,
     };
-    state.store.put_user(&record)?;
-    store::flush(&state.store).await?;
-    tracing::info!(tenant = %t.id, user = %email, created = previous.is_none(), "user saved");
-    // A new user gets a channel and a full sync; a changed one is retried at once if it was
-    // failing (the admin may have fixed the alias).
-    sync.user_saved(&t.id, &email);
-    // New profiles or triggers change the timeline at once, without waiting for Google.
-    sync.presence.recompute_off_thread(&CalendarKey::new(&t.id, &email)).await?;
+    crate::admin::user_saved(&state, &sync, &record, previous.is_none()).await?;
     Ok(if previous.is_none() {
         HttpResponse::Created().json(view(&record))
     } else {
