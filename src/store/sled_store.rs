@@ -9,16 +9,26 @@
 //! (`tenant \0 book` → its sync state) and `contacts` (`tenant \0 book \0 resource name` →
 //! a phonebook entry). Values are JSON: small, readable with any sled tool, and
 //! versioned by the schema number in `meta`.
+//!
+//! The `channels` tree is mirrored in memory as what verifying a notification needs
+//! (`channel_auth`): the webhook answers from it without a read or a JSON decode. It is loaded
+//! at open and changed only by `put_channel`/`delete_channel`, after their write and under one
+//! lock, so it never differs from the tree (nothing else writes `channels`: deleting a user or
+//! tenant leaves their channels to be retired or stopped through those two methods).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 
 use super::{
-    CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store, StoreError,
-    StoredCredentials,
+    CalendarState, ChannelAuth, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store,
+    StoreError, StoredCredentials,
 };
 use crate::contacts::model::{BookState, Change, Contact};
 use crate::model::event::StoredEvent;
@@ -39,6 +49,10 @@ pub struct SledStore {
     outbox: sled::Tree,
     contact_books: sled::Tree,
     contacts: sled::Tree,
+    /// Channel id → what verifying its notifications needs (`None`: its record is damaged).
+    channel_index: RwLock<HashMap<String, Option<Arc<ChannelAuth>>>>,
+    /// Held across a channel write and its index update, so both change in the same order.
+    channel_writes: Mutex<()>,
 }
 
 type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<()>>;
@@ -109,6 +123,21 @@ impl SledStore {
                 }
             }
         }
+        let channels = db.open_tree("channels")?;
+        let mut index = HashMap::new();
+        for kv in channels.iter() {
+            let (k, v) = kv?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let auth = match decode::<ChannelRecord>(&v) {
+                Ok(c) => Some(Arc::new(ChannelAuth::of(&c))),
+                Err(e) => {
+                    // Kept as damaged: its notifications get 503, as a read of it would.
+                    tracing::error!(channel = %id, error = %e, "a stored channel is damaged");
+                    None
+                }
+            };
+            index.insert(id, auth);
+        }
         Ok(SledStore {
             tenants: db.open_tree("tenants")?,
             credentials: db.open_tree("credentials")?,
@@ -116,7 +145,9 @@ impl SledStore {
             calendars: db.open_tree("calendars")?,
             events: db.open_tree("events")?,
             dirty: db.open_tree("dirty")?,
-            channels: db.open_tree("channels")?,
+            channels,
+            channel_index: RwLock::new(index),
+            channel_writes: Mutex::new(()),
             user_channels: db.open_tree("user_channels")?,
             presence: db.open_tree("presence")?,
             outbox: db.open_tree("outbox")?,
@@ -334,13 +365,24 @@ impl Store for SledStore {
     fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
         let value = encode(channel)?;
         let index = event_key(&channel.tenant, &channel.user, &channel.id);
+        let _writes = self.channel_writes.lock();
         (&self.channels, &self.user_channels)
             .transaction(|(channels, user_channels)| -> TxResult<()> {
                 channels.insert(channel.id.as_bytes(), value.as_slice())?;
                 user_channels.insert(index.as_slice(), &[] as &[u8])?;
                 Ok(())
             })
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        self.channel_index.write().insert(channel.id.clone(), Some(Arc::new(ChannelAuth::of(channel))));
+        Ok(())
+    }
+
+    fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
+        match self.channel_index.read().get(id) {
+            None => Ok(None),
+            Some(Some(auth)) => Ok(Some(auth.clone())),
+            Some(None) => Err(StoreError::Corrupt(format!("channel {id}"))),
+        }
     }
 
     fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
@@ -365,6 +407,7 @@ impl Store for SledStore {
     }
 
     fn delete_channel(&self, id: &str) -> Result<(), StoreError> {
+        let _writes = self.channel_writes.lock();
         let Some(channel) = self.channel(id)? else { return Ok(()) };
         let index = event_key(&channel.tenant, &channel.user, &channel.id);
         (&self.channels, &self.user_channels)
@@ -373,7 +416,9 @@ impl Store for SledStore {
                 user_channels.remove(index.as_slice())?;
                 Ok(())
             })
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        self.channel_index.write().remove(id);
+        Ok(())
     }
 
     fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError> {
@@ -638,6 +683,47 @@ mod tests {
         assert_eq!(s.contacts("acme").unwrap().len(), 1, "their own contacts go, the directory stays");
         assert!(s.delete_tenant("acme").unwrap());
         assert!(s.contacts("acme").unwrap().is_empty() && s.contact_books("acme").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_channel_index_follows_every_channel_write_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ChannelRecord {
+            id: "ch-1".into(),
+            token_digest: crate::sync::channels::hex(&crate::app::sha256(b"secret")),
+            tenant: "acme".into(),
+            user: "a@x".into(),
+            resource_id: None,
+            expiration: None,
+            created_at: Utc::now(),
+            orphaned: false,
+        };
+        {
+            let s = SledStore::open(dir.path(), 8).unwrap();
+            assert_eq!(s.channel_auth("ch-1").unwrap(), None);
+            s.put_channel(&c).unwrap();
+            let auth = s.channel_auth("ch-1").unwrap().unwrap();
+            assert_eq!(auth.token_digest, Some(crate::app::sha256(b"secret")));
+            assert_eq!((auth.tenant.as_str(), auth.user.as_str(), auth.resource_id.as_deref()), ("acme", "a@x", None));
+            c.resource_id = Some("res-1".into());
+            c.orphaned = true;
+            s.put_channel(&c).unwrap();
+            let auth = s.channel_auth("ch-1").unwrap().unwrap();
+            assert!(auth.orphaned && auth.resource_id.as_deref() == Some("res-1"), "an update replaces the entry");
+            let mut other = c.clone();
+            other.id = "ch-2".into();
+            s.put_channel(&other).unwrap();
+            s.delete_channel("ch-2").unwrap();
+            assert_eq!(s.channel_auth("ch-2").unwrap(), None, "a deleted channel is unknown at once");
+            s.flush_blocking().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 8).unwrap();
+        assert_eq!(s.channel_auth("ch-1").unwrap(), Some(Arc::new(ChannelAuth::of(&c))), "loaded at open");
+        assert_eq!(s.channel_auth("ch-2").unwrap(), None);
+        s.channels.insert("ch-3", &b"{not json"[..]).unwrap();
+        drop(s);
+        let s = SledStore::open(dir.path(), 8).unwrap();
+        assert!(matches!(s.channel_auth("ch-3"), Err(StoreError::Corrupt(_))), "damaged, not unknown");
     }
 
     #[test]
