@@ -196,9 +196,10 @@ pub trait Store: Send + Sync {
 
     fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
     fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
-    /// What verifying a notification on channel `id` needs. Backends serving one process keep
+    /// What verifying a notification on channel `id` needs. A backend serving one process keeps
     /// it in memory in step with `put_channel`/`delete_channel`, so the webhook reads and
-    /// decodes nothing per notification; this default reads the record.
+    /// decodes nothing per notification; this default reads the record (as a backend shared by
+    /// replicas must: another replica may have created the channel).
     fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
         Ok(self.channel(id)?.map(|c| Arc::new(ChannelAuth::of(&c))))
     }
