@@ -107,14 +107,15 @@ impl SyncService {
     /// A verified notification for a user's calendar; returns once the need to sync is durable.
     pub async fn notified(&self, key: &CalendarKey) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let mut last = self.last_notification.lock();
-        match last.get_mut(key) {
-            Some(at) => *at = now,
-            None => {
-                last.insert(key.clone(), now);
+        {
+            let mut last = self.last_notification.lock();
+            match last.get_mut(key) {
+                Some(at) => *at = now,
+                None => {
+                    last.insert(key.clone(), now);
+                }
             }
         }
-        drop(last);
         self.queue.notify(key).await?;
         self.app.metrics.dirty_calendars.set(self.queue.pending() as i64);
         Ok(())
