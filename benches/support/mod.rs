@@ -38,6 +38,11 @@ pub struct Channel {
 
 impl Bench {
     pub async fn start(users: usize) -> Bench {
+        Self::start_with(users, |_| {}).await
+    }
+
+    /// Like `start`, with gwsync's configuration changed by `tweak`.
+    pub async fn start_with(users: usize, tweak: impl FnOnce(&mut Config)) -> Bench {
         let fake = FakeGoogle::start().await.expect("fake");
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         let base = fake.base_url();
@@ -65,7 +70,7 @@ impl Bench {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Config {
+        let mut config = Config {
             listen: addr,
             public_url: Some(format!("http://{addr}").parse().expect("url")),
             data_dir: dir.path().to_path_buf(),
@@ -77,6 +82,7 @@ impl Bench {
             outbound_allow: "127.0.0.0/8".into(),
             ..Config::default()
         };
+        tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(gwsync::serve(config, listener, async move {
             let _ = rx.await;

@@ -73,6 +73,42 @@ pub struct ChannelRecord {
     pub orphaned: bool,
 }
 
+/// What verifying a notification needs of a channel: the webhook's whole view of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelAuth {
+    /// SHA-256 of the channel token; `None` if the stored digest is damaged (nothing matches).
+    pub token_digest: Option<[u8; 32]>,
+    pub resource_id: Option<String>,
+    pub tenant: String,
+    pub user: String,
+    pub orphaned: bool,
+}
+
+impl ChannelAuth {
+    pub fn of(channel: &ChannelRecord) -> Self {
+        ChannelAuth {
+            token_digest: digest_from_hex(&channel.token_digest),
+            resource_id: channel.resource_id.clone(),
+            tenant: channel.tenant.clone(),
+            user: channel.user.clone(),
+            orphaned: channel.orphaned,
+        }
+    }
+}
+
+fn digest_from_hex(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
 /// What gwsync last told the phone system about a user, and the last sequence number used.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PresenceRecord {

@@ -18,7 +18,8 @@ use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
 
 pub use crate::model::records::{
-    CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, StoredCredentials, SyncFailure,
+    CalendarState, ChannelAuth, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, StoredCredentials,
+    SyncFailure,
 };
 
 /// The layout version this build reads and writes.
@@ -95,6 +96,13 @@ pub trait Store: Send + Sync {
     /// with the write, so a deletion and a registration racing leave no live channel behind).
     fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
     fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
+    /// What verifying a notification on channel `id` needs. A backend serving one process keeps
+    /// it in memory in step with `put_channel`/`delete_channel`, so the webhook reads and
+    /// decodes nothing per notification; this default reads the record (as a backend shared by
+    /// replicas must: another replica may have created the channel).
+    fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
+        Ok(self.channel(id)?.map(|c| Arc::new(ChannelAuth::of(&c))))
+    }
     fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
     /// The channels of one user's calendar (usually one; two while a renewal overlaps).
     fn channels_of(&self, tenant: &str, user: &str) -> Result<Vec<ChannelRecord>, StoreError>;

@@ -11,16 +11,26 @@
 //! `token_digests` (digest hex → id), `audit` (entry id, u64 BE → JSON) with its index
 //! `audit_tenants` (`tenant \0 id` → nothing). Values are JSON: small, readable with any sled tool, and
 //! versioned by the schema number in `meta`.
+//!
+//! The `channels` tree is mirrored in memory as what verifying a notification needs
+//! (`channel_auth`): the webhook answers from it without a read or a JSON decode. It is loaded
+//! at open and changed only by `put_channel`/`delete_channel`, after their write and under one
+//! lock, so it never differs from the tree (nothing else writes `channels`: deleting a user or
+//! tenant leaves their channels to be retired or stopped through those two methods).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 
 use super::{
-    CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store, StoreError,
-    StoredCredentials,
+    CalendarState, ChannelAuth, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store,
+    StoreError, StoredCredentials,
 };
 use crate::model::access::{AuditEntry, TokenRecord};
 use crate::model::contact::{BookState, Change, Contact};
@@ -46,6 +56,10 @@ pub struct SledStore {
     token_digests: sled::Tree,
     audit: sled::Tree,
     audit_tenants: sled::Tree,
+    /// Channel id → what verifying its notifications needs (`None`: its record is damaged).
+    channel_index: RwLock<HashMap<String, Option<Arc<ChannelAuth>>>>,
+    /// Held across a channel write and its index update, so both change in the same order.
+    channel_writes: Mutex<()>,
 }
 
 /// Why a transaction gave up.
@@ -158,6 +172,21 @@ impl SledStore {
                 }
             }
         }
+        let channels = db.open_tree("channels")?;
+        let mut index = HashMap::new();
+        for kv in channels.iter() {
+            let (k, v) = kv?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let auth = match decode::<ChannelRecord>(&v) {
+                Ok(c) => Some(Arc::new(ChannelAuth::of(&c))),
+                Err(e) => {
+                    // Kept as damaged: its notifications get 503, as a read of it would.
+                    tracing::error!(channel = %id, error = %e, "a stored channel is damaged");
+                    None
+                }
+            };
+            index.insert(id, auth);
+        }
         Ok(SledStore {
             tenants: db.open_tree("tenants")?,
             credentials: db.open_tree("credentials")?,
@@ -165,7 +194,9 @@ impl SledStore {
             calendars: db.open_tree("calendars")?,
             events: db.open_tree("events")?,
             dirty: db.open_tree("dirty")?,
-            channels: db.open_tree("channels")?,
+            channels,
+            channel_index: RwLock::new(index),
+            channel_writes: Mutex::new(()),
             user_channels: db.open_tree("user_channels")?,
             presence: db.open_tree("presence")?,
             outbox: db.open_tree("outbox")?,
@@ -177,6 +208,24 @@ impl SledStore {
             audit_tenants: db.open_tree("audit_tenants")?,
             db,
         })
+    }
+}
+
+impl SledStore {
+    /// Brings the channel index in step with the records behind `index_keys` (`user_channels`
+    /// keys) after a deletion orphaned them. The caller holds `channel_writes`.
+    fn reindex_channels(&self, index_keys: &[sled::IVec]) -> Result<(), StoreError> {
+        let mut index = self.channel_index.write();
+        for k in index_keys {
+            let id = channel_id_of(k);
+            let record = self.channels.get(id)?;
+            let id = String::from_utf8_lossy(id).into_owned();
+            match record {
+                Some(v) => index.insert(id, decode::<ChannelRecord>(&v).ok().map(|c| Arc::new(ChannelAuth::of(&c)))),
+                None => index.remove(&id),
+            };
+        }
+        Ok(())
     }
 }
 
@@ -209,6 +258,7 @@ impl Store for SledStore {
             .map(keys)
             .collect::<Result<Vec<_>, _>>()?;
         let channel_keys = keys(&self.user_channels)?;
+        let writes = self.channel_writes.lock();
         let existed = (
             &self.tenants,
             &self.users,
@@ -232,6 +282,8 @@ impl Store for SledStore {
                 Ok(existed)
             })
             .map_err(tx_error)?;
+        self.reindex_channels(&channel_keys)?;
+        drop(writes);
         // The phonebook can hold 100,000 entries: removed after the transaction. Nothing reads a
         // deleted tenant's entries, and a re-created tenant's first (full) sync replaces them.
         for k in keys(&self.contacts)?.into_iter().chain(keys(&self.contact_books)?) {
@@ -278,6 +330,7 @@ impl Store for SledStore {
         let event_keys: Vec<sled::IVec> = self.events.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
         let outbox_keys: Vec<sled::IVec> = self.outbox.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
         let channel_keys: Vec<sled::IVec> = self.user_channels.scan_prefix(&prefix).keys().collect::<Result<_, _>>()?;
+        let writes = self.channel_writes.lock();
         let existed =
             (&self.users, &self.calendars, &self.events, &self.dirty, &self.presence, &self.outbox, &self.channels)
                 .transaction(|(users, calendars, events, dirty, presence, outbox, channels)| -> TxResult<bool> {
@@ -297,6 +350,8 @@ impl Store for SledStore {
                     Ok(existed)
                 })
                 .map_err(tx_error)?;
+        self.reindex_channels(&channel_keys)?;
+        drop(writes);
         self.delete_contact_book(tenant, &crate::model::contact::personal_book(email))?;
         Ok(existed)
     }
@@ -419,6 +474,7 @@ impl Store for SledStore {
         let value = encode(channel)?;
         let index = event_key(&channel.tenant, &channel.user, &channel.id);
         let owner = user_key(&channel.tenant, &channel.user);
+        let _writes = self.channel_writes.lock();
         (&self.users, &self.channels, &self.user_channels)
             .transaction(|(users, channels, user_channels)| -> TxResult<()> {
                 if !channel.orphaned && users.get(owner.as_slice())?.is_none() {
@@ -428,7 +484,17 @@ impl Store for SledStore {
                 user_channels.insert(index.as_slice(), &[] as &[u8])?;
                 Ok(())
             })
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        self.channel_index.write().insert(channel.id.clone(), Some(Arc::new(ChannelAuth::of(channel))));
+        Ok(())
+    }
+
+    fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
+        match self.channel_index.read().get(id) {
+            None => Ok(None),
+            Some(Some(auth)) => Ok(Some(auth.clone())),
+            Some(None) => Err(StoreError::Corrupt(format!("channel {id}"))),
+        }
     }
 
     fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
@@ -453,6 +519,7 @@ impl Store for SledStore {
     }
 
     fn delete_channel(&self, id: &str) -> Result<(), StoreError> {
+        let _writes = self.channel_writes.lock();
         let Some(channel) = self.channel(id)? else { return Ok(()) };
         let index = event_key(&channel.tenant, &channel.user, &channel.id);
         (&self.channels, &self.user_channels)
@@ -461,7 +528,9 @@ impl Store for SledStore {
                 user_channels.remove(index.as_slice())?;
                 Ok(())
             })
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        self.channel_index.write().remove(id);
+        Ok(())
     }
 
     fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError> {
@@ -921,6 +990,7 @@ mod tests {
         s.put_channel(&channel).unwrap();
         assert!(s.delete_user("acme", "a@x").unwrap());
         assert!(s.channel("ch1").unwrap().unwrap().orphaned, "left for the keeper to stop");
+        assert!(s.channel_auth("ch1").unwrap().unwrap().orphaned, "the webhook's index says so too");
         assert!(matches!(s.put_channel(&channel), Err(StoreError::Gone)), "no live channel for a deleted user");
         assert!(matches!(s.enqueue_message(&PresenceRecord::default(), &message("a@x", 9)), Err(StoreError::Gone)));
         assert!(matches!(s.put_calendar_state("acme", "a@x", &CalendarState::default()), Err(StoreError::Gone)));
@@ -949,6 +1019,48 @@ mod tests {
         assert_eq!(s.credential_tenants().unwrap(), ["acme"]);
         s.delete_credentials("acme").unwrap();
         assert!(s.credentials("acme").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_channel_index_follows_every_channel_write_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ChannelRecord {
+            id: "ch-1".into(),
+            token_digest: crate::sync::channels::hex(&crate::app::sha256(b"secret")),
+            tenant: "acme".into(),
+            user: "a@x".into(),
+            resource_id: None,
+            expiration: None,
+            created_at: Utc::now(),
+            orphaned: false,
+        };
+        {
+            let s = SledStore::open(dir.path(), 8).unwrap();
+            s.put_user(&user("acme", "a@x")).unwrap();
+            assert_eq!(s.channel_auth("ch-1").unwrap(), None);
+            s.put_channel(&c).unwrap();
+            let auth = s.channel_auth("ch-1").unwrap().unwrap();
+            assert_eq!(auth.token_digest, Some(crate::app::sha256(b"secret")));
+            assert_eq!((auth.tenant.as_str(), auth.user.as_str(), auth.resource_id.as_deref()), ("acme", "a@x", None));
+            c.resource_id = Some("res-1".into());
+            c.orphaned = true;
+            s.put_channel(&c).unwrap();
+            let auth = s.channel_auth("ch-1").unwrap().unwrap();
+            assert!(auth.orphaned && auth.resource_id.as_deref() == Some("res-1"), "an update replaces the entry");
+            let mut other = c.clone();
+            other.id = "ch-2".into();
+            s.put_channel(&other).unwrap();
+            s.delete_channel("ch-2").unwrap();
+            assert_eq!(s.channel_auth("ch-2").unwrap(), None, "a deleted channel is unknown at once");
+            s.flush_blocking().unwrap();
+        }
+        let s = SledStore::open(dir.path(), 8).unwrap();
+        assert_eq!(s.channel_auth("ch-1").unwrap(), Some(Arc::new(ChannelAuth::of(&c))), "loaded at open");
+        assert_eq!(s.channel_auth("ch-2").unwrap(), None);
+        s.channels.insert("ch-3", &b"{not json"[..]).unwrap();
+        drop(s);
+        let s = SledStore::open(dir.path(), 8).unwrap();
+        assert!(matches!(s.channel_auth("ch-3"), Err(StoreError::Corrupt(_))), "damaged, not unknown");
     }
 
     #[test]

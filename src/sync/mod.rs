@@ -137,7 +137,16 @@ impl SyncService {
 
     /// A verified notification for a user's calendar; returns once the need to sync is durable.
     pub async fn notified(&self, key: &CalendarKey) -> Result<(), StoreError> {
-        self.last_notification.lock().insert(key.clone(), self.clock.now());
+        let now = self.clock.now();
+        {
+            let mut last = self.last_notification.lock();
+            match last.get_mut(key) {
+                Some(at) => *at = now,
+                None => {
+                    last.insert(key.clone(), now);
+                }
+            }
+        }
         self.queue.notify(key).await?;
         self.app.metrics.dirty_calendars.set(self.queue.pending() as i64);
         Ok(())

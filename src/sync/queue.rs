@@ -233,10 +233,14 @@ impl SyncQueue {
                 }
                 Some(e) => {
                     e.since.get_or_insert(now);
-                    match &mut e.phase {
-                        Phase::Running { again } => *again = true,
-                        Phase::Queued | Phase::Delayed if e.marked => return Ok(()),
-                        Phase::Queued | Phase::Delayed => {}
+                    if let Phase::Running { again } = &mut e.phase {
+                        *again = true;
+                    }
+                    // A durable mark that is still held covers this notification too: it is
+                    // cleared only by the end of a sync that starts after now (a running one
+                    // was just told to run again).
+                    if e.marked {
+                        return Ok(());
                     }
                 }
             }
