@@ -114,6 +114,10 @@ fn digest_from_hex(hex: &str) -> Option<[u8; 32]> {
 pub struct PresenceRecord {
     pub sequence: u64,
     pub last: Option<super::presence::State>,
+    /// The phone-system URL `last` was queued for; none from a gwsync before it was kept. A
+    /// receiver at another URL was never told anything.
+    #[serde(default)]
+    pub receiver: Option<String>,
 }
 
 /// A profile switch waiting to be delivered (or retried).

@@ -117,12 +117,20 @@ impl Presence {
     pub fn recompute_tenant(&self, tenant: &str, new_receiver: bool) -> Result<(), StoreError> {
         let store = &self.app.store;
         for u in store.users(tenant)? {
-            if new_receiver && let Some(mut record) = store.presence_record(tenant, &u.email)? {
-                // Keep the sequence: it must keep rising for the receiver.
-                record.last = None;
+            let key = CalendarKey::new(tenant, &u.email);
+            // Under the user's lock: a sync reconciling the same user meanwhile either told the
+            // new receiver already (its record names the URL) or comes after this.
+            let _user = self.user_lock(&key);
+            if new_receiver
+                && let Some(mut record) = store.presence_record(tenant, &u.email)?
+                && record.receiver.is_none()
+            {
+                // Told before gwsync kept the URL: to whom is unknown, so the new receiver is
+                // told. The sequence stays: it must keep rising.
+                record.receiver = Some(String::new());
                 store.put_presence_record(tenant, &u.email, &record)?;
             }
-            self.recompute(&CalendarKey::new(tenant, &u.email))?;
+            self.recompute_locked(&key)?;
         }
         Ok(())
     }
@@ -231,13 +239,14 @@ impl Presence {
     fn reconcile(&self, key: &CalendarKey, timeline: &Timeline, now: DateTime<Utc>) -> Result<(), StoreError> {
         let store = &self.app.store;
         let Some(tenant) = store.tenant(&key.tenant)? else { return Ok(()) };
-        if tenant.phone_system.is_none() {
-            return Ok(());
-        }
+        let Some(phone) = tenant.phone_system.as_ref() else { return Ok(()) };
+        let receiver = phone.url.as_str();
         let Some(user) = store.user(&key.tenant, &key.user)? else { return Ok(()) };
         let state = timeline.state_at(now);
         let record = store.presence_record(&key.tenant, &key.user)?.unwrap_or_default();
-        let news = match &record.last {
+        // What this receiver was told (a phone system at another URL knows nothing yet).
+        let told = record.last.as_ref().filter(|_| record.receiver.as_deref().is_none_or(|r| r == receiver));
+        let news = match told {
             Some(last) => !last.same_as(&state),
             // A phone system assumes the default profile for someone it was never told about.
             None => state.profile.is_some(),
@@ -268,7 +277,8 @@ impl Presence {
             next_attempt_at: now,
             last_error: None,
         };
-        match store.enqueue_message(&PresenceRecord { sequence, last: Some(state.clone()) }, &message) {
+        let record = PresenceRecord { sequence, last: Some(state.clone()), receiver: Some(receiver.to_owned()) };
+        match store.enqueue_message(&record, &message) {
             Ok(()) => {}
             // Deleted meanwhile: nothing is queued for a deleted user.
             Err(StoreError::Gone) => return Ok(()),

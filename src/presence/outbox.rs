@@ -10,8 +10,10 @@
 //! - **Lanes per tenant.** A tenant's phone system has its own delivery slots
 //!   (`presence.deliveries_per_tenant`); one that hangs holds only those, never another
 //!   tenant's.
-//! - **Breaker per tenant.** After `presence.breaker_threshold` failures in a row the phone
-//!   system is backed off as a whole (5 s doubling to 5 min): one probe at a time until it
+//! - **Breaker per tenant.** After `presence.breaker_threshold` failures since the last
+//!   delivery — attempts it did not answer at all, and distinct users whose messages it refused
+//!   (one user's messages refused again and again are that user's backoff, not an outage) — the
+//!   phone system is backed off as a whole (5 s doubling to 5 min): one probe at a time until it
 //!   answers, then every waiting user goes out. Failing longer than
 //!   `presence.delivery_alert_after` shows as failing in the tenant's status, in metrics and
 //!   in diagnose.
@@ -77,8 +79,13 @@ struct Lane {
     /// Users due now but waiting for a free slot (or for the breaker).
     waiting: VecDeque<CalendarKey>,
     breaker: Breaker,
-    /// Failed attempts in a row, and how often the breaker opened in this run.
-    failures: u32,
+    /// Since the last delivery: attempts that could not reach the phone system (timeouts,
+    /// refused connections), and the users whose messages it answered with an error. Both count
+    /// towards the breaker; one user's messages refused again and again do not (that is the
+    /// user's backoff), so others are not held up by one user's errors.
+    unreachable: u32,
+    refused_users: HashSet<CalendarKey>,
+    /// How often the breaker opened in this run.
     opened: u32,
     failing_since: Option<DateTime<Utc>>,
     last_error: Option<String>,
@@ -92,7 +99,8 @@ impl Default for Lane {
             in_flight: 0,
             waiting: VecDeque::new(),
             breaker: Breaker::Closed,
-            failures: 0,
+            unreachable: 0,
+            refused_users: HashSet::new(),
             opened: 0,
             failing_since: None,
             last_error: None,
@@ -132,8 +140,9 @@ impl Index {
 enum Attempt {
     /// Done with this message: delivered, superseded, or nobody left to tell.
     Done { delivered: bool },
-    /// The phone system failed; try this user again at the given time.
-    Failed { retry_at: DateTime<Utc>, why: String },
+    /// The phone system failed (`unreachable`: no answer at all); try this user again at the
+    /// given time.
+    Failed { retry_at: DateTime<Utc>, why: String, unreachable: bool },
     /// gwsync itself could not (database): retry later without blaming the phone system.
     Later(DateTime<Utc>),
 }
@@ -386,7 +395,8 @@ impl Outbox {
             Attempt::Done { delivered } => {
                 if delivered {
                     lane.last_delivered = Some(now);
-                    lane.failures = 0;
+                    lane.unreachable = 0;
+                    lane.refused_users.clear();
                     lane.opened = 0;
                     lane.failing_since = None;
                     lane.last_error = None;
@@ -402,15 +412,20 @@ impl Outbox {
                     next_due = Some(now);
                 }
             }
-            Attempt::Failed { retry_at, why } => {
-                lane.failures = lane.failures.saturating_add(1);
+            Attempt::Failed { retry_at, why, unreachable } => {
+                if unreachable {
+                    lane.unreachable = lane.unreachable.saturating_add(1);
+                } else {
+                    lane.refused_users.insert(key.clone());
+                }
                 lane.failing_since.get_or_insert(now);
                 lane.last_error = Some(why);
-                if lane.failures >= threshold || lane.breaker == Breaker::HalfOpen {
+                let failures = lane.unreachable.saturating_add(lane.refused_users.len() as u32);
+                if failures >= threshold || lane.breaker == Breaker::HalfOpen {
                     let pause = crate::backoff::delay(lane.opened, BREAKER_MIN, BREAKER_MAX);
                     let until = now + chrono::Duration::from_std(pause).unwrap_or_default();
                     if lane.breaker == Breaker::Closed {
-                        tracing::warn!(tenant = %key.tenant, failures = lane.failures, until = %until, "phone system keeps failing; backing it off as a whole");
+                        tracing::warn!(tenant = %key.tenant, failures, until = %until, "phone system keeps failing; backing it off as a whole");
                     }
                     lane.opened = lane.opened.saturating_add(1);
                     lane.breaker = Breaker::Open { until };
@@ -501,6 +516,7 @@ impl Outbox {
                     &mut message,
                     now,
                     "the webhook secret cannot be opened with this master key".into(),
+                    false,
                 );
             }
         };
@@ -512,7 +528,7 @@ impl Outbox {
         let client = match self.http.for_url(&target.url) {
             Ok(c) => c,
             Err(r) => {
-                return self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"));
+                return self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"), true);
             }
         };
         let result = client
@@ -533,17 +549,20 @@ impl Outbox {
                 tracing::info!(tenant = %key.tenant, user = %key.user, sequence, attempts = message.attempts + 1, "profile switch delivered");
                 Attempt::Done { delivered: true }
             }
-            Ok(resp) => self.failed(&mut message, now, format!("the phone system answered {}", resp.status())),
+            Ok(resp) => self.failed(&mut message, now, format!("the phone system answered {}", resp.status()), false),
             Err(e) => match crate::outbound::refusal_in(&e) {
-                Some(r) => self.failed(&mut message, now, format!("the phone system's URL is refused: {r}")),
-                None => {
-                    self.failed(&mut message, now, format!("could not reach the phone system: {}", e.without_url()))
-                }
+                Some(r) => self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"), true),
+                None => self.failed(
+                    &mut message,
+                    now,
+                    format!("could not reach the phone system: {}", e.without_url()),
+                    true,
+                ),
             },
         }
     }
 
-    fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String) -> Attempt {
+    fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String, unreachable: bool) -> Attempt {
         self.app.metrics.delivery("failed");
         message.attempts = message.attempts.saturating_add(1);
         let delay = crate::backoff::delay(message.attempts - 1, Duration::from_secs(1), MAX_RETRY_DELAY);
@@ -556,6 +575,6 @@ impl Outbox {
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "could not record a failed delivery"),
         }
-        Attempt::Failed { retry_at: message.next_attempt_at, why }
+        Attempt::Failed { retry_at: message.next_attempt_at, why, unreachable }
     }
 }

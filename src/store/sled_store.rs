@@ -915,7 +915,7 @@ mod tests {
             next_attempt_at: Utc::now(),
             last_error: None,
         };
-        s.enqueue_message(&PresenceRecord { sequence: 1, last: None }, &message).unwrap();
+        s.enqueue_message(&PresenceRecord { sequence: 1, last: None, receiver: None }, &message).unwrap();
         let contact = |book: &str| Contact {
             resource_name: format!("people/{book}"),
             source: Source::Shared,
@@ -965,9 +965,10 @@ mod tests {
             last_error: None,
         };
         for seq in 1..=4 {
-            s.enqueue_message(&PresenceRecord { sequence: seq, last: None }, &message("a@x", seq)).unwrap();
+            s.enqueue_message(&PresenceRecord { sequence: seq, last: None, receiver: None }, &message("a@x", seq))
+                .unwrap();
         }
-        s.enqueue_message(&PresenceRecord { sequence: 1, last: None }, &message("b@x", 1)).unwrap();
+        s.enqueue_message(&PresenceRecord { sequence: 1, last: None, receiver: None }, &message("b@x", 1)).unwrap();
         let queued: Vec<(String, u64)> = s.outbox().unwrap().into_iter().map(|m| (m.user, m.sequence)).collect();
         assert_eq!(queued, [("a@x".to_owned(), 4), ("b@x".to_owned(), 1)], "only each user's newest is kept");
         // A failed attempt of a superseded message does not bring it back.
