@@ -149,7 +149,7 @@ impl Presence {
         let tenant = store.tenant(&key.tenant)?;
         let status = crate::model::user::EffectiveStatusEvents::of(&user, tenant.as_ref().map(|t| &t.status_events));
         let profiles = Profiles::with_status_events(&user.profiles, &status.mapping);
-        Ok(Some(Timeline::compute(&events, &profiles, zone, now - LOOKBACK, now + ahead)))
+        Ok(Some(Timeline::compute_from(&events, &profiles, zone, now - LOOKBACK, now, now + ahead)))
     }
 
     /// Recomputes one user's timeline from their stored events and profiles, and reconciles.
@@ -197,7 +197,7 @@ impl Presence {
 
     fn reschedule(&self, key: &CalendarKey, timeline: &Timeline, now: DateTime<Utc>) {
         // Roll the horizon a day before it runs out.
-        let roll = timeline.until - Duration::days(1);
+        let roll = roll_at(timeline);
         let next = timeline.next_boundary(now).map_or(roll, |b| b.min(roll));
         self.schedule.lock().set(key, Some(next.max(now)));
         self.wake.notify_one();
@@ -345,9 +345,7 @@ impl Presence {
             let _user = self.user_lock(&key);
             let timeline = self.timelines.lock().get(&key).cloned();
             let result = match timeline {
-                Some(t) if now < t.until - Duration::days(1) => {
-                    self.reconcile(&key, &t, now).map(|()| self.reschedule(&key, &t, now))
-                }
+                Some(t) if now < roll_at(&t) => self.reconcile(&key, &t, now).map(|()| self.reschedule(&key, &t, now)),
                 _ => self.recompute_locked(&key),
             };
             if let Err(e) = result {
@@ -355,6 +353,17 @@ impl Presence {
                 self.schedule.lock().set(&key, Some(now + Duration::minutes(1)));
             }
         }
+    }
+}
+
+/// When a kept timeline must be computed afresh: a day before its window runs out, or — for
+/// a timeline with a series that hit its instance limit — when its last switch has passed, so
+/// the series goes on from there.
+fn roll_at(timeline: &Timeline) -> DateTime<Utc> {
+    let roll = timeline.until - Duration::days(1);
+    match timeline.segments.last() {
+        Some(last) if !timeline.capped.is_empty() => last.end.min(roll),
+        _ => roll,
     }
 }
 

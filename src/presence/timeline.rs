@@ -92,13 +92,19 @@ fn counts(e: &StoredEvent) -> bool {
 
 /// Every interval overlapping `[from, until)`, and the ids of series that hit an expansion
 /// limit (`recurrence::MAX_OCCURRENCES`, `recurrence::MAX_GENERATED`) in the window.
+///
+/// Series are expanded from `series_from` (at most `from`'s later than it): their instance
+/// limit then counts from there, so a minutely series cannot use it up in the lookback before
+/// now. An instance running at `series_from` is still included.
 pub fn intervals(
     events: &[StoredEvent],
     profiles: &Profiles,
     zone: Tz,
     from: DateTime<Utc>,
+    series_from: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> (Vec<Interval>, Vec<String>) {
+    let series_from = series_from.max(from);
     let mut capped = Vec::new();
     // Exceptions of each series, by the slot they replace.
     let mut exceptions: HashMap<&str, Vec<DateTime<Utc>>> = HashMap::new();
@@ -128,7 +134,7 @@ pub fn intervals(
         let Some((profile, trigger)) = profiles.claim(e) else { continue };
         let claim = Claim { profile, trigger, event_type: (e.event_type != "default").then(|| e.event_type.clone()) };
         if e.is_series() {
-            let Some(expansion) = recurrence::expand(start, end, &e.recurrence, zone, from, until) else {
+            let Some(expansion) = recurrence::expand(start, end, &e.recurrence, zone, series_from, until) else {
                 tracing::warn!(event = %e.id, "a series' recurrence rules cannot be read; it is left out");
                 continue;
             };
@@ -238,7 +244,20 @@ impl Timeline {
         from: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Timeline {
-        let (iv, capped) = intervals(events, profiles, zone, from, until);
+        Self::compute_from(events, profiles, zone, from, from, until)
+    }
+
+    /// `compute`, expanding series only from `series_from` (now): single events still count
+    /// from `from` (the lookback), and series' instance limits count from now.
+    pub fn compute_from(
+        events: &[StoredEvent],
+        profiles: &Profiles,
+        zone: Tz,
+        from: DateTime<Utc>,
+        series_from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Timeline {
+        let (iv, capped) = intervals(events, profiles, zone, from, series_from, until);
         Timeline { names: profiles.names.clone(), segments: segments(&iv), from, until, capped }
     }
 
