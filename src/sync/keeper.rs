@@ -55,6 +55,17 @@ pub async fn sweep(svc: &SyncService) {
             } else {
                 let key = CalendarKey::new(&c.tenant, &c.user);
                 let _job = svc.lock(&key).await;
+                // The user's job may have held the lock while finishing the registration this
+                // record stands for (Google's resource id is known now): stop what the store
+                // holds now, not what it held before the wait.
+                let c = match store.channel(&c.id) {
+                    Ok(Some(now_stored)) => now_stored,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(channel = %c.id, error = %e, "cannot re-read an orphaned channel; retrying later");
+                        continue;
+                    }
+                };
                 if let Err(e) = channels::stop(svc, &c).await {
                     tracing::warn!(channel = %c.id, error = %e, "stopping an orphaned channel failed; retrying later");
                 }

@@ -190,6 +190,7 @@ impl SyncService {
         }
         self.presence.outbox.forget_tenant(tenant);
         self.tenant_auth.forget(tenant);
+        self.publish_tenant_health();
         self.app.forget_tenant(tenant);
         self.keeper_wake.notify_one();
         Ok(existed)
@@ -298,6 +299,11 @@ impl SyncService {
                 Ok(token)
             }
             Err(SyncError::Auth(e)) if tenant_auth::is_tenant_wide(&e) => {
+                if !self.key_still_current(&key.tenant, account) {
+                    // The key was replaced (or the tenant deleted) while this request waited:
+                    // its failure says nothing about the tenant now. Run again with what is.
+                    return Err(SyncError::TenantWaiting { tenant: key.tenant.clone(), retry_at: now });
+                }
                 let (slow, max) = (config.slow_retry, config.max_backoff);
                 let transient = matches!(e, AuthError::Transient(_));
                 let retry_at = self.tenant_auth.failed(&key.tenant, &e, self.clock.now(), |n| {
@@ -311,6 +317,12 @@ impl SyncService {
                 Err(e)
             }
         }
+    }
+
+    /// Whether the tenant still exists with the key a job used.
+    fn key_still_current(&self, tenant: &str, used: &crate::google::auth::ServiceAccount) -> bool {
+        matches!(self.app.store.tenant(tenant), Ok(Some(_)))
+            && self.app.service_account(tenant).is_ok_and(|current| current.info == used.info)
     }
 
     fn publish_tenant_health(&self) {

@@ -5,6 +5,7 @@
 
 pub mod calendar;
 pub mod process;
+pub mod receiver;
 // Not every test file uses these.
 #[allow(unused_imports)]
 pub use calendar::*;
