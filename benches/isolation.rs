@@ -101,8 +101,8 @@ impl Run {
         v["channels"].as_array().cloned().unwrap_or_default()
     }
 
-    async fn insert(&self, token: &str, summary: &str, start: chrono::DateTime<chrono::Utc>, minutes: i64) -> String {
-        let end = start + chrono::Duration::minutes(minutes);
+    async fn insert(&self, token: &str, summary: &str, start: chrono::DateTime<chrono::Utc>, seconds: i64) -> String {
+        let end = start + chrono::Duration::seconds(seconds);
         let event = json!({"summary": summary, "start": {"dateTime": start.to_rfc3339()}, "end": {"dateTime": end.to_rfc3339()}});
         let v: Value = self
             .http
@@ -199,7 +199,7 @@ async fn measure(run: &Run, samples: &[(String, String, Value, String)], receive
     let mut stored = Vec::with_capacity(SAMPLES);
     for (i, (tenant, user, channel, token)) in samples.iter().enumerate() {
         let start = chrono::Utc::now() + chrono::Duration::hours(2 + (round * SAMPLES + i) as i64 % 300);
-        let id = run.insert(token, &format!("Planning {round}.{i}"), start, 30).await;
+        let id = run.insert(token, &format!("Planning {round}.{i}"), start, 1800).await;
         let t = Instant::now();
         run.notify(channel, round * 1000 + i).await;
         while !run.stored(tenant, user, &id).await {
@@ -208,12 +208,13 @@ async fn measure(run: &Run, samples: &[(String, String, Value, String)], receive
         }
         stored.push(t.elapsed());
     }
-    // Boundaries a little ahead, 100 ms apart; each synced in advance.
-    let first = chrono::Utc::now() + chrono::Duration::seconds(20);
+    // Boundaries a little ahead, on whole seconds (Google keeps event times to the second), ten
+    // users a second; each synced in advance. Short lunches, over before the next round.
+    let first = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + 20, 0).expect("a time");
     let mut due = Vec::with_capacity(SAMPLES);
     for (i, (_, user, channel, token)) in samples.iter().enumerate() {
-        let at = first + chrono::Duration::milliseconds(100 * i as i64);
-        run.insert(token, "Lunch", at, 20).await;
+        let at = first + chrono::Duration::seconds(i as i64 / 10);
+        run.insert(token, "Lunch", at, 3).await;
         run.notify(channel, round * 1000 + 500 + i).await;
         due.push((user.clone(), at));
     }
@@ -302,7 +303,7 @@ async fn main() {
     let (c_users, c_key) = run.domain("hangphone", 40).await;
     for u in &c_users {
         let token = writer_token(&run.http, &run.fake, &c_key, u).await;
-        run.insert(&token, "Lunch", chrono::Utc::now() - chrono::Duration::minutes(5), 120).await;
+        run.insert(&token, "Lunch", chrono::Utc::now() - chrono::Duration::minutes(5), 7200).await;
     }
     run.tenant("hangphone", &c_users, &c_key, &format!("{hang}/pbx")).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
