@@ -147,8 +147,11 @@ impl SyncService {
                 }
             }
         }
-        self.queue.notify(key).await?;
-        self.app.metrics.dirty_calendars.set(self.queue.pending() as i64);
+        // The gauge changes only when a calendar becomes pending (no second queue lock on the
+        // acknowledgement path otherwise); the jobs set it as they end.
+        if self.queue.notify(key).await? {
+            self.app.metrics.dirty_calendars.set(self.queue.pending() as i64);
+        }
         Ok(())
     }
 

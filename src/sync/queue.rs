@@ -213,12 +213,15 @@ impl SyncQueue {
     /// The notification counts at once — a queued sync will see its change, a running one will
     /// run again — and the durable mark is written meanwhile (group commit), so a burst is
     /// coalesced however fast it arrives.
-    pub async fn notify(&self, key: &CalendarKey) -> Result<(), StoreError> {
+    /// True if the calendar was not pending before (the pending count changed).
+    pub async fn notify(&self, key: &CalendarKey) -> Result<bool, StoreError> {
         let now = Instant::now();
+        let mut added = false;
         {
             let mut inner = self.inner.lock();
             match inner.entries.get_mut(key) {
                 None => {
+                    added = true;
                     inner.entries.insert(
                         key.clone(),
                         Entry { phase: Phase::Queued, generation: 0, marked: false, since: Some(now) },
@@ -240,7 +243,7 @@ impl SyncQueue {
                     // cleared only by the end of a sync that starts after now (a running one
                     // was just told to run again).
                     if e.marked {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
             }
@@ -262,7 +265,7 @@ impl SyncQueue {
             // The sync this notification queued has already run and covered it.
             self.store.clear_dirty(&key.tenant, &key.user, generation)?;
         }
-        Ok(())
+        Ok(added)
     }
 
     /// Asks for a sync without a durable mark (backstop, start, a user added): if gwsync stops
