@@ -396,10 +396,21 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         let waiting: Vec<(DateTime<Utc>, CalendarKey)> =
             inner.delayed.iter().filter(|(_, k)| k.tenant == tenant).cloned().collect();
+        for item in &waiting {
+            inner.delayed.remove(item);
+        }
+        self.requeue(inner, waiting.into_iter().map(|(_, k)| k))
+    }
+
+    /// Makes the given calendars (taken out of `delayed`) ready again if they still wait, and
+    /// wakes the dispatcher; how many.
+    fn requeue(
+        &self,
+        mut inner: parking_lot::MutexGuard<'_, Inner>,
+        keys: impl IntoIterator<Item = CalendarKey>,
+    ) -> usize {
         let mut released = 0;
-        for item in waiting {
-            inner.delayed.remove(&item);
-            let key = item.1;
+        for key in keys {
             if let Some(e) = inner.entries.get_mut(&key)
                 && e.phase == Phase::Delayed
             {
@@ -424,26 +435,13 @@ impl SyncQueue {
     /// Moves delayed calendars due by `now` back to the ready queue.
     pub fn release_due(&self, now: DateTime<Utc>) -> usize {
         let mut inner = self.inner.lock();
-        let mut released = 0;
-        while let Some((t, _)) = inner.delayed.first() {
-            if *t > now {
-                break;
-            }
-            let Some((_, key)) = inner.delayed.pop_first() else { break };
-            if let Some(e) = inner.entries.get_mut(&key)
-                && e.phase == Phase::Delayed
-            {
-                e.phase = Phase::Queued;
-                inner.push_ready(key);
-                released += 1;
+        let mut due = Vec::new();
+        while inner.delayed.first().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, key)) = inner.delayed.pop_first() {
+                due.push(key);
             }
         }
-        drop(inner);
-        if released > 0 {
-            self.ready.notify_waiters();
-            self.ready.notify_one();
-        }
-        released
+        self.requeue(inner, due)
     }
 
     /// Resolves when the delayed set changes (a new retry was scheduled).
