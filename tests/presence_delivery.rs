@@ -311,8 +311,11 @@ async fn a_failing_receiver_gets_the_newest_message_with_growing_backoff_and_oth
     let alice_writer = writer_token(&app, ALICE).await;
     let bob_writer = writer_token(&app, BOB).await;
     let start = minute_ahead(&app, mins(10));
-    // Short, so the end's message is queued while the start's is still being retried.
-    let end = start + secs(5);
+    // Short, so the end's message is queued while the start's is still being retried: after
+    // the third attempt (retries 1-2 s, then 2-4 s apart: at most 6 s in) and no later than
+    // the fourth (4-8 s after the third: at least 7 s in), so the fourth carries the end.
+    // Google keeps event times to whole seconds.
+    let end = start + secs(7);
     create(&app, &alice_writer, "Lunch", start, end, json!({})).await;
     create(&app, &bob_writer, "Lunch", start, end, json!({})).await;
     wait_upcoming_starts(&app, ALICE, &[(start, "Lunch")]).await;
