@@ -20,14 +20,14 @@ pub async fn tenant_saved(
     record: &TenantRecord,
     previous: Option<&TenantRecord>,
 ) -> Result<(), StoreError> {
-    app.store.put_tenant(record)?;
+    app.store.put_tenant(record).await?;
     store::flush(&app.store).await?;
     tracing::info!(tenant = %record.id, domain = %record.domain, created = previous.is_none(), "tenant saved");
     // A phone system added or moved to another URL knows nothing yet: tell it everybody's
     // current state.
     let old_url = previous.and_then(|p| p.phone_system.as_ref()).map(|p| p.url.clone());
     let new_url = record.phone_system.as_ref().map(|p| p.url.clone());
-    sync.presence.recompute_tenant_off_thread(&record.id, new_url.is_some() && old_url != new_url).await?;
+    sync.presence.recompute_tenant(&record.id, new_url.is_some() && old_url != new_url).await?;
     contacts.poll_soon(&record.id);
     Ok(())
 }
@@ -40,12 +40,12 @@ pub async fn credentials_saved(
     tenant: &str,
     stored: &StoredCredentials,
 ) -> Result<(), StoreError> {
-    app.store.put_credentials(tenant, stored)?;
+    app.store.put_credentials(tenant, stored).await?;
     store::flush(&app.store).await?;
     app.forget_tenant(tenant);
     sync.tenant_auth.forget(tenant);
     tracing::info!(tenant, client_email = %stored.info.client_email, client_id = %stored.info.client_id, "service-account key stored");
-    for u in app.store.users(tenant)? {
+    for u in app.store.users(tenant).await? {
         sync.user_saved(tenant, &u.email);
     }
     Ok(())
@@ -59,10 +59,10 @@ pub async fn user_saved(
     record: &UserRecord,
     created: bool,
 ) -> Result<(), StoreError> {
-    app.store.put_user(record)?;
+    app.store.put_user(record).await?;
     store::flush(&app.store).await?;
     tracing::info!(tenant = %record.tenant, user = %record.email, created, "user saved");
     // A changed user is retried at once if failing (the admin may have fixed the alias).
     sync.user_saved(&record.tenant, &record.email);
-    sync.presence.recompute_off_thread(&CalendarKey::new(&record.tenant, &record.email)).await
+    sync.presence.recompute(&CalendarKey::new(&record.tenant, &record.email)).await
 }

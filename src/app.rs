@@ -16,7 +16,7 @@ use crate::google::auth::{ServiceAccount, TokenSource};
 use crate::metrics::Metrics;
 use crate::outbound::OutboundPolicy;
 use crate::secrets::MasterKey;
-use crate::store::{SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError, StoredCredentials};
 
 pub struct AppState {
     pub config: Config,
@@ -91,11 +91,23 @@ impl AppState {
     }
 
     /// The tenant's service account, opened once and kept in memory.
-    pub fn service_account(&self, tenant: &str) -> Result<Arc<ServiceAccount>, CredentialsError> {
+    pub async fn service_account(&self, tenant: &str) -> Result<Arc<ServiceAccount>, CredentialsError> {
         if let Some(a) = self.accounts.lock().get(tenant) {
             return Ok(a.clone());
         }
-        let stored = self.store.credentials(tenant)?.ok_or(CredentialsError::Missing)?;
+        let stored = self.store.credentials(tenant).await?.ok_or(CredentialsError::Missing)?;
+        let account = self.open_account(tenant, stored)?;
+        self.accounts.lock().insert(tenant.to_owned(), account.clone());
+        Ok(account)
+    }
+
+    /// The key a deleted tenant of this id had (retired until its channels are stopped).
+    pub async fn retired_service_account(&self, tenant: &str) -> Result<Arc<ServiceAccount>, CredentialsError> {
+        let stored = self.store.retired_credentials(tenant).await?.ok_or(CredentialsError::Missing)?;
+        self.open_account(tenant, stored)
+    }
+
+    fn open_account(&self, tenant: &str, stored: StoredCredentials) -> Result<Arc<ServiceAccount>, CredentialsError> {
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(&stored.sealed)
             .map_err(|_| CredentialsError::Unreadable("damaged record".into()))?;
@@ -103,11 +115,9 @@ impl AppState {
             .master_key
             .open(&credentials_context(tenant), &sealed)
             .map_err(|e| CredentialsError::Unreadable(e.to_string()))?;
-        let account = Arc::new(
+        Ok(Arc::new(
             ServiceAccount::from_key_file(tenant, stored.info, &key_file).map_err(CredentialsError::Unreadable)?,
-        );
-        self.accounts.lock().insert(tenant.to_owned(), account.clone());
-        Ok(account)
+        ))
     }
 
     /// Forgets what is cached about a tenant's key (after an upload or a deletion).

@@ -74,7 +74,7 @@ pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str, phone: Opt
     let mut steps = Steps(Vec::new());
     let directory_user = tenant.directory_admin.clone().unwrap_or_else(|| user.to_owned());
 
-    let account = match state.service_account(&tenant.id) {
+    let account = match state.service_account(&tenant.id).await {
         Ok(a) => {
             steps.pass("Service-account key", format!("{} (client ID {})", a.info.client_email, a.info.client_id));
             Some(a)

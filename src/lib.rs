@@ -102,9 +102,9 @@ pub async fn serve_with_clock(
             .map_err(anyhow::Error::msg)?,
     );
     let outbox = Arc::new(Outbox::new(app.clone()).map_err(anyhow::Error::msg)?);
-    let queued = outbox.load().context("loading the outbox")?;
+    let queued = outbox.load().await.context("loading the outbox")?;
     let presence = Arc::new(Presence::new(app.clone(), outbox.clone()));
-    let users = presence.recompute_all().context("computing presence")?;
+    let users = presence.recompute_all().await.context("computing presence")?;
     tracing::info!(users, queued_switches = queued, "presence ready");
     tracker.spawn(outbox.clone().run(tracker.clone(), cancel.clone()));
     tracker.spawn(presence.clone().run(cancel.clone()));
@@ -118,7 +118,7 @@ pub async fn serve_with_clock(
         clock,
         presence.clone(),
     ));
-    sync.start(&tracker, &cancel).context("starting the sync workers")?;
+    sync.start(&tracker, &cancel).await.context("starting the sync workers")?;
     let addr = listener.local_addr()?;
 
     let (app_data, sync_data, contacts_data) =

@@ -833,14 +833,15 @@ async fn a_user_deleted_while_google_answers_leaves_nothing_behind_and_their_cha
     app.stop_gwsync().await.expect("a clean stop");
     let store = SledStore::open(&app.data_path().join("db"), 8).expect("open the store");
     for u in [ALICE, BOB] {
-        assert!(store.user(TENANT, u).expect("read").is_none(), "{u}");
-        assert!(store.calendar_state(TENANT, u).expect("read").is_none(), "{u}'s calendar state was stored");
-        assert!(store.events(TENANT, u).expect("read").is_empty(), "{u}'s events were stored");
-        assert!(store.presence_record(TENANT, u).expect("read").is_none(), "{u}'s presence was stored");
-        let live: Vec<_> = store.channels_of(TENANT, u).expect("read").into_iter().filter(|c| !c.orphaned).collect();
+        assert!(store.user(TENANT, u).await.expect("read").is_none(), "{u}");
+        assert!(store.calendar_state(TENANT, u).await.expect("read").is_none(), "{u}'s calendar state was stored");
+        assert!(store.events(TENANT, u).await.expect("read").is_empty(), "{u}'s events were stored");
+        assert!(store.presence_record(TENANT, u).await.expect("read").is_none(), "{u}'s presence was stored");
+        let live: Vec<_> =
+            store.channels_of(TENANT, u).await.expect("read").into_iter().filter(|c| !c.orphaned).collect();
         assert!(live.is_empty(), "{u} has channels: {live:?}");
     }
-    assert!(store.outbox().expect("read").is_empty());
+    assert!(store.outbox().await.expect("read").is_empty());
     drop(store);
     app.stop().await;
 }

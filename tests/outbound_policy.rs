@@ -163,9 +163,9 @@ async fn alice_at_lunch(app: &TestApp) -> DateTime<Utc> {
 
 /// The last errors of the switches still queued in gwsync's database (gwsync stopped); at
 /// least one. (How many messages are queued is the outbox's business, not this policy's.)
-fn last_errors(app: &TestApp) -> Vec<String> {
+async fn last_errors(app: &TestApp) -> Vec<String> {
     let store = gwsync::store::sled_store::SledStore::open(&app.data_path().join("db"), 8).expect("open the store");
-    let queued = store.outbox().expect("outbox");
+    let queued = store.outbox().await.expect("outbox");
     let errors: Vec<String> = queued.iter().filter_map(|m| m.last_error.clone()).collect();
     assert!(!errors.is_empty(), "a failed delivery is queued with its error: {queued:?}");
     errors
@@ -299,7 +299,7 @@ async fn a_stored_url_the_policy_now_refuses_fails_delivery_with_a_clear_error_a
     assert_eq!(counter(&app, DELIVERED).await, 0.0);
     assert_eq!(rx.hits(), 1, "nothing was sent to the refused URL");
     app.stop_gwsync().await.expect("clean stop");
-    for error in last_errors(&app) {
+    for error in last_errors(&app).await {
         assert!(
             error.contains("refused") && error.contains("loopback") && error.contains("GWSYNC_OUTBOUND_ALLOW"),
             "{error}"
@@ -337,7 +337,7 @@ async fn a_name_whose_addresses_are_refused_at_connect_time_is_not_connected() {
     wait_counter(&app, FAILED, 1.0).await;
     assert_eq!(accepted.load(Ordering::SeqCst), connections, "no connection under the narrower policy");
     app.stop_gwsync().await.expect("clean stop");
-    for error in last_errors(&app) {
+    for error in last_errors(&app).await {
         assert!(
             error.contains("localhost resolves only to refused addresses (such as a loopback address)")
                 && error.contains("GWSYNC_OUTBOUND_ALLOW"),

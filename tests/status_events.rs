@@ -478,7 +478,7 @@ async fn a_calendar_synced_by_an_older_gwsync_without_event_types_is_synced_in_f
         use gwsync::store::{EventChange, Store};
         let store =
             gwsync::store::sled_store::SledStore::open(&app.data_path().join("db"), 8).expect("the store opens");
-        let mut state = store.calendar_state(TENANT, ALICE).expect("read").expect("a synced calendar");
+        let mut state = store.calendar_state(TENANT, ALICE).await.expect("read").expect("a synced calendar");
         assert!(state.event_types.is_some(), "this gwsync records the set it synced with");
         state.event_types = None;
         state.sync_token = Some(old_token);
@@ -486,8 +486,8 @@ async fn a_calendar_synced_by_an_older_gwsync_without_event_types_is_synced_in_f
             .iter()
             .map(|v| EventChange::Upsert(Box::new(StoredEvent::from_google(v).expect("readable"))))
             .collect();
-        store.apply_sync(TENANT, ALICE, true, &changes, &state).expect("written");
-        store.flush_blocking().expect("flushed");
+        store.apply_sync(TENANT, ALICE, true, &changes, &state).await.expect("written");
+        store.flush().await.expect("flushed");
     }
 
     let since = last_seq(&app).await;

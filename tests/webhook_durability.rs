@@ -20,9 +20,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// The generation of the calendar's durable mark (how many durable writes it took), if any.
-fn mark(store: &SledStore, key: &CalendarKey) -> Option<u64> {
+async fn mark(store: &SledStore, key: &CalendarKey) -> Option<u64> {
     store
         .dirty_calendars()
+        .await
         .expect("marks")
         .into_iter()
         .find(|(t, u, _)| *t == key.tenant && *u == key.user)
@@ -40,27 +41,27 @@ async fn a_held_durable_mark_covers_later_notifications_without_a_new_write() {
     let key = CalendarKey::new("acme", "alice@acme.test");
 
     queue.notify(&key).await.expect("notify");
-    assert_eq!(mark(&sled, &key), Some(1), "the first notification writes a durable mark");
+    assert_eq!(mark(&sled, &key).await, Some(1), "the first notification writes a durable mark");
     for _ in 0..50 {
         queue.notify(&key).await.expect("notify");
     }
-    assert_eq!(mark(&sled, &key), Some(1), "while queued, the held mark covers later notifications");
+    assert_eq!(mark(&sled, &key).await, Some(1), "while queued, the held mark covers later notifications");
 
     let claim = queue.take().await;
     for _ in 0..50 {
         queue.notify(&key).await.expect("notify");
     }
-    assert_eq!(mark(&sled, &key), Some(1), "while syncing too: the held mark stays until a sync after them");
-    queue.finish(&claim, Finish::Done).expect("finish");
-    assert_eq!(mark(&sled, &key), Some(1), "the sync that may have missed them does not consume the mark");
+    assert_eq!(mark(&sled, &key).await, Some(1), "while syncing too: the held mark stays until a sync after them");
+    queue.finish(&claim, Finish::Done).await.expect("finish");
+    assert_eq!(mark(&sled, &key).await, Some(1), "the sync that may have missed them does not consume the mark");
     assert!(queue.contains(&key), "it runs again");
     assert_eq!(queue.release_due(chrono::Utc::now() + chrono::Duration::milliseconds(250)), 1);
     let rerun = queue.take().await;
-    queue.finish(&rerun, Finish::Done).expect("finish");
-    assert_eq!(mark(&sled, &key), None, "the rerun consumes it");
+    queue.finish(&rerun, Finish::Done).await.expect("finish");
+    assert_eq!(mark(&sled, &key).await, None, "the rerun consumes it");
 
     queue.notify(&key).await.expect("notify");
-    assert_eq!(mark(&sled, &key), Some(1), "once consumed, the next notification writes a new mark");
+    assert_eq!(mark(&sled, &key).await, Some(1), "once consumed, the next notification writes a new mark");
     stop.cancel();
 }
 
@@ -201,7 +202,7 @@ async fn every_notification_answered_200_before_a_kill_9_is_synced_after_the_res
     {
         let store = SledStore::open(&data_dir.join("db"), 8).expect("the killed process's database opens");
         let marked: BTreeSet<String> =
-            store.dirty_calendars().expect("marks").into_iter().map(|(_, user, _)| user).collect();
+            store.dirty_calendars().await.expect("marks").into_iter().map(|(_, user, _)| user).collect();
         let missing: Vec<&String> = acknowledged.iter().filter(|u| !marked.contains(*u)).collect();
         assert!(missing.is_empty(), "answered 200 without a durable mark: {missing:?}");
     }

@@ -49,9 +49,9 @@ impl Recorder {
         }
     }
 
-    fn entry(&self, ev: Event) -> Result<AuditEntry, StoreError> {
+    async fn entry(&self, ev: Event) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
-            id: self.store.next_audit_id()?,
+            id: self.store.next_audit_id().await?,
             at: self.clock.now(),
             actor: ev.actor,
             action: ev.action,
@@ -65,9 +65,9 @@ impl Recorder {
     }
 
     /// Records a change about to run; `finish` adds its outcome.
-    pub fn begin(&self, ev: Event) -> Result<AuditEntry, StoreError> {
-        let entry = self.entry(ev)?;
-        self.store.put_audit(&entry)?;
+    pub async fn begin(&self, ev: Event) -> Result<AuditEntry, StoreError> {
+        let entry = self.entry(ev).await?;
+        self.store.put_audit(&entry).await?;
         Ok(entry)
     }
 
@@ -85,7 +85,7 @@ impl Recorder {
             entry.target = target;
         }
         entry.detail = detail;
-        self.store.put_audit(&entry)?;
+        self.store.put_audit(&entry).await?;
         store::flush(&self.store).await
     }
 
@@ -102,7 +102,7 @@ impl Recorder {
             }
             return Ok(());
         }
-        let mut entry = self.entry(ev)?;
+        let mut entry = self.entry(ev).await?;
         entry.status = Some(status);
         entry.code = Some(code.to_owned());
         if anonymous {
@@ -111,22 +111,27 @@ impl Recorder {
                 entry.detail = Some(format!("{left_out} earlier refusals without a valid token were not recorded"));
             }
         }
-        self.store.put_audit(&entry)?;
+        self.store.put_audit(&entry).await?;
         store::flush(&self.store).await
     }
 
     /// Newest first, below `before`, of `tenant` if given.
-    pub fn list(&self, tenant: Option<&str>, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.audit(tenant, before, limit)
+    pub async fn list(
+        &self,
+        tenant: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit(tenant, before, limit).await
     }
 
     /// Removes what is older than `retention`.
-    pub fn prune(&self, retention: std::time::Duration) -> Result<usize, StoreError> {
+    pub async fn prune(&self, retention: std::time::Duration) -> Result<usize, StoreError> {
         let Some(cutoff) =
             chrono::Duration::from_std(retention).ok().and_then(|r| self.clock.now().checked_sub_signed(r))
         else {
             return Ok(0);
         };
-        self.store.prune_audit(cutoff)
+        self.store.prune_audit(cutoff).await
     }
 }

@@ -117,7 +117,7 @@ impl Access {
     }
 
     /// Who the `Authorization` header says is calling.
-    pub fn authenticate(&self, header: Option<&str>) -> Result<Authn, StoreError> {
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Authn, StoreError> {
         let Some(presented) = bearer(header) else { return Ok(Authn::Missing) };
         if self.app.admin_token_matches(presented) {
             return Ok(Authn::Valid(Actor::bootstrap()));
@@ -126,13 +126,13 @@ impl Access {
             return Ok(Authn::Missing);
         }
         let digest = token::digest(presented);
-        let Some(record) = self.app.store.token_by_digest(&digest)? else { return Ok(Authn::Missing) };
+        let Some(record) = self.app.store.token_by_digest(&digest).await? else { return Ok(Authn::Missing) };
         if !bool::from(record.digest.as_bytes().ct_eq(digest.as_bytes())) {
             return Ok(Authn::Missing);
         }
         let now = self.app.clock.now();
         let tenant_gone = match &record.tenant {
-            Some(t) => self.app.store.tenant(t)?.is_none(),
+            Some(t) => self.app.store.tenant(t).await?.is_none(),
             None => false,
         };
         if record.revoked_at.is_some() || record.expires_at.is_some_and(|e| now >= e) || tenant_gone {
@@ -143,7 +143,7 @@ impl Access {
     }
 
     /// Makes a token for `tenant` (none: an operator token); the secret is returned this once.
-    pub fn create(
+    pub async fn create(
         &self,
         by: &Actor,
         tenant: Option<&str>,
@@ -194,18 +194,19 @@ impl Access {
             last_used_at: None,
             created_by: by.token_id.clone(),
         };
-        self.app.store.put_token(&record)?;
+        self.app.store.put_token(&record).await?;
         tracing::info!(token = %record.id, name = %record.name, role = %record.role, tenant = ?record.tenant, by = %by.token_id, "token created");
         Ok((record, secret))
     }
 
     /// Tokens (of `tenant`, or all), oldest first, with their latest use.
-    pub fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+    pub async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
         let pending = self.last_used.lock().clone();
         let mut tokens: Vec<TokenRecord> = self
             .app
             .store
-            .tokens()?
+            .tokens()
+            .await?
             .into_iter()
             .filter(|t| tenant.is_none() || t.tenant.as_deref() == tenant)
             .map(|mut t| {
@@ -220,15 +221,19 @@ impl Access {
     }
 
     /// Revokes a token (of `tenant`, if given) from its next use on. None if there is none.
-    pub fn revoke(&self, id: &str, tenant: Option<&str>) -> Result<Option<TokenRecord>, StoreError> {
-        match self.app.store.token(id)? {
+    pub async fn revoke(&self, id: &str, tenant: Option<&str>) -> Result<Option<TokenRecord>, StoreError> {
+        match self.app.store.token(id).await? {
             Some(t) if tenant.is_none() || t.tenant.as_deref() == tenant => {}
             _ => return Ok(None),
         }
         let now = self.app.clock.now();
-        let revoked = self.app.store.update_token(id, &|t| {
-            t.revoked_at.get_or_insert(now);
-        })?;
+        let revoked = self
+            .app
+            .store
+            .update_token(id, &|t| {
+                t.revoked_at.get_or_insert(now);
+            })
+            .await?;
         if let Some(t) = &revoked {
             tracing::info!(token = %t.id, name = %t.name, tenant = ?t.tenant, "token revoked");
         }
@@ -261,15 +266,15 @@ impl Access {
     }
 
     /// Writes the pending "last used" times to the token records (without a flush).
-    pub fn persist_last_used(&self) {
+    pub async fn persist_last_used(&self) {
         let pending = std::mem::take(&mut *self.last_used.lock());
         for (id, at) in pending {
-            let result = self.app.store.update_token(&id, &|t| {
+            let change = move |t: &mut crate::model::access::TokenRecord| {
                 if t.last_used_at.is_none_or(|l| l < at) {
                     t.last_used_at = Some(at);
                 }
-            });
-            if let Err(e) = result {
+            };
+            if let Err(e) = self.app.store.update_token(&id, &change).await {
                 tracing::warn!(token = %id, error = %e, "could not record when a token was last used");
             }
         }
@@ -277,16 +282,16 @@ impl Access {
 
     /// Prunes audit entries older than `audit.retention`, and tokens revoked or expired longer
     /// ago than that.
-    pub fn prune(&self) -> Result<(usize, usize), StoreError> {
+    pub async fn prune(&self) -> Result<(usize, usize), StoreError> {
         let retention = self.app.config.audit.retention;
-        let entries = self.audit.prune(retention)?;
+        let entries = self.audit.prune(retention).await?;
         let cutoff =
             chrono::Duration::from_std(retention).ok().and_then(|r| self.app.clock.now().checked_sub_signed(r));
         let mut tokens = 0;
         if let Some(cutoff) = cutoff {
-            for t in self.app.store.tokens()? {
+            for t in self.app.store.tokens().await? {
                 if t.revoked_at.or(t.expires_at).is_some_and(|at| at < cutoff) {
-                    self.app.store.delete_token(&t.id)?;
+                    self.app.store.delete_token(&t.id).await?;
                     tokens += 1;
                 }
             }
@@ -297,8 +302,8 @@ impl Access {
     /// Housekeeping until `cancel`: "last used" written, old entries and dead tokens pruned.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
-            self.persist_last_used();
-            match self.prune() {
+            self.persist_last_used().await;
+            match self.prune().await {
                 Ok((0, 0)) => {}
                 Ok((entries, tokens)) => tracing::info!(entries, tokens, "pruned the audit log and dead tokens"),
                 Err(e) => tracing::warn!(error = %e, "pruning the audit log failed; retrying later"),
@@ -308,6 +313,6 @@ impl Access {
                 () = self.app.clock.sleep(HOUSEKEEPING_EVERY) => {}
             }
         }
-        self.persist_last_used();
+        self.persist_last_used().await;
     }
 }

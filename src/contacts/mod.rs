@@ -33,7 +33,7 @@ use crate::google::auth::ServiceAccount;
 use crate::google::error::ApiError;
 use crate::google::error::DIRECTORY_SHARING_FIX;
 use crate::google::people::Book;
-use crate::store::{self, StoreError, SyncFailure};
+use crate::store::{StoreError, SyncFailure};
 use crate::sync::error::SyncError;
 use index::TenantBook;
 use model::{BookState, Source};
@@ -61,6 +61,8 @@ pub struct Contacts {
     /// People's per-user read bucket, per tenant and user (each tenant is its own project).
     reads: DefaultKeyedRateLimiter<(String, String)>,
     books: RwLock<HashMap<String, Arc<TenantBook>>>,
+    /// Held while an index is built from the store, so an older build never replaces a newer.
+    building: tokio::sync::Mutex<()>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_poll: Mutex<HashMap<String, DateTime<Utc>>>,
 }
@@ -74,33 +76,34 @@ impl Contacts {
             reads: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
             app,
             books: RwLock::new(HashMap::new()),
+            building: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             next_poll: Mutex::new(HashMap::new()),
         }
     }
 
     /// The tenant's phonebook index (built from the store on first use).
-    pub fn book(&self, tenant: &str) -> Result<Arc<TenantBook>, StoreError> {
+    pub async fn book(&self, tenant: &str) -> Result<Arc<TenantBook>, StoreError> {
         if let Some(b) = self.books.read().get(tenant) {
             return Ok(b.clone());
         }
-        // Built under the write lock, so a concurrent `reindex` cannot be overwritten by an
-        // older build.
-        let mut books = self.books.write();
-        if let Some(b) = books.get(tenant) {
+        // Built under `building`, so a concurrent `reindex` cannot be overwritten by an older
+        // build.
+        let _building = self.building.lock().await;
+        if let Some(b) = self.books.read().get(tenant) {
             return Ok(b.clone());
         }
-        let book =
-            Arc::new(TenantBook::build(self.app.store.contacts(tenant)?, self.app.config.contacts.match_last_digits));
-        books.insert(tenant.to_owned(), book.clone());
+        let contacts = self.app.store.contacts(tenant).await?;
+        let book = Arc::new(TenantBook::build(contacts, self.app.config.contacts.match_last_digits));
+        self.books.write().insert(tenant.to_owned(), book.clone());
         Ok(book)
     }
 
-    fn reindex(&self, tenant: &str) -> Result<Arc<TenantBook>, StoreError> {
-        let mut books = self.books.write();
-        let book =
-            Arc::new(TenantBook::build(self.app.store.contacts(tenant)?, self.app.config.contacts.match_last_digits));
-        books.insert(tenant.to_owned(), book.clone());
+    async fn reindex(&self, tenant: &str) -> Result<Arc<TenantBook>, StoreError> {
+        let _building = self.building.lock().await;
+        let contacts = self.app.store.contacts(tenant).await?;
+        let book = Arc::new(TenantBook::build(contacts, self.app.config.contacts.match_last_digits));
+        self.books.write().insert(tenant.to_owned(), book.clone());
         Ok(book)
     }
 
@@ -123,13 +126,13 @@ impl Contacts {
         let lock = self.locks.lock().entry(tenant_id.to_owned()).or_default().clone();
         let _guard = lock.lock().await;
         let store = &self.app.store;
-        let Some(tenant) = store.tenant(tenant_id)? else {
+        let Some(tenant) = store.tenant(tenant_id).await? else {
             self.forget_tenant(tenant_id);
             return Ok(Summary::default());
         };
         let now = self.app.clock.now();
         let mut summary = Summary::default();
-        let account = self.app.service_account(&tenant.id);
+        let account = self.app.service_account(&tenant.id).await;
         let mut retry_soon = false;
 
         let mut plan: Vec<(String, Book, String, Scope, Source)> = Vec::new();
@@ -144,10 +147,10 @@ impl Contacts {
                     "the tenant has no directory_admin",
                     "Set the tenant's directory_admin: the Workspace user whose view of the directory becomes the phonebook",
                 );
-                summary.books.push(self.record_failure(&tenant.id, DIRECTORY, failure)?);
+                summary.books.push(self.record_failure(&tenant.id, DIRECTORY, failure).await?);
             }
         }
-        let users = store.users(&tenant.id)?;
+        let users = store.users(&tenant.id).await?;
         if tenant.contacts.personal_contacts {
             for u in &users {
                 plan.push((
@@ -160,9 +163,9 @@ impl Contacts {
             }
         }
         // Books no longer wanted: personal contacts switched off, or their user deleted.
-        for (book, _) in store.contact_books(&tenant.id)? {
+        for (book, _) in store.contact_books(&tenant.id).await? {
             if book != DIRECTORY && !plan.iter().any(|(b, ..)| *b == book) {
-                store.delete_contact_book(&tenant.id, &book)?;
+                store.delete_contact_book(&tenant.id, &book).await?;
             }
         }
         for (book, kind, subject, scope, source) in plan {
@@ -193,16 +196,14 @@ impl Contacts {
                         _ => e.code(),
                     };
                     tracing::warn!(tenant = %tenant.id, book, code, error = %e, "phonebook sync failed");
-                    summary.books.push(self.record_failure(
-                        &tenant.id,
-                        &book,
-                        failure(now, code, &e.to_string(), &hint),
-                    )?);
+                    summary
+                        .books
+                        .push(self.record_failure(&tenant.id, &book, failure(now, code, &e.to_string(), &hint)).await?);
                 }
             }
         }
         crate::store::flush(store).await?;
-        let index = self.reindex(&tenant.id)?;
+        let index = self.reindex(&tenant.id).await?;
         summary.entries = index.entries.len();
         let interval = Duration::from_std(tenant.contacts.poll_interval).unwrap_or(Duration::minutes(15));
         // ±10 % so tenants polled together drift apart; rate limits come back sooner, with backoff.
@@ -212,11 +213,11 @@ impl Contacts {
         Ok(summary)
     }
 
-    fn record_failure(&self, tenant: &str, book: &str, error: SyncFailure) -> Result<BookSummary, StoreError> {
-        let mut state = self.app.store.contact_book(tenant, book)?.unwrap_or_default();
+    async fn record_failure(&self, tenant: &str, book: &str, error: SyncFailure) -> Result<BookSummary, StoreError> {
+        let mut state = self.app.store.contact_book(tenant, book).await?.unwrap_or_default();
         state.last_poll_at = Some(error.at);
         state.last_error = Some(error.clone());
-        let entries = self.app.store.apply_contacts(tenant, book, false, &[], &state)?;
+        let entries = self.app.store.apply_contacts(tenant, book, false, &[], &state).await?;
         Ok(BookSummary { book: book.to_owned(), full: false, pages: 0, changes: 0, entries, error: Some(error) })
     }
 
@@ -233,7 +234,7 @@ impl Contacts {
         source: &Source,
     ) -> Result<BookSummary, SyncError> {
         let app = &self.app;
-        let mut state = app.store.contact_book(tenant, book)?.unwrap_or_default();
+        let mut state = app.store.contact_book(tenant, book).await?.unwrap_or_default();
         let mut token = app.tokens.token(account, subject, scope).await?;
         let mut refreshed = false;
         loop {
@@ -289,11 +290,10 @@ impl Contacts {
             state.last_error = None;
             let changed = changes.len();
             let (t, b, s) = (tenant.to_owned(), book.to_owned(), state.clone());
-            let entries =
-                store::blocking(&app.store, move |store| store.apply_contacts(&t, &b, full, &changes, &s)).await?;
+            let entries = app.store.apply_contacts(&t, &b, full, &changes, &s).await?;
             if entries != state.entries {
                 state.entries = entries;
-                app.store.apply_contacts(tenant, book, false, &[], &state)?;
+                app.store.apply_contacts(tenant, book, false, &[], &state).await?;
             }
             tracing::info!(tenant, book, full, pages, changes = changed, entries, "phonebook synced");
             return Ok(BookSummary { book: book.to_owned(), full, pages, changes: changed, entries, error: None });
@@ -311,7 +311,7 @@ impl Contacts {
         let mut polling: HashMap<tokio::task::Id, String> = HashMap::new();
         loop {
             let now = clock.now();
-            let tenants = match self.app.store.tenants() {
+            let tenants = match self.app.store.tenants().await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::error!(error = %e, "the contacts poller cannot read tenants");
@@ -356,11 +356,12 @@ impl Contacts {
     }
 
     /// The tenant's phonebook status: each book's last poll, size and last error.
-    pub fn status(&self, tenant: &str) -> Result<serde_json::Value, StoreError> {
+    pub async fn status(&self, tenant: &str) -> Result<serde_json::Value, StoreError> {
         let books: Vec<serde_json::Value> = self
             .app
             .store
-            .contact_books(tenant)?
+            .contact_books(tenant)
+            .await?
             .into_iter()
             .map(|(book, s): (String, BookState)| {
                 serde_json::json!({
@@ -372,7 +373,7 @@ impl Contacts {
                 })
             })
             .collect();
-        let index = self.book(tenant)?;
+        let index = self.book(tenant).await?;
         let indexed_numbers: usize =
             index.entries.iter().map(|c| c.phones.iter().filter(|p| p.e164.is_some()).count()).sum();
         let unindexed_numbers: usize =

@@ -42,6 +42,13 @@ pub struct ServiceAccount {
     key: ServiceAccountKey,
 }
 
+impl ServiceAccount {
+    /// Which key this is (not secret: the key's id and account, as Google shows them).
+    fn key_identity(&self) -> String {
+        format!("{}/{}", self.info.client_email, self.info.private_key_id.as_deref().unwrap_or(""))
+    }
+}
+
 impl std::fmt::Debug for ServiceAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceAccount")
@@ -81,7 +88,9 @@ impl ClassifyName for serde_json::Error {
 /// anyway, so the oldest are dropped (and sign in again when next needed).
 const MAX_AUTHENTICATORS: usize = 4096;
 
-type AuthKey = (String, String, Scope);
+/// Tenant, key (its id: a deleted tenant's retired key and the key of a tenant re-created
+/// under its id are different accounts), user, scope.
+type AuthKey = (String, String, String, Scope);
 
 pub struct TokenSource {
     /// https to public or allowed addresses.
@@ -164,7 +173,7 @@ impl TokenSource {
     }
 
     async fn authenticator(&self, account: &ServiceAccount, user: &str, scope: Scope) -> Result<Arc<Auth>, AuthError> {
-        let key = (account.tenant.clone(), user.to_owned(), scope);
+        let key = (account.tenant.clone(), account.key_identity(), user.to_owned(), scope);
         if let Some(a) = self.authenticators.lock().map.get(&key) {
             return Ok(a.clone());
         }
@@ -222,12 +231,12 @@ impl TokenSource {
 
     /// Drops cached tokens of a tenant (its key changed or it was deleted).
     pub fn forget_tenant(&self, tenant: &str) {
-        self.authenticators.lock().retain(|(t, _, _)| t != tenant);
+        self.authenticators.lock().retain(|(t, _, _, _)| t != tenant);
     }
 
     /// Drops cached tokens of one user.
     pub fn forget_user(&self, tenant: &str, user: &str) {
-        self.authenticators.lock().retain(|(t, u, _)| !(t == tenant && u == user));
+        self.authenticators.lock().retain(|(t, _, u, _)| !(t == tenant && u == user));
     }
 }
 

@@ -59,7 +59,7 @@ pub async fn guard<B: MessageBody + 'static>(req: ServiceRequest, next: Next<B>)
         target: access.target(&params),
     };
     let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let actor = match access.authenticate(header) {
+    let actor = match access.authenticate(header).await {
         Err(e) => return refuse(req, &ApiError::internal("checking the token", &e)),
         Ok(Authn::Valid(actor)) => actor,
         Ok(Authn::Missing) => {
@@ -126,7 +126,7 @@ pub async fn guard<B: MessageBody + 'static>(req: ServiceRequest, next: Next<B>)
     if matches!(row.method, "GET" | "HEAD") {
         return call(req, next, actor).await;
     }
-    let entry = match access.audit.begin(event(actor.audit(), path_tenant.clone())) {
+    let entry = match access.audit.begin(event(actor.audit(), path_tenant.clone())).await {
         Ok(e) => e,
         Err(e) => return refuse(req, &ApiError::internal("writing the audit log", &e)),
     };

@@ -34,7 +34,7 @@ struct TenantQuery {
     before: Option<u64>,
 }
 
-fn page(
+async fn page(
     access: &Access,
     tenant: Option<&str>,
     limit: Option<usize>,
@@ -44,7 +44,7 @@ fn page(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request("invalid_request", format!("limit must be 1 to {MAX_LIMIT}")));
     }
-    let entries = access.audit.list(tenant, before, limit)?;
+    let entries = access.audit.list(tenant, before, limit).await?;
     let next_before = if entries.len() == limit { entries.last().map(|e| e.id) } else { None };
     Ok(HttpResponse::Ok().json(json!({ "entries": entries, "next_before": next_before })))
 }
@@ -53,7 +53,7 @@ async fn all(access: web::Data<Access>, query: web::Query<AllQuery>) -> Result<H
     if let Some(t) = &query.tenant {
         validate_tenant_id(t)?;
     }
-    page(&access, query.tenant.as_deref(), query.limit, query.before)
+    page(&access, query.tenant.as_deref(), query.limit, query.before).await
 }
 
 async fn of_tenant(
@@ -62,6 +62,6 @@ async fn of_tenant(
     path: web::Path<String>,
     query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
-    page(&access, Some(&t.id), query.limit, query.before)
+    let t = existing(&state, &path).await?;
+    page(&access, Some(&t.id), query.limit, query.before).await
 }

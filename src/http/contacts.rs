@@ -46,7 +46,7 @@ async fn search(
     path: web::Path<String>,
     query: web::Query<SearchQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
+    let t = existing(&state, &path).await?;
     let size = query.page_size.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&size) {
         return Err(ApiError::bad_request("invalid_request", format!("page_size must be 1 to {MAX_PAGE}")));
@@ -60,7 +60,7 @@ async fn search(
             .and_then(|s| s.parse::<usize>().ok())
             .ok_or_else(|| ApiError::bad_request("invalid_request", "page_token is not one this API gave out"))?,
     };
-    let hits = contacts.book(&t.id)?.search(query.q.as_deref(), &t.default_region);
+    let hits = contacts.book(&t.id).await?.search(query.q.as_deref(), &t.default_region);
     let page: Vec<_> = hits.iter().skip(offset).take(size).collect();
     let mut body = json!({ "contacts": page, "total": hits.len() });
     if let Some(next) = offset.checked_add(size).filter(|n| *n < hits.len()) {
@@ -81,7 +81,7 @@ async fn lookup(
     path: web::Path<String>,
     query: web::Query<LookupQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
+    let t = existing(&state, &path).await?;
     let number =
         query.number.as_deref().map(str::trim).filter(|n| !n.is_empty() && n.len() <= 64).ok_or_else(|| {
             ApiError::bad_request(
@@ -89,7 +89,7 @@ async fn lookup(
                 "give the caller's number: ?number=+46812345678 (any common written form; up to 64 characters)",
             )
         })?;
-    let (e164, hits) = contacts.book(&t.id)?.lookup(number, &t.default_region);
+    let (e164, hits) = contacts.book(&t.id).await?.lookup(number, &t.default_region);
     Ok(HttpResponse::Ok().json(json!({ "number": number, "e164": e164, "matches": hits })))
 }
 
@@ -100,7 +100,7 @@ async fn sync(
     contacts: web::Data<Contacts>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
+    let t = existing(&state, &path).await?;
     let (contacts, tenant) = (contacts.into_inner(), t.id.clone());
     let job = state.jobs.start("contacts.sync", Some(&t.id), async move {
         match contacts.sync_tenant(&tenant).await {
@@ -119,19 +119,19 @@ async fn status(
     contacts: web::Data<Contacts>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
-    Ok(HttpResponse::Ok().json(contacts.status(&t.id)?))
+    let t = existing(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(contacts.status(&t.id).await?))
 }
 
 /// Creates (or replaces) the token desk phones use for the exports; shown once.
 async fn export_token(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let mut t = existing(&state, &path)?;
+    let mut t = existing(&state, &path).await?;
     let replaced = t.export_token_digest.is_some();
     let mut secret = [0u8; 24];
     rand::rng().fill_bytes(&mut secret);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     t.export_token_digest = Some(hex(&sha256(token.as_bytes())));
-    state.store.put_tenant(&t)?;
+    state.store.put_tenant(&t).await?;
     store::flush(&state.store).await?;
     let base = state.public_url.as_str().trim_end_matches('/');
     let mut resp = HttpResponse::Ok().json(json!({
@@ -169,13 +169,13 @@ async fn export(
         )
     };
     // Unknown tenants and wrong tokens look the same from outside.
-    let t = state.store.tenant(&tenant).ok().flatten().ok_or_else(forbidden)?;
+    let t = state.store.tenant(&tenant).await.ok().flatten().ok_or_else(forbidden)?;
     let (Some(digest), Some(token)) = (&t.export_token_digest, &query.token) else { return Err(forbidden()) };
     let presented = hex(&sha256(token.as_bytes()));
     if !bool::from(presented.as_bytes().ct_eq(digest.as_bytes())) {
         return Err(forbidden());
     }
-    let book = contacts.book(&t.id)?;
+    let book = contacts.book(&t.id).await?;
     let (body, content_type) = match file.as_str() {
         "contacts.vcf" => (export::vcard(&book.entries), "text/vcard; charset=utf-8"),
         "yealink.xml" => (export::yealink(&book.entries), "application/xml; charset=utf-8"),

@@ -24,14 +24,13 @@ async fn diagnose(
     path: web::Path<String>,
     query: web::Query<Query>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
+    let t = existing(&state, &path).await?;
     let user = match &query.user {
         Some(u) => validate_email(u, &t.domain)?,
-        None => match t
-            .directory_admin
-            .clone()
-            .or_else(|| state.store.users(&t.id).ok().and_then(|u| u.first().map(|u| u.email.clone())))
-        {
+        None => match match t.directory_admin.clone() {
+            Some(admin) => Some(admin),
+            None => state.store.users(&t.id).await.ok().and_then(|u| u.first().map(|u| u.email.clone())),
+        } {
             Some(u) => u,
             None => {
                 return Err(ApiError::bad_request(

@@ -21,7 +21,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "not_ready", "reason": "starting or shutting down" }));
     }
-    match state.store.tenants() {
+    match state.store.tenants().await {
         Ok(_) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "reason": e.to_string() })),
     }

@@ -23,8 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The tenant as the API shows it: no secret, whether a key is uploaded and whose.
-pub fn view(state: &AppState, t: &TenantRecord) -> Result<Value, ApiError> {
-    let credentials = state.store.credentials(&t.id)?.map(|c| {
+pub async fn view(state: &AppState, t: &TenantRecord) -> Result<Value, ApiError> {
+    let credentials = state.store.credentials(&t.id).await?.map(|c| {
         json!({
             "client_email": c.info.client_email,
             "client_id": c.info.client_id,
@@ -58,9 +58,9 @@ fn without_credentials(url: &url::Url) -> url::Url {
 }
 
 /// The tenant named in the path, or 404.
-pub fn existing(state: &AppState, id: &str) -> Result<TenantRecord, ApiError> {
+pub async fn existing(state: &AppState, id: &str) -> Result<TenantRecord, ApiError> {
     validate_tenant_id(id)?;
-    state.store.tenant(id)?.ok_or_else(|| tenant_not_found(id))
+    state.store.tenant(id).await?.ok_or_else(|| tenant_not_found(id))
 }
 
 /// How the tenant's parts are doing: its token endpoint (per tenant: it fails for every user
@@ -85,18 +85,16 @@ async fn list(
     sync: web::Data<SyncService>,
     actor: web::ReqData<Actor>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tenants = state.store.tenants()?;
+    let mut tenants = state.store.tenants().await?;
     if let Some(own) = &actor.tenant {
         tenants.retain(|t| &t.id == own);
     }
-    let views = tenants
-        .iter()
-        .map(|t| {
-            let mut v = view(&state, t)?;
-            v["status"] = status(&sync, t);
-            Ok(v)
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let mut views = Vec::with_capacity(tenants.len());
+    for t in &tenants {
+        let mut v = view(&state, t).await?;
+        v["status"] = status(&sync, t);
+        views.push(v);
+    }
     Ok(HttpResponse::Ok().json(json!({ "tenants": views })))
 }
 
@@ -105,8 +103,8 @@ async fn get(
     sync: web::Data<SyncService>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
-    let mut v = view(&state, &t)?;
+    let t = existing(&state, &path).await?;
+    let mut v = view(&state, &t).await?;
     v["status"] = status(&sync, &t);
     Ok(HttpResponse::Ok().json(v))
 }
@@ -125,10 +123,10 @@ async fn put(
     let valid = spec.validate(&state.outbound)?;
     valid.check_outbound(&state.outbound).await?;
     let status_events = spec.validate_status_events()?;
-    let previous = state.store.tenant(&id)?;
+    let previous = state.store.tenant(&id).await?;
     if let Some(prev) = &previous
         && prev.domain != valid.domain
-        && !state.store.users(&id)?.is_empty()
+        && !state.store.users(&id).await?.is_empty()
     {
         return Err(ApiError::conflict(
             "tenant_has_users",
@@ -162,7 +160,7 @@ async fn put(
         status_events,
     };
     crate::admin::tenant_saved(&state, &sync, &contacts, &record, previous.as_ref()).await?;
-    let mut body = view(&state, &record)?;
+    let mut body = view(&state, &record).await?;
     body["status"] = status(&sync, &record);
     Ok(if previous.is_none() { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
 }
@@ -173,7 +171,7 @@ async fn delete(
     contacts: web::Data<Contacts>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
+    let t = existing(&state, &path).await?;
     // Durable at once; the channels are stopped by the keeper in the background, with the key
     // that stays until they are.
     sync.remove_tenant(&t.id).await?;
@@ -189,7 +187,7 @@ async fn put_credentials(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
+    let t = existing(&state, &path).await?;
     let bytes = body::read_limited(payload, MAX_KEY_FILE_BYTES).await?;
     let key_file_error = |e: crate::model::Invalid| {
         let code = if e.code == "outbound_url_refused" { e.code } else { "invalid_key_file" };

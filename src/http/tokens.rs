@@ -57,7 +57,7 @@ async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let spec: NewToken = body::json(req, payload, state.config.max_body_bytes).await?;
-    let (record, secret) = access.create(actor, tenant, spec)?;
+    let (record, secret) = access.create(actor, tenant, spec).await?;
     store::flush(&state.store).await?;
     let mut body = view(&record);
     body["token"] = json!(secret.expose_secret());
@@ -87,12 +87,12 @@ async fn create_tenant(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
+    let t = existing(&state, &path).await?;
     create(&state, &access, &req, &actor, Some(&t.id), payload).await
 }
 
 async fn list_all(access: web::Data<Access>) -> Result<HttpResponse, ApiError> {
-    let tokens: Vec<Value> = access.tokens(None)?.iter().map(view).collect();
+    let tokens: Vec<Value> = access.tokens(None).await?.iter().map(view).collect();
     Ok(HttpResponse::Ok().json(json!({ "tokens": tokens })))
 }
 
@@ -101,13 +101,13 @@ async fn list_tenant(
     access: web::Data<Access>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
-    let tokens: Vec<Value> = access.tokens(Some(&t.id))?.iter().map(view).collect();
+    let t = existing(&state, &path).await?;
+    let tokens: Vec<Value> = access.tokens(Some(&t.id)).await?.iter().map(view).collect();
     Ok(HttpResponse::Ok().json(json!({ "tokens": tokens })))
 }
 
 async fn revoke(state: &AppState, access: &Access, id: &str, tenant: Option<&str>) -> Result<HttpResponse, ApiError> {
-    if access.revoke(id, tenant)?.is_none() {
+    if access.revoke(id, tenant).await?.is_none() {
         let whose = tenant.map(|t| format!(" of tenant '{t}'")).unwrap_or_default();
         return Err(ApiError::not_found("token_not_found", format!("no token {}{whose}", access.redacted(id))));
     }
@@ -129,6 +129,6 @@ async fn revoke_tenant(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, id) = path.into_inner();
-    let t = existing(&state, &tenant)?;
+    let t = existing(&state, &tenant).await?;
     revoke(&state, &access, &id, Some(&t.id)).await
 }

@@ -37,11 +37,11 @@ pub fn view(u: &UserRecord) -> Value {
 
 /// The user with their sync status: channel, last notification, last sync, events stored,
 /// and the last error with its hint.
-pub fn view_with_status(state: &AppState, sync: &SyncService, u: &UserRecord) -> Result<Value, ApiError> {
+pub async fn view_with_status(state: &AppState, sync: &SyncService, u: &UserRecord) -> Result<Value, ApiError> {
     let mut v = view(u);
     let now = sync.clock.now();
-    let calendar = state.store.calendar_state(&u.tenant, &u.email)?.unwrap_or_default();
-    let mut channels = state.store.channels_of(&u.tenant, &u.email)?;
+    let calendar = state.store.calendar_state(&u.tenant, &u.email).await?.unwrap_or_default();
+    let mut channels = state.store.channels_of(&u.tenant, &u.email).await?;
     channels.sort_by_key(|c| std::cmp::Reverse(c.expiration));
     let channel = channels
         .iter()
@@ -61,7 +61,7 @@ pub fn view_with_status(state: &AppState, sync: &SyncService, u: &UserRecord) ->
     });
     v["presence"] = json!({ "warnings": capped_warnings(&sync.presence.capped_series(&key)) });
     // Which profiles status events switch to, and any tenant default that cannot apply.
-    let tenant = state.store.tenant(&u.tenant)?;
+    let tenant = state.store.tenant(&u.tenant).await?;
     let status = EffectiveStatusEvents::of(u, tenant.as_ref().map(|t| &t.status_events));
     let in_effect: serde_json::Map<String, Value> = STATUS_EVENT_TYPES
         .iter()
@@ -95,17 +95,18 @@ pub fn capped_warnings(series: &[String]) -> Vec<Value> {
 }
 
 /// The user named in the path, or 404.
-pub fn existing_user(state: &AppState, tenant: &TenantRecord, email: &str) -> Result<UserRecord, ApiError> {
+pub async fn existing_user(state: &AppState, tenant: &TenantRecord, email: &str) -> Result<UserRecord, ApiError> {
     let email = validate_email(email, &tenant.domain)?;
     state
         .store
-        .user(&tenant.id, &email)?
+        .user(&tenant.id, &email)
+        .await?
         .ok_or_else(|| ApiError::not_found("user_not_found", format!("no user {email} in tenant '{}'", tenant.id)))
 }
 
 async fn list(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let t = existing(&state, &path)?;
-    let users: Vec<Value> = state.store.users(&t.id)?.iter().map(view).collect();
+    let t = existing(&state, &path).await?;
+    let users: Vec<Value> = state.store.users(&t.id).await?.iter().map(view).collect();
     Ok(HttpResponse::Ok().json(json!({ "users": users })))
 }
 
@@ -115,8 +116,8 @@ async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, email) = path.into_inner();
-    let t = existing(&state, &tenant)?;
-    Ok(HttpResponse::Ok().json(view_with_status(&state, &sync, &existing_user(&state, &t, &email)?)?))
+    let t = existing(&state, &tenant).await?;
+    Ok(HttpResponse::Ok().json(view_with_status(&state, &sync, &existing_user(&state, &t, &email).await?).await?))
 }
 
 async fn put(
@@ -127,12 +128,12 @@ async fn put(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, email) = path.into_inner();
-    let t = existing(&state, &tenant)?;
+    let t = existing(&state, &tenant).await?;
     let email = validate_email(&email, &t.domain)?;
     let spec: UserSpec = body::json(&req, payload, state.config.max_body_bytes).await?;
     let (external_id, profiles) = spec.validate()?;
     let status_events = spec.validate_status_events(&profiles)?;
-    let previous = state.store.user(&t.id, &email)?;
+    let previous = state.store.user(&t.id, &email).await?;
     let now = state.clock.now();
     let record = UserRecord {
         tenant: t.id.clone(),
@@ -157,8 +158,8 @@ async fn delete(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, email) = path.into_inner();
-    let t = existing(&state, &tenant)?;
-    let u = existing_user(&state, &t, &email)?;
+    let t = existing(&state, &tenant).await?;
+    let u = existing_user(&state, &t, &email).await?;
     sync.remove_user(&t.id, &u.email).await?;
     tracing::info!(tenant = %t.id, user = %u.email, "user deleted");
     Ok(HttpResponse::NoContent().finish())
@@ -168,11 +169,12 @@ async fn delete(
 /// confidential events show no summary: their content never leaves gwsync.
 async fn events(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (tenant, email) = path.into_inner();
-    let t = existing(&state, &tenant)?;
-    let u = existing_user(&state, &t, &email)?;
+    let t = existing(&state, &tenant).await?;
+    let u = existing_user(&state, &t, &email).await?;
     let events: Vec<Value> = state
         .store
-        .events(&t.id, &u.email)?
+        .events(&t.id, &u.email)
+        .await?
         .into_iter()
         .map(|mut e| {
             if matches!(e.visibility.as_str(), "private" | "confidential") {
@@ -191,8 +193,8 @@ async fn presence(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, email) = path.into_inner();
-    let t = existing(&state, &tenant)?;
-    let u = existing_user(&state, &t, &email)?;
+    let t = existing(&state, &tenant).await?;
+    let u = existing_user(&state, &t, &email).await?;
     let key = CalendarKey::new(&t.id, &u.email);
     let Some(p) = sync.presence.presence(&key).await? else {
         return Err(ApiError::not_found("user_not_found", format!("no user {} in tenant '{}'", u.email, t.id)));
@@ -214,8 +216,8 @@ async fn resync(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, email) = path.into_inner();
-    let t = existing(&state, &tenant)?;
-    let u = existing_user(&state, &t, &email)?;
+    let t = existing(&state, &tenant).await?;
+    let u = existing_user(&state, &t, &email).await?;
     sync.user_saved(&t.id, &u.email);
     Ok(HttpResponse::Accepted()
         .json(json!({ "queued": true, "status": format!("/api/v1/tenants/{}/users/{}", t.id, u.email) })))

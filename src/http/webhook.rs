@@ -62,7 +62,7 @@ async fn calendar(state: web::Data<AppState>, sync: web::Data<SyncService>, req:
     if channel_id.len() > 64 {
         return answer(&state, StatusCode::NOT_FOUND, outcome!("unknown_channel"));
     }
-    let channel = match state.store.channel_auth(channel_id) {
+    let channel = match state.store.channel_auth(channel_id).await {
         Ok(Some(c)) if !c.orphaned => c,
         Ok(_) => return answer(&state, StatusCode::NOT_FOUND, outcome!("unknown_channel")),
         Err(e) => {

@@ -44,7 +44,7 @@ pub struct Presence {
     /// Serialise recomputing and reconciling per user (striped by key): the scheduler, sync
     /// workers and API handlers all do it, and the sequence read-increment-write and the
     /// choice of timeline must not interleave.
-    user_locks: Vec<Mutex<()>>,
+    user_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 const USER_LOCK_STRIPES: usize = 64;
@@ -76,15 +76,15 @@ impl Presence {
             capped: Mutex::new(HashMap::new()),
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
-            user_locks: (0..USER_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            user_locks: (0..USER_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
-    fn user_lock(&self, key: &CalendarKey) -> parking_lot::MutexGuard<'_, ()> {
+    async fn user_lock(&self, key: &CalendarKey) -> tokio::sync::MutexGuard<'_, ()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
-        self.user_locks[(h.finish() as usize) % USER_LOCK_STRIPES].lock()
+        self.user_locks[(h.finish() as usize) % USER_LOCK_STRIPES].lock().await
     }
 
     fn horizon(&self) -> Duration {
@@ -93,74 +93,79 @@ impl Presence {
 
     /// Recomputes every user's timeline (at start); messages go out for those whose state
     /// changed while gwsync was down.
-    /// Runs at start-up, before the server listens: spread over the cores, as 100,000 users
-    /// take seconds on one.
-    pub fn recompute_all(&self) -> Result<usize, StoreError> {
+    /// Runs at start-up, before the server listens: spread over the cores (the expansions run
+    /// on blocking threads), as 100,000 users take seconds on one.
+    pub async fn recompute_all(&self) -> Result<usize, StoreError> {
+        use futures_util::TryStreamExt;
         let mut keys = Vec::new();
-        for t in self.app.store.tenants()? {
-            keys.extend(self.app.store.users(&t.id)?.into_iter().map(|u| CalendarKey::new(&t.id, &u.email)));
+        for t in self.app.store.tenants().await? {
+            keys.extend(self.app.store.users(&t.id).await?.into_iter().map(|u| CalendarKey::new(&t.id, &u.email)));
         }
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let chunk = keys.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = keys
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().try_for_each(|key| self.recompute(key))))
-                .collect();
-            workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-        })?;
+        let parallel = 2 * std::thread::available_parallelism().map_or(1, usize::from);
+        futures_util::stream::iter(keys.iter().map(Ok))
+            .try_for_each_concurrent(parallel, |key| self.recompute(key))
+            .await?;
         Ok(keys.len())
     }
 
     /// Recomputes all users of a tenant. With `new_receiver` (its phone system was added or
     /// moved) the receiver is assumed to know nothing, so every user's current state is sent.
-    pub fn recompute_tenant(&self, tenant: &str, new_receiver: bool) -> Result<(), StoreError> {
+    pub async fn recompute_tenant(&self, tenant: &str, new_receiver: bool) -> Result<(), StoreError> {
         let store = &self.app.store;
-        for u in store.users(tenant)? {
+        for u in store.users(tenant).await? {
             let key = CalendarKey::new(tenant, &u.email);
             // Under the user's lock: a sync reconciling the same user meanwhile either told the
             // new receiver already (its record names the URL) or comes after this.
-            let _user = self.user_lock(&key);
+            let _user = self.user_lock(&key).await;
             if new_receiver
-                && let Some(mut record) = store.presence_record(tenant, &u.email)?
+                && let Some(mut record) = store.presence_record(tenant, &u.email).await?
                 && record.receiver.is_none()
             {
                 // Told before gwsync kept the URL: to whom is unknown, so the new receiver is
                 // told. The sequence stays: it must keep rising.
                 record.receiver = Some(String::new());
-                store.put_presence_record(tenant, &u.email, &record)?;
+                store.put_presence_record(tenant, &u.email, &record).await?;
             }
-            self.recompute_locked(&key)?;
+            self.recompute_locked(&key).await?;
         }
         Ok(())
     }
 
     /// The user's timeline from `now - LOOKBACK` to `now + ahead`, from the store; `None` if
     /// the user is gone.
-    fn compute(&self, key: &CalendarKey, now: DateTime<Utc>, ahead: Duration) -> Result<Option<Timeline>, StoreError> {
+    async fn compute(
+        &self,
+        key: &CalendarKey,
+        now: DateTime<Utc>,
+        ahead: Duration,
+    ) -> Result<Option<Timeline>, StoreError> {
         let store = &self.app.store;
-        let Some(user) = store.user(&key.tenant, &key.user)? else { return Ok(None) };
-        let events = store.events(&key.tenant, &key.user)?;
+        let Some(user) = store.user(&key.tenant, &key.user).await? else { return Ok(None) };
+        let events = store.events(&key.tenant, &key.user).await?;
         let zone: Tz = store
-            .calendar_state(&key.tenant, &key.user)?
+            .calendar_state(&key.tenant, &key.user)
+            .await?
             .and_then(|s| s.time_zone)
             .and_then(|z| z.parse().ok())
             .unwrap_or(chrono_tz::UTC);
-        let tenant = store.tenant(&key.tenant)?;
+        let tenant = store.tenant(&key.tenant).await?;
         let status = crate::model::user::EffectiveStatusEvents::of(&user, tenant.as_ref().map(|t| &t.status_events));
         let profiles = Profiles::with_status_events(&user.profiles, &status.mapping);
-        Ok(Some(Timeline::compute_from(&events, &profiles, zone, now - LOOKBACK, now, now + ahead)))
+        // Expanding series is CPU work: off the async threads, so a large calendar never
+        // holds up the threads that answer HTTP and webhooks.
+        off_thread(move || Ok(Some(Timeline::compute_from(&events, &profiles, zone, now - LOOKBACK, now, now + ahead))))
+            .await
     }
 
     /// Recomputes one user's timeline from their stored events and profiles, and reconciles.
-    pub fn recompute(&self, key: &CalendarKey) -> Result<(), StoreError> {
-        let _user = self.user_lock(key);
-        self.recompute_locked(key)
+    pub async fn recompute(&self, key: &CalendarKey) -> Result<(), StoreError> {
+        let _user = self.user_lock(key).await;
+        self.recompute_locked(key).await
     }
 
-    fn recompute_locked(&self, key: &CalendarKey) -> Result<(), StoreError> {
+    async fn recompute_locked(&self, key: &CalendarKey) -> Result<(), StoreError> {
         let now = self.app.clock.now();
-        let Some(timeline) = self.compute(key, now, SCHEDULE_WINDOW.min(self.horizon()))? else {
+        let Some(timeline) = self.compute(key, now, SCHEDULE_WINDOW.min(self.horizon())).await? else {
             self.forget(key);
             return Ok(());
         };
@@ -178,7 +183,7 @@ impl Presence {
         } else {
             self.timelines.lock().insert(key.clone(), timeline.clone());
         }
-        self.reconcile(key, &timeline, now)?;
+        self.reconcile(key, &timeline, now).await?;
         self.reschedule(key, &timeline, now);
         Ok(())
     }
@@ -204,46 +209,25 @@ impl Presence {
     }
 
     /// The user's state now, the switches ahead over the whole horizon, and the series that hit
-    /// an expansion limit; `None` if the user is gone. Computed on a blocking thread: a large
-    /// calendar never holds up the threads that answer HTTP and webhooks.
-    pub async fn presence(self: &Arc<Self>, key: &CalendarKey) -> Result<Option<PresenceNow>, StoreError> {
-        let (me, key) = (self.clone(), key.clone());
-        off_thread(move || {
-            let now = me.app.clock.now();
-            Ok(me.compute(&key, now, me.horizon())?.map(|t| PresenceNow {
-                state: t.state_at(now),
-                upcoming: t.upcoming(now),
-                capped: t.capped.clone(),
-            }))
-        })
-        .await
-    }
-
-    /// `recompute` on a blocking thread (for async callers: sync workers, request handlers).
-    pub async fn recompute_off_thread(self: &Arc<Self>, key: &CalendarKey) -> Result<(), StoreError> {
-        let (me, key) = (self.clone(), key.clone());
-        off_thread(move || me.recompute(&key)).await
-    }
-
-    /// `recompute_tenant` on a blocking thread.
-    pub async fn recompute_tenant_off_thread(
-        self: &Arc<Self>,
-        tenant: &str,
-        new_receiver: bool,
-    ) -> Result<(), StoreError> {
-        let (me, tenant) = (self.clone(), tenant.to_owned());
-        off_thread(move || me.recompute_tenant(&tenant, new_receiver)).await
+    /// an expansion limit; `None` if the user is gone.
+    pub async fn presence(&self, key: &CalendarKey) -> Result<Option<PresenceNow>, StoreError> {
+        let now = self.app.clock.now();
+        Ok(self.compute(key, now, self.horizon()).await?.map(|t| PresenceNow {
+            state: t.state_at(now),
+            upcoming: t.upcoming(now),
+            capped: t.capped.clone(),
+        }))
     }
 
     /// Queues a message if the user's state at `now` is not what the phone system was last told.
-    fn reconcile(&self, key: &CalendarKey, timeline: &Timeline, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn reconcile(&self, key: &CalendarKey, timeline: &Timeline, now: DateTime<Utc>) -> Result<(), StoreError> {
         let store = &self.app.store;
-        let Some(tenant) = store.tenant(&key.tenant)? else { return Ok(()) };
+        let Some(tenant) = store.tenant(&key.tenant).await? else { return Ok(()) };
         let Some(phone) = tenant.phone_system.as_ref() else { return Ok(()) };
         let receiver = phone.url.as_str();
-        let Some(user) = store.user(&key.tenant, &key.user)? else { return Ok(()) };
+        let Some(user) = store.user(&key.tenant, &key.user).await? else { return Ok(()) };
         let state = timeline.state_at(now);
-        let record = store.presence_record(&key.tenant, &key.user)?.unwrap_or_default();
+        let record = store.presence_record(&key.tenant, &key.user).await?.unwrap_or_default();
         // What this receiver was told (a phone system at another URL knows nothing yet).
         let told = record.last.as_ref().filter(|_| record.receiver.as_deref().is_none_or(|r| r == receiver));
         let news = match told {
@@ -278,7 +262,7 @@ impl Presence {
             last_error: None,
         };
         let record = PresenceRecord { sequence, last: Some(state.clone()), receiver: Some(receiver.to_owned()) };
-        match store.enqueue_message(&record, &message) {
+        match store.enqueue_message(&record, &message).await {
             Ok(()) => {}
             // Deleted meanwhile: nothing is queued for a deleted user.
             Err(StoreError::Gone) => return Ok(()),
@@ -309,15 +293,9 @@ impl Presence {
                 due
             };
             if !due.is_empty() {
-                // Rolling a timeline expands series: off the async threads.
-                let me = self.clone();
-                let settled = off_thread(move || {
-                    me.settle(due, now);
-                    Ok(())
-                });
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    _ = settled => {}
+                    () = self.settle(due, now) => {}
                 }
             }
             let next = self.schedule.lock().queue.first().map(|(t, _)| *t);
@@ -338,15 +316,17 @@ impl Presence {
 
 impl Presence {
     /// Reconciles the users due at `now` (rolling their timelines where they run out).
-    fn settle(&self, due: Vec<CalendarKey>, now: DateTime<Utc>) {
+    async fn settle(&self, due: Vec<CalendarKey>, now: DateTime<Utc>) {
         for key in due {
             // Under the user's lock, so the timeline is the newest (a sync may have just
             // replaced it).
-            let _user = self.user_lock(&key);
+            let _user = self.user_lock(&key).await;
             let timeline = self.timelines.lock().get(&key).cloned();
             let result = match timeline {
-                Some(t) if now < roll_at(&t) => self.reconcile(&key, &t, now).map(|()| self.reschedule(&key, &t, now)),
-                _ => self.recompute_locked(&key),
+                Some(t) if now < roll_at(&t) => {
+                    self.reconcile(&key, &t, now).await.map(|()| self.reschedule(&key, &t, now))
+                }
+                _ => self.recompute_locked(&key).await,
             };
             if let Err(e) = result {
                 tracing::error!(tenant = %key.tenant, user = %key.user, error = %e, "presence update failed; retrying in a minute");

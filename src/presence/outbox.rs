@@ -172,8 +172,8 @@ impl Outbox {
 
     /// Loads what was queued before the last stop. An older gwsync kept every message; of
     /// those only each user's newest is kept (the others are superseded).
-    pub fn load(&self) -> Result<usize, StoreError> {
-        let messages = self.app.store.outbox()?;
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let messages = self.app.store.outbox().await?;
         let mut newest: HashMap<CalendarKey, &OutboxMessage> = HashMap::new();
         for m in &messages {
             let key = CalendarKey::new(&m.tenant, &m.user);
@@ -183,7 +183,7 @@ impl Outbox {
         }
         for m in &messages {
             if newest.get(&CalendarKey::new(&m.tenant, &m.user)).is_some_and(|n| n.sequence != m.sequence) {
-                self.app.store.delete_message(&m.tenant, &m.user, m.sequence)?;
+                self.app.store.delete_message(&m.tenant, &m.user, m.sequence).await?;
             }
         }
         let n = newest.len();
@@ -475,7 +475,7 @@ impl Outbox {
     async fn attempt(&self, key: &CalendarKey, sequence: u64) -> Attempt {
         let store = &self.app.store;
         let now = self.app.clock.now();
-        let mut message = match store.outbox_message(&key.tenant, &key.user, sequence) {
+        let mut message = match store.outbox_message(&key.tenant, &key.user, sequence).await {
             Ok(Some(m)) => m,
             // Gone: superseded, or its user was deleted meanwhile.
             Ok(None) => return Attempt::Done { delivered: false },
@@ -492,7 +492,7 @@ impl Outbox {
                 return Attempt::Later(now + chrono::Duration::seconds(5));
             }
         }
-        let target = match store.tenant(&key.tenant) {
+        let target = match store.tenant(&key.tenant).await {
             Ok(Some(t)) => t.phone_system,
             Ok(None) => None,
             Err(e) => {
@@ -502,7 +502,7 @@ impl Outbox {
         };
         let Some(target) = target else {
             // The tenant no longer has a phone system: nobody to tell.
-            let _ = store.delete_message(&key.tenant, &key.user, sequence);
+            let _ = store.delete_message(&key.tenant, &key.user, sequence).await;
             return Attempt::Done { delivered: false };
         };
         let key_bytes = match base64::engine::general_purpose::STANDARD
@@ -512,12 +512,9 @@ impl Outbox {
         {
             Some(k) => k,
             None => {
-                return self.failed(
-                    &mut message,
-                    now,
-                    "the webhook secret cannot be opened with this master key".into(),
-                    false,
-                );
+                return self
+                    .failed(&mut message, now, "the webhook secret cannot be opened with this master key".into(), false)
+                    .await;
             }
         };
         // The receiver checks the timestamp against its own clock: real time, whatever the
@@ -528,7 +525,7 @@ impl Outbox {
         let client = match self.http.for_url(&target.url) {
             Ok(c) => c,
             Err(r) => {
-                return self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"), true);
+                return self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"), true).await;
             }
         };
         let result = client
@@ -542,34 +539,41 @@ impl Outbox {
             .await;
         match result {
             Ok(resp) if resp.status().is_success() => {
-                if let Err(e) = store.delete_message(&key.tenant, &key.user, sequence) {
+                if let Err(e) = store.delete_message(&key.tenant, &key.user, sequence).await {
                     tracing::error!(tenant = %key.tenant, user = %key.user, error = %e, "delivered, but could not remove the message; it may be sent again");
                 }
                 self.app.metrics.delivery("delivered");
                 tracing::info!(tenant = %key.tenant, user = %key.user, sequence, attempts = message.attempts + 1, "profile switch delivered");
                 Attempt::Done { delivered: true }
             }
-            Ok(resp) => self.failed(&mut message, now, format!("the phone system answered {}", resp.status()), false),
+            Ok(resp) => {
+                self.failed(&mut message, now, format!("the phone system answered {}", resp.status()), false).await
+            }
             Err(e) => match crate::outbound::refusal_in(&e) {
-                Some(r) => self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"), true),
-                None => self.failed(
-                    &mut message,
-                    now,
-                    format!("could not reach the phone system: {}", e.without_url()),
-                    true,
-                ),
+                Some(r) => {
+                    self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"), true).await
+                }
+                None => {
+                    self.failed(
+                        &mut message,
+                        now,
+                        format!("could not reach the phone system: {}", e.without_url()),
+                        true,
+                    )
+                    .await
+                }
             },
         }
     }
 
-    fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String, unreachable: bool) -> Attempt {
+    async fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String, unreachable: bool) -> Attempt {
         self.app.metrics.delivery("failed");
         message.attempts = message.attempts.saturating_add(1);
         let delay = crate::backoff::delay(message.attempts - 1, Duration::from_secs(1), MAX_RETRY_DELAY);
         message.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
         tracing::warn!(tenant = %message.tenant, user = %message.user, sequence = message.sequence, attempts = message.attempts, error = %why, "profile switch not delivered; will retry");
         message.last_error = Some(why.clone());
-        match self.app.store.update_message(message) {
+        match self.app.store.update_message(message).await {
             Ok(true) => {}
             // Superseded meanwhile: the newer message is what goes next.
             Ok(false) => {}

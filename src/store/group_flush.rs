@@ -81,14 +81,14 @@ mod tests {
         for i in 0..50 {
             let (f, s) = (flush.clone(), store.clone());
             tasks.push(tokio::spawn(async move {
-                s.mark_dirty("t", &format!("u{i}@x")).unwrap();
+                s.mark_dirty("t", &format!("u{i}@x")).await.unwrap();
                 f.durable().await
             }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        assert_eq!(store.dirty_calendars().unwrap().len(), 50);
+        assert_eq!(store.dirty_calendars().await.unwrap().len(), 50);
         shutdown.cancel();
     }
 }

@@ -1,9 +1,10 @@
 //! Durable state behind a trait of domain operations, so a PostgreSQL backend can follow
 //! (DESIGN §10). The sled implementation is the default.
 //!
-//! Methods are synchronous and quick (sled works in memory and logs in the background);
-//! durability is explicit: `flush` returns once everything written before it survives a crash.
-//! Call it through `flush(store)` before acknowledging anything that must not be lost.
+//! Methods are async: PostgreSQL is a network call; sled works in memory (and runs its large
+//! operations off the async threads). Durability is explicit: `flush` returns once everything
+//! written before it survives a crash; call it before acknowledging anything that must not be
+//! lost.
 
 pub mod group_flush;
 pub mod sled_store;
@@ -45,38 +46,41 @@ pub enum StoreError {
     Gone,
 }
 
+#[async_trait::async_trait]
 pub trait Store: Send + Sync {
-    fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
-    fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
-    fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
+    async fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
+    async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
     /// Deletes the tenant with its users and their data, atomically, and marks its channels
-    /// orphaned (the keeper stops them at Google in the background). The sealed key stays until
-    /// then — stopping a channel needs it — and is removed with `delete_credentials`. False if
-    /// the tenant did not exist.
-    fn delete_tenant(&self, id: &str) -> Result<bool, StoreError>;
+    /// orphaned (the keeper stops them at Google in the background). The sealed key is retired,
+    /// not deleted — stopping those channels needs it — and removed with
+    /// `delete_retired_credentials`; a tenant re-created under the same id starts without it.
+    /// False if the tenant did not exist.
+    async fn delete_tenant(&self, id: &str) -> Result<bool, StoreError>;
 
-    fn put_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError>;
-    fn credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError>;
-    /// Every tenant id with a stored key (including deleted tenants whose channels still wait
-    /// to be stopped).
-    fn credential_tenants(&self) -> Result<Vec<String>, StoreError>;
-    fn delete_credentials(&self, tenant: &str) -> Result<(), StoreError>;
+    async fn put_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError>;
+    async fn credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError>;
+    /// The key a deleted tenant (of this id) had, kept until its orphaned channels are stopped.
+    async fn retired_credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError>;
+    /// Every tenant id with a retired key.
+    async fn retired_credential_tenants(&self) -> Result<Vec<String>, StoreError>;
+    async fn delete_retired_credentials(&self, tenant: &str) -> Result<(), StoreError>;
 
-    fn put_user(&self, user: &UserRecord) -> Result<(), StoreError>;
-    fn user(&self, tenant: &str, email: &str) -> Result<Option<UserRecord>, StoreError>;
-    fn users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError>;
+    async fn put_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    async fn user(&self, tenant: &str, email: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError>;
     /// Deletes the user with their calendar state, events, dirty mark, presence and queued
     /// messages, and marks their channels orphaned (stopped by the keeper), atomically.
-    fn delete_user(&self, tenant: &str, email: &str) -> Result<bool, StoreError>;
+    async fn delete_user(&self, tenant: &str, email: &str) -> Result<bool, StoreError>;
 
-    fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError>;
+    async fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError>;
     /// `Gone` if the user does not exist (checked atomically with the write).
-    fn put_calendar_state(&self, tenant: &str, user: &str, state: &CalendarState) -> Result<(), StoreError>;
+    async fn put_calendar_state(&self, tenant: &str, user: &str, state: &CalendarState) -> Result<(), StoreError>;
     /// Applies a sync result atomically: optionally wipes the calendar's events first, then the
     /// changes, then the new state (with its sync token). All or nothing; `Gone` (nothing
     /// written) if the user was deleted meanwhile. Returns how many events the calendar holds
     /// after.
-    fn apply_sync(
+    async fn apply_sync(
         &self,
         tenant: &str,
         user: &str,
@@ -84,49 +88,58 @@ pub trait Store: Send + Sync {
         changes: &[EventChange],
         state: &CalendarState,
     ) -> Result<usize, StoreError>;
-    fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Marks the calendar as needing a sync; returns the mark's generation.
-    fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError>;
-    fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+    async fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError>;
+    async fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// Clears the mark if it is still at `generation` (no notification came since); false if not.
-    fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
+    async fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
 
     /// `Gone` for a channel that is not orphaned whose user does not exist (checked atomically
     /// with the write, so a deletion and a registration racing leave no live channel behind).
-    fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
-    fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
+    async fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
+    async fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
     /// What verifying a notification on channel `id` needs. A backend serving one process keeps
     /// it in memory in step with `put_channel`/`delete_channel`, so the webhook reads and
     /// decodes nothing per notification; this default reads the record (as a backend shared by
     /// replicas must: another replica may have created the channel).
-    fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
-        Ok(self.channel(id)?.map(|c| Arc::new(ChannelAuth::of(&c))))
+    async fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
+        Ok(self.channel(id).await?.map(|c| Arc::new(ChannelAuth::of(&c))))
     }
-    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
     /// The channels of one user's calendar (usually one; two while a renewal overlaps).
-    fn channels_of(&self, tenant: &str, user: &str) -> Result<Vec<ChannelRecord>, StoreError>;
-    fn delete_channel(&self, id: &str) -> Result<(), StoreError>;
+    async fn channels_of(&self, tenant: &str, user: &str) -> Result<Vec<ChannelRecord>, StoreError>;
+    async fn delete_channel(&self, id: &str) -> Result<(), StoreError>;
 
-    fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError>;
-    fn put_presence_record(&self, tenant: &str, user: &str, record: &PresenceRecord) -> Result<(), StoreError>;
+    async fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError>;
+    async fn put_presence_record(&self, tenant: &str, user: &str, record: &PresenceRecord) -> Result<(), StoreError>;
     /// Records what the user is now told and queues the message saying it, atomically; the
     /// user's older undelivered messages are dropped in the same step (each message carries the
     /// whole state, so the newest supersedes them). `Gone` if the user does not exist.
-    fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError>;
+    async fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError>;
     /// Every queued message, each user's in sequence order.
-    fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError>;
-    fn outbox_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<Option<OutboxMessage>, StoreError>;
+    async fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError>;
+    async fn outbox_message(
+        &self,
+        tenant: &str,
+        user: &str,
+        sequence: u64,
+    ) -> Result<Option<OutboxMessage>, StoreError>;
     /// Records a failed attempt; false (nothing written) if the message is gone meanwhile
     /// (superseded, or its user deleted).
-    fn update_message(&self, message: &OutboxMessage) -> Result<bool, StoreError>;
-    fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError>;
+    async fn update_message(&self, message: &OutboxMessage) -> Result<bool, StoreError>;
+    async fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError>;
 
-    fn contact_book(&self, tenant: &str, book: &str) -> Result<Option<crate::model::contact::BookState>, StoreError>;
-    fn contact_books(&self, tenant: &str) -> Result<Vec<(String, crate::model::contact::BookState)>, StoreError>;
+    async fn contact_book(
+        &self,
+        tenant: &str,
+        book: &str,
+    ) -> Result<Option<crate::model::contact::BookState>, StoreError>;
+    async fn contact_books(&self, tenant: &str) -> Result<Vec<(String, crate::model::contact::BookState)>, StoreError>;
     /// Applies a People listing atomically: optionally wipes the book, then the changes, then
     /// its new state (with the sync token). Returns the book's size after.
-    fn apply_contacts(
+    async fn apply_contacts(
         &self,
         tenant: &str,
         book: &str,
@@ -135,47 +148,45 @@ pub trait Store: Send + Sync {
         state: &crate::model::contact::BookState,
     ) -> Result<usize, StoreError>;
     /// Every entry of every book of a tenant.
-    fn contacts(&self, tenant: &str) -> Result<Vec<crate::model::contact::Contact>, StoreError>;
-    fn delete_contact_book(&self, tenant: &str, book: &str) -> Result<(), StoreError>;
+    async fn contacts(&self, tenant: &str) -> Result<Vec<crate::model::contact::Contact>, StoreError>;
+    async fn delete_contact_book(&self, tenant: &str, book: &str) -> Result<(), StoreError>;
 
     /// Saves an API token with its digest index. (A tenant's tokens go with the tenant.)
-    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
-    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
     /// The token whose secret has this SHA-256 digest (hex).
-    fn token_by_digest(&self, digest: &str) -> Result<Option<TokenRecord>, StoreError>;
-    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    async fn token_by_digest(&self, digest: &str) -> Result<Option<TokenRecord>, StoreError>;
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
     /// Changes a stored token in place, atomically, so a lazy `last_used_at` write never undoes
     /// a revocation made meanwhile. `change` may run more than once. None if there is no such token.
-    fn update_token(&self, id: &str, change: &dyn Fn(&mut TokenRecord)) -> Result<Option<TokenRecord>, StoreError>;
-    fn delete_token(&self, id: &str) -> Result<(), StoreError>;
+    async fn update_token(
+        &self,
+        id: &str,
+        change: &(dyn for<'t> Fn(&'t mut TokenRecord) + Send + Sync),
+    ) -> Result<Option<TokenRecord>, StoreError>;
+    async fn delete_token(&self, id: &str) -> Result<(), StoreError>;
 
     /// A new audit entry id, above every one given before (also across restarts).
-    fn next_audit_id(&self) -> Result<u64, StoreError>;
+    async fn next_audit_id(&self) -> Result<u64, StoreError>;
     /// Writes an audit entry (replacing the one with its id: a request's outcome is added later).
-    fn put_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    async fn put_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Newest first: entries with an id below `before`, only `tenant`'s if given, at most `limit`.
-    fn audit(&self, tenant: Option<&str>, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    async fn audit(
+        &self,
+        tenant: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
     /// Removes the entries older than `cutoff`; returns how many went.
-    fn prune_audit(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
+    async fn prune_audit(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
 
-    /// Blocks until everything written so far is on disk.
-    fn flush_blocking(&self) -> Result<(), StoreError>;
+    /// Returns once everything written so far survives a crash.
+    async fn flush(&self) -> Result<(), StoreError>;
 }
 
 pub type SharedStore = Arc<dyn Store>;
 
-/// Makes every earlier write durable, off the async threads.
+/// Makes every earlier write durable.
 pub async fn flush(store: &SharedStore) -> Result<(), StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.flush_blocking()).await.map_err(|e| StoreError::Flush(e.to_string()))?
-}
-
-/// Runs a large store operation off the async threads, so it holds up no request: a full
-/// phonebook sync writes 100,000 entries at once.
-pub async fn blocking<T: Send + 'static>(
-    store: &SharedStore,
-    op: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || op(store.as_ref())).await.map_err(|e| StoreError::Background(e.to_string()))?
+    store.flush().await
 }

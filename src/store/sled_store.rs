@@ -38,10 +38,12 @@ use crate::model::event::StoredEvent;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
 
-pub struct SledStore {
+/// The trees, with synchronous operations; `SledStore` puts the async `Store` in front.
+struct Sled {
     db: sled::Db,
     tenants: sled::Tree,
     credentials: sled::Tree,
+    retired_credentials: sled::Tree,
     users: sled::Tree,
     calendars: sled::Tree,
     events: sled::Tree,
@@ -154,9 +156,9 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-impl SledStore {
+impl Sled {
     /// Opens (or creates) the database under `dir`, checking the schema version.
-    pub fn open(dir: &Path, cache_capacity_mb: u64) -> Result<Self, StoreError> {
+    fn open(dir: &Path, cache_capacity_mb: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(dir).cache_capacity(cache_capacity_mb * 1024 * 1024).open()?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema_version")? {
@@ -187,9 +189,10 @@ impl SledStore {
             };
             index.insert(id, auth);
         }
-        Ok(SledStore {
+        Ok(Sled {
             tenants: db.open_tree("tenants")?,
             credentials: db.open_tree("credentials")?,
+            retired_credentials: db.open_tree("retired_credentials")?,
             users: db.open_tree("users")?,
             calendars: db.open_tree("calendars")?,
             events: db.open_tree("events")?,
@@ -211,7 +214,7 @@ impl SledStore {
     }
 }
 
-impl SledStore {
+impl Sled {
     /// Brings the channel index in step with the records behind `index_keys` (`user_channels`
     /// keys) after a deletion orphaned them. The caller holds `channel_writes`.
     fn reindex_channels(&self, index_keys: &[sled::IVec]) -> Result<(), StoreError> {
@@ -229,7 +232,7 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
+impl Sled {
     fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
         self.tenants.insert(tenant.id.as_bytes(), encode(tenant)?)?;
         Ok(())
@@ -268,9 +271,16 @@ impl Store for SledStore {
             &self.presence,
             &self.outbox,
             &self.channels,
+            &self.credentials,
+            &self.retired_credentials,
         )
-            .transaction(|(tenants, users, calendars, events, dirty, presence, outbox, channels)| -> TxResult<bool> {
+            .transaction(|(tenants, users, calendars, events, dirty, presence, outbox, channels, credentials, retired)| -> TxResult<bool> {
                 let existed = tenants.remove(id.as_bytes())?.is_some();
+                // The key is retired, not kept in place: a tenant re-created under this id
+                // starts without it, while the keeper can still stop the old channels.
+                if let Some(key) = credentials.remove(id.as_bytes())? {
+                    retired.insert(id.as_bytes(), key)?;
+                }
                 for (tree, ks) in [users, calendars, events, dirty, presence, outbox].into_iter().zip(&user_data) {
                     for k in ks {
                         tree.remove(k)?;
@@ -302,12 +312,16 @@ impl Store for SledStore {
         self.credentials.get(tenant.as_bytes())?.map(|v| decode(&v)).transpose()
     }
 
-    fn credential_tenants(&self) -> Result<Vec<String>, StoreError> {
-        self.credentials.iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect()
+    fn retired_credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError> {
+        self.retired_credentials.get(tenant.as_bytes())?.map(|v| decode(&v)).transpose()
     }
 
-    fn delete_credentials(&self, tenant: &str) -> Result<(), StoreError> {
-        self.credentials.remove(tenant.as_bytes())?;
+    fn retired_credential_tenants(&self) -> Result<Vec<String>, StoreError> {
+        self.retired_credentials.iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect()
+    }
+
+    fn delete_retired_credentials(&self, tenant: &str) -> Result<(), StoreError> {
+        self.retired_credentials.remove(tenant.as_bytes())?;
         Ok(())
     }
 
@@ -684,7 +698,7 @@ impl Store for SledStore {
         self.tokens.iter().values().map(|v| decode(&v?)).collect()
     }
 
-    fn update_token(&self, id: &str, change: &dyn Fn(&mut TokenRecord)) -> Result<Option<TokenRecord>, StoreError> {
+    fn update_token(&self, id: &str, change: impl Fn(&mut TokenRecord)) -> Result<Option<TokenRecord>, StoreError> {
         let mut damaged = None;
         let after = self.tokens.update_and_fetch(id.as_bytes(), |old| {
             let old = old?;
@@ -785,6 +799,109 @@ impl Store for SledStore {
     }
 }
 
+/// The embedded store: one process, one data directory.
+pub struct SledStore(Arc<Sled>);
+
+impl SledStore {
+    /// Opens (or creates) the database under `dir`, checking the schema version.
+    pub fn open(dir: &Path, cache_capacity_mb: u64) -> Result<Self, StoreError> {
+        Ok(SledStore(Arc::new(Sled::open(dir, cache_capacity_mb)?)))
+    }
+
+    /// Runs a long operation (a flush, a phonebook of 100,000 entries) off the async threads.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Sled) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.0.clone();
+        tokio::task::spawn_blocking(move || op(&db)).await.map_err(|e| StoreError::Background(e.to_string()))?
+    }
+}
+
+/// `Store` for `SledStore`: each listed operation runs in place (sled answers from memory and
+/// logs in the background, so these return in microseconds); the rest are written out below.
+macro_rules! sled_store {
+    ($(fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty;)*) => {
+        #[async_trait::async_trait]
+        impl Store for SledStore {
+            $(async fn $name(&self $(, $arg: $ty)*) -> $ret { self.0.$name($($arg),*) })*
+
+            async fn apply_contacts(
+                &self,
+                tenant: &str,
+                book: &str,
+                wipe: bool,
+                changes: &[Change],
+                state: &BookState,
+            ) -> Result<usize, StoreError> {
+                let (tenant, book, changes, state) = (tenant.to_owned(), book.to_owned(), changes.to_vec(), state.clone());
+                self.off_thread(move |db| db.apply_contacts(&tenant, &book, wipe, &changes, &state)).await
+            }
+
+            async fn flush(&self) -> Result<(), StoreError> {
+                self.off_thread(|db| db.flush_blocking()).await
+            }
+
+            async fn update_token(
+                &self,
+                id: &str,
+                change: &(dyn for<'t> Fn(&'t mut TokenRecord) + Send + Sync),
+            ) -> Result<Option<TokenRecord>, StoreError> {
+                self.0.update_token(id, |t: &mut TokenRecord| change(t))
+            }
+        }
+    };
+}
+
+sled_store! {
+    fn put_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
+    fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
+    fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
+    fn delete_tenant(&self, id: &str) -> Result<bool, StoreError>;
+    fn put_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError>;
+    fn credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError>;
+    fn retired_credentials(&self, tenant: &str) -> Result<Option<StoredCredentials>, StoreError>;
+    fn retired_credential_tenants(&self) -> Result<Vec<String>, StoreError>;
+    fn delete_retired_credentials(&self, tenant: &str) -> Result<(), StoreError>;
+    fn put_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    fn user(&self, tenant: &str, email: &str) -> Result<Option<UserRecord>, StoreError>;
+    fn users(&self, tenant: &str) -> Result<Vec<UserRecord>, StoreError>;
+    fn delete_user(&self, tenant: &str, email: &str) -> Result<bool, StoreError>;
+    fn calendar_state(&self, tenant: &str, user: &str) -> Result<Option<CalendarState>, StoreError>;
+    fn put_calendar_state(&self, tenant: &str, user: &str, state: &CalendarState) -> Result<(), StoreError>;
+    fn apply_sync(&self, tenant: &str, user: &str, wipe: bool, changes: &[EventChange], state: &CalendarState) -> Result<usize, StoreError>;
+    fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError>;
+    fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError>;
+    fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+    fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
+    fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
+    fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
+    fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError>;
+    fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+    fn channels_of(&self, tenant: &str, user: &str) -> Result<Vec<ChannelRecord>, StoreError>;
+    fn delete_channel(&self, id: &str) -> Result<(), StoreError>;
+    fn presence_record(&self, tenant: &str, user: &str) -> Result<Option<PresenceRecord>, StoreError>;
+    fn put_presence_record(&self, tenant: &str, user: &str, record: &PresenceRecord) -> Result<(), StoreError>;
+    fn enqueue_message(&self, record: &PresenceRecord, message: &OutboxMessage) -> Result<(), StoreError>;
+    fn outbox(&self) -> Result<Vec<OutboxMessage>, StoreError>;
+    fn outbox_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<Option<OutboxMessage>, StoreError>;
+    fn update_message(&self, message: &OutboxMessage) -> Result<bool, StoreError>;
+    fn delete_message(&self, tenant: &str, user: &str, sequence: u64) -> Result<(), StoreError>;
+    fn contact_book(&self, tenant: &str, book: &str) -> Result<Option<BookState>, StoreError>;
+    fn contact_books(&self, tenant: &str) -> Result<Vec<(String, BookState)>, StoreError>;
+    fn contacts(&self, tenant: &str) -> Result<Vec<Contact>, StoreError>;
+    fn delete_contact_book(&self, tenant: &str, book: &str) -> Result<(), StoreError>;
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    fn token_by_digest(&self, digest: &str) -> Result<Option<TokenRecord>, StoreError>;
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    fn delete_token(&self, id: &str) -> Result<(), StoreError>;
+    fn next_audit_id(&self) -> Result<u64, StoreError>;
+    fn put_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    fn audit(&self, tenant: Option<&str>, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    fn prune_audit(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,24 +935,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_survive_reopening_and_tenants_delete_with_their_users() {
+    #[tokio::test]
+    async fn records_survive_reopening_and_tenants_delete_with_their_users() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path(), 8).unwrap();
-            s.put_tenant(&tenant("acme")).unwrap();
-            s.put_tenant(&tenant("acme2")).unwrap();
-            s.put_user(&user("acme", "a@acme.se")).unwrap();
-            s.put_user(&user("acme2", "b@acme.se")).unwrap();
-            s.flush_blocking().unwrap();
+            s.put_tenant(&tenant("acme")).await.unwrap();
+            s.put_tenant(&tenant("acme2")).await.unwrap();
+            s.put_user(&user("acme", "a@acme.se")).await.unwrap();
+            s.put_user(&user("acme2", "b@acme.se")).await.unwrap();
+            s.flush().await.unwrap();
         }
         let s = SledStore::open(dir.path(), 8).unwrap();
-        assert_eq!(s.tenants().unwrap().len(), 2);
-        assert_eq!(s.users("acme").unwrap().len(), 1, "prefix scans stop at the tenant boundary");
-        assert!(s.delete_tenant("acme").unwrap());
-        assert!(s.users("acme").unwrap().is_empty());
-        assert_eq!(s.users("acme2").unwrap().len(), 1);
-        assert!(!s.delete_tenant("acme").unwrap());
+        assert_eq!(s.tenants().await.unwrap().len(), 2);
+        assert_eq!(s.users("acme").await.unwrap().len(), 1, "prefix scans stop at the tenant boundary");
+        assert!(s.delete_tenant("acme").await.unwrap());
+        assert!(s.users("acme").await.unwrap().is_empty());
+        assert_eq!(s.users("acme2").await.unwrap().len(), 1);
+        assert!(!s.delete_tenant("acme").await.unwrap());
     }
 
     fn event(id: &str, master: Option<&str>) -> StoredEvent {
@@ -856,54 +973,55 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions() {
+    #[tokio::test]
+    async fn a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8).unwrap();
-        s.put_user(&user("acme", "u@x")).unwrap();
-        s.put_user(&user("acme", "v@x")).unwrap();
+        s.put_user(&user("acme", "u@x")).await.unwrap();
+        s.put_user(&user("acme", "v@x")).await.unwrap();
         assert!(
-            matches!(s.apply_sync("acme", "w@x", false, &[], &CalendarState::default()), Err(StoreError::Gone)),
+            matches!(s.apply_sync("acme", "w@x", false, &[], &CalendarState::default()).await, Err(StoreError::Gone)),
             "nothing is written for a user that does not exist"
         );
         let st = CalendarState { sync_token: Some("t1".into()), ..Default::default() };
         let ups = [event("a", None), event("s", None), event("s_1", Some("s")), event("b", None)]
             .map(|e| EventChange::Upsert(Box::new(e)));
-        s.apply_sync("acme", "u@x", false, &ups, &st).unwrap();
-        s.apply_sync("acme", "v@x", false, &[EventChange::Upsert(Box::new(event("other", None)))], &st).unwrap();
+        s.apply_sync("acme", "u@x", false, &ups, &st).await.unwrap();
+        s.apply_sync("acme", "v@x", false, &[EventChange::Upsert(Box::new(event("other", None)))], &st).await.unwrap();
         let st2 = CalendarState { sync_token: Some("t2".into()), ..Default::default() };
         s.apply_sync("acme", "u@x", false, &[EventChange::Delete("s".into()), EventChange::Delete("a".into())], &st2)
+            .await
             .unwrap();
-        let ids: Vec<String> = s.events("acme", "u@x").unwrap().into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = s.events("acme", "u@x").await.unwrap().into_iter().map(|e| e.id).collect();
         assert_eq!(ids, ["b"]);
-        assert_eq!(s.calendar_state("acme", "u@x").unwrap().unwrap().sync_token.as_deref(), Some("t2"));
-        s.apply_sync("acme", "u@x", true, &[EventChange::Upsert(Box::new(event("c", None)))], &st).unwrap();
-        let ids: Vec<String> = s.events("acme", "u@x").unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(s.calendar_state("acme", "u@x").await.unwrap().unwrap().sync_token.as_deref(), Some("t2"));
+        s.apply_sync("acme", "u@x", true, &[EventChange::Upsert(Box::new(event("c", None)))], &st).await.unwrap();
+        let ids: Vec<String> = s.events("acme", "u@x").await.unwrap().into_iter().map(|e| e.id).collect();
         assert_eq!(ids, ["c"], "a wipe replaces everything");
-        assert_eq!(s.events("acme", "v@x").unwrap().len(), 1, "other calendars untouched");
-        assert!(s.delete_user("acme", "u@x").unwrap() || s.events("acme", "u@x").unwrap().is_empty());
-        assert!(s.events("acme", "u@x").unwrap().is_empty());
+        assert_eq!(s.events("acme", "v@x").await.unwrap().len(), 1, "other calendars untouched");
+        assert!(s.delete_user("acme", "u@x").await.unwrap() || s.events("acme", "u@x").await.unwrap().is_empty());
+        assert!(s.events("acme", "u@x").await.unwrap().is_empty());
     }
 
-    #[test]
-    fn dirty_marks_clear_only_at_their_generation() {
+    #[tokio::test]
+    async fn dirty_marks_clear_only_at_their_generation() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8).unwrap();
-        assert_eq!(s.mark_dirty("acme", "u@x").unwrap(), 1);
-        assert_eq!(s.mark_dirty("acme", "u@x").unwrap(), 2);
-        assert!(!s.clear_dirty("acme", "u@x", 1).unwrap(), "a newer mark survives");
-        assert_eq!(s.dirty_calendars().unwrap(), [("acme".to_owned(), "u@x".to_owned(), 2)]);
-        assert!(s.clear_dirty("acme", "u@x", 2).unwrap());
-        assert!(s.dirty_calendars().unwrap().is_empty());
+        assert_eq!(s.mark_dirty("acme", "u@x").await.unwrap(), 1);
+        assert_eq!(s.mark_dirty("acme", "u@x").await.unwrap(), 2);
+        assert!(!s.clear_dirty("acme", "u@x", 1).await.unwrap(), "a newer mark survives");
+        assert_eq!(s.dirty_calendars().await.unwrap(), [("acme".to_owned(), "u@x".to_owned(), 2)]);
+        assert!(s.clear_dirty("acme", "u@x", 2).await.unwrap());
+        assert!(s.dirty_calendars().await.unwrap().is_empty());
     }
 
-    #[test]
-    fn deleting_a_user_or_tenant_takes_everything_of_theirs() {
+    #[tokio::test]
+    async fn deleting_a_user_or_tenant_takes_everything_of_theirs() {
         use crate::model::contact::{BookState, Change, Contact, Source};
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8).unwrap();
-        s.put_tenant(&tenant("acme")).unwrap();
-        s.put_user(&user("acme", "a@x")).unwrap();
+        s.put_tenant(&tenant("acme")).await.unwrap();
+        s.put_user(&user("acme", "a@x")).await.unwrap();
         let message = OutboxMessage {
             tenant: "acme".into(),
             user: "a@x".into(),
@@ -915,7 +1033,7 @@ mod tests {
             next_attempt_at: Utc::now(),
             last_error: None,
         };
-        s.enqueue_message(&PresenceRecord { sequence: 1, last: None, receiver: None }, &message).unwrap();
+        s.enqueue_message(&PresenceRecord { sequence: 1, last: None, receiver: None }, &message).await.unwrap();
         let contact = |book: &str| Contact {
             resource_name: format!("people/{book}"),
             source: Source::Shared,
@@ -929,6 +1047,7 @@ mod tests {
             phones: vec![],
         };
         s.apply_contacts("acme", "directory", false, &[Change::Upsert(Box::new(contact("d")))], &BookState::default())
+            .await
             .unwrap();
         s.apply_contacts(
             "acme",
@@ -937,22 +1056,23 @@ mod tests {
             &[Change::Upsert(Box::new(contact("p")))],
             &BookState::default(),
         )
+        .await
         .unwrap();
-        assert!(s.delete_user("acme", "a@x").unwrap());
-        assert!(s.outbox().unwrap().is_empty(), "a deleted user's switches are not sent");
-        assert!(s.presence_record("acme", "a@x").unwrap().is_none());
-        assert_eq!(s.contacts("acme").unwrap().len(), 1, "their own contacts go, the directory stays");
-        assert!(s.delete_tenant("acme").unwrap());
-        assert!(s.contacts("acme").unwrap().is_empty() && s.contact_books("acme").unwrap().is_empty());
+        assert!(s.delete_user("acme", "a@x").await.unwrap());
+        assert!(s.outbox().await.unwrap().is_empty(), "a deleted user's switches are not sent");
+        assert!(s.presence_record("acme", "a@x").await.unwrap().is_none());
+        assert_eq!(s.contacts("acme").await.unwrap().len(), 1, "their own contacts go, the directory stays");
+        assert!(s.delete_tenant("acme").await.unwrap());
+        assert!(s.contacts("acme").await.unwrap().is_empty() && s.contact_books("acme").await.unwrap().is_empty());
     }
 
-    #[test]
-    fn a_newer_message_supersedes_older_ones_and_deleted_users_get_nothing_written() {
+    #[tokio::test]
+    async fn a_newer_message_supersedes_older_ones_and_deleted_users_get_nothing_written() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8).unwrap();
-        s.put_tenant(&tenant("acme")).unwrap();
-        s.put_user(&user("acme", "a@x")).unwrap();
-        s.put_user(&user("acme", "b@x")).unwrap();
+        s.put_tenant(&tenant("acme")).await.unwrap();
+        s.put_user(&user("acme", "a@x")).await.unwrap();
+        s.put_user(&user("acme", "b@x")).await.unwrap();
         let message = |user: &str, sequence: u64| OutboxMessage {
             tenant: "acme".into(),
             user: user.into(),
@@ -966,16 +1086,19 @@ mod tests {
         };
         for seq in 1..=4 {
             s.enqueue_message(&PresenceRecord { sequence: seq, last: None, receiver: None }, &message("a@x", seq))
+                .await
                 .unwrap();
         }
-        s.enqueue_message(&PresenceRecord { sequence: 1, last: None, receiver: None }, &message("b@x", 1)).unwrap();
-        let queued: Vec<(String, u64)> = s.outbox().unwrap().into_iter().map(|m| (m.user, m.sequence)).collect();
+        s.enqueue_message(&PresenceRecord { sequence: 1, last: None, receiver: None }, &message("b@x", 1))
+            .await
+            .unwrap();
+        let queued: Vec<(String, u64)> = s.outbox().await.unwrap().into_iter().map(|m| (m.user, m.sequence)).collect();
         assert_eq!(queued, [("a@x".to_owned(), 4), ("b@x".to_owned(), 1)], "only each user's newest is kept");
         // A failed attempt of a superseded message does not bring it back.
         let mut old = message("a@x", 2);
         old.attempts = 1;
-        assert!(!s.update_message(&old).unwrap());
-        assert_eq!(s.outbox().unwrap().len(), 2);
+        assert!(!s.update_message(&old).await.unwrap());
+        assert_eq!(s.outbox().await.unwrap().len(), 2);
 
         // A live channel of the user; deleting the user orphans it in the same write.
         let channel = ChannelRecord {
@@ -988,18 +1111,21 @@ mod tests {
             created_at: Utc::now(),
             orphaned: false,
         };
-        s.put_channel(&channel).unwrap();
-        assert!(s.delete_user("acme", "a@x").unwrap());
-        assert!(s.channel("ch1").unwrap().unwrap().orphaned, "left for the keeper to stop");
-        assert!(s.channel_auth("ch1").unwrap().unwrap().orphaned, "the webhook's index says so too");
-        assert!(matches!(s.put_channel(&channel), Err(StoreError::Gone)), "no live channel for a deleted user");
-        assert!(matches!(s.enqueue_message(&PresenceRecord::default(), &message("a@x", 9)), Err(StoreError::Gone)));
-        assert!(matches!(s.put_calendar_state("acme", "a@x", &CalendarState::default()), Err(StoreError::Gone)));
-        assert!(s.calendar_state("acme", "a@x").unwrap().is_none());
+        s.put_channel(&channel).await.unwrap();
+        assert!(s.delete_user("acme", "a@x").await.unwrap());
+        assert!(s.channel("ch1").await.unwrap().unwrap().orphaned, "left for the keeper to stop");
+        assert!(s.channel_auth("ch1").await.unwrap().unwrap().orphaned, "the webhook's index says so too");
+        assert!(matches!(s.put_channel(&channel).await, Err(StoreError::Gone)), "no live channel for a deleted user");
+        assert!(matches!(
+            s.enqueue_message(&PresenceRecord::default(), &message("a@x", 9)).await,
+            Err(StoreError::Gone)
+        ));
+        assert!(matches!(s.put_calendar_state("acme", "a@x", &CalendarState::default()).await, Err(StoreError::Gone)));
+        assert!(s.calendar_state("acme", "a@x").await.unwrap().is_none());
 
         // Deleting the tenant keeps its key (its channels still need stopping) until told.
         let b_channel = ChannelRecord { id: "ch2".into(), user: "b@x".into(), ..channel.clone() };
-        s.put_channel(&b_channel).unwrap();
+        s.put_channel(&b_channel).await.unwrap();
         s.put_credentials(
             "acme",
             &StoredCredentials {
@@ -1014,16 +1140,17 @@ mod tests {
                 uploaded_at: Utc::now(),
             },
         )
+        .await
         .unwrap();
-        assert!(s.delete_tenant("acme").unwrap());
-        assert!(s.channel("ch2").unwrap().unwrap().orphaned);
-        assert_eq!(s.credential_tenants().unwrap(), ["acme"]);
-        s.delete_credentials("acme").unwrap();
-        assert!(s.credentials("acme").unwrap().is_none());
+        assert!(s.delete_tenant("acme").await.unwrap());
+        assert!(s.channel("ch2").await.unwrap().unwrap().orphaned);
+        assert_eq!(s.retired_credential_tenants().await.unwrap(), ["acme"]);
+        s.delete_retired_credentials("acme").await.unwrap();
+        assert!(s.credentials("acme").await.unwrap().is_none());
     }
 
-    #[test]
-    fn the_channel_index_follows_every_channel_write_and_survives_reopening() {
+    #[tokio::test]
+    async fn the_channel_index_follows_every_channel_write_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = ChannelRecord {
             id: "ch-1".into(),
@@ -1037,31 +1164,31 @@ mod tests {
         };
         {
             let s = SledStore::open(dir.path(), 8).unwrap();
-            s.put_user(&user("acme", "a@x")).unwrap();
-            assert_eq!(s.channel_auth("ch-1").unwrap(), None);
-            s.put_channel(&c).unwrap();
-            let auth = s.channel_auth("ch-1").unwrap().unwrap();
+            s.put_user(&user("acme", "a@x")).await.unwrap();
+            assert_eq!(s.channel_auth("ch-1").await.unwrap(), None);
+            s.put_channel(&c).await.unwrap();
+            let auth = s.channel_auth("ch-1").await.unwrap().unwrap();
             assert_eq!(auth.token_digest, Some(crate::app::sha256(b"secret")));
             assert_eq!((auth.tenant.as_str(), auth.user.as_str(), auth.resource_id.as_deref()), ("acme", "a@x", None));
             c.resource_id = Some("res-1".into());
             c.orphaned = true;
-            s.put_channel(&c).unwrap();
-            let auth = s.channel_auth("ch-1").unwrap().unwrap();
+            s.put_channel(&c).await.unwrap();
+            let auth = s.channel_auth("ch-1").await.unwrap().unwrap();
             assert!(auth.orphaned && auth.resource_id.as_deref() == Some("res-1"), "an update replaces the entry");
             let mut other = c.clone();
             other.id = "ch-2".into();
-            s.put_channel(&other).unwrap();
-            s.delete_channel("ch-2").unwrap();
-            assert_eq!(s.channel_auth("ch-2").unwrap(), None, "a deleted channel is unknown at once");
-            s.flush_blocking().unwrap();
+            s.put_channel(&other).await.unwrap();
+            s.delete_channel("ch-2").await.unwrap();
+            assert_eq!(s.channel_auth("ch-2").await.unwrap(), None, "a deleted channel is unknown at once");
+            s.flush().await.unwrap();
         }
         let s = SledStore::open(dir.path(), 8).unwrap();
-        assert_eq!(s.channel_auth("ch-1").unwrap(), Some(Arc::new(ChannelAuth::of(&c))), "loaded at open");
-        assert_eq!(s.channel_auth("ch-2").unwrap(), None);
-        s.channels.insert("ch-3", &b"{not json"[..]).unwrap();
+        assert_eq!(s.channel_auth("ch-1").await.unwrap(), Some(Arc::new(ChannelAuth::of(&c))), "loaded at open");
+        assert_eq!(s.channel_auth("ch-2").await.unwrap(), None);
+        s.0.channels.insert("ch-3", &b"{not json"[..]).unwrap();
         drop(s);
         let s = SledStore::open(dir.path(), 8).unwrap();
-        assert!(matches!(s.channel_auth("ch-3"), Err(StoreError::Corrupt(_))), "damaged, not unknown");
+        assert!(matches!(s.channel_auth("ch-3").await, Err(StoreError::Corrupt(_))), "damaged, not unknown");
     }
 
     #[test]

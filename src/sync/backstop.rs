@@ -45,7 +45,7 @@ async fn sweep_once(
     interval: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), crate::store::StoreError> {
-    let tenants = svc.app.store.tenants()?;
+    let tenants = svc.app.store.tenants().await?;
     let sweeps = tenants.iter().map(|t| sweep_tenant(svc, &t.id, startup, interval, shutdown));
     for result in futures_util::future::join_all(sweeps).await {
         result?;
@@ -62,12 +62,12 @@ async fn sweep_tenant(
 ) -> Result<(), crate::store::StoreError> {
     let store = &svc.app.store;
     let interval_c = chrono::Duration::from_std(interval).unwrap_or_default();
-    for user in store.users(tenant)? {
+    for user in store.users(tenant).await? {
         let key = CalendarKey::new(tenant, &user.email);
         if svc.queue.contains(&key) {
             continue;
         }
-        let state = store.calendar_state(tenant, &user.email)?.unwrap_or_default();
+        let state = store.calendar_state(tenant, &user.email).await?.unwrap_or_default();
         // Given up on (an unknown Google alias) until the user is saved again.
         let given_up = state.last_error.as_ref().is_some_and(|e| e.retry_at.is_none() && user.updated_at <= e.at);
         let due = !given_up

@@ -62,7 +62,7 @@ pub async fn sync(
     token: &mut CalendarToken<'_>,
 ) -> Result<Report, SyncError> {
     let app = &svc.app;
-    let mut state = app.store.calendar_state(tenant, user)?.unwrap_or_default();
+    let mut state = app.store.calendar_state(tenant, user).await?.unwrap_or_default();
     let event_types: Vec<String> = SYNCED_EVENT_TYPES.iter().map(|t| t.to_string()).collect();
     if state.sync_token.is_some() && state.event_types.as_ref() != Some(&event_types) {
         tracing::info!(
@@ -131,10 +131,10 @@ pub async fn sync(
         }
         state.last_error = None;
         state.failures = 0;
-        let count = app.store.apply_sync(tenant, user, full, &changes, &state)?;
+        let count = app.store.apply_sync(tenant, user, full, &changes, &state).await?;
         if count != state.events {
             state.events = count;
-            app.store.put_calendar_state(tenant, user, &state)?;
+            app.store.put_calendar_state(tenant, user, &state).await?;
         }
         store::flush(&app.store).await?;
         svc.app.metrics.sync(if full { "full" } else { "incremental" });

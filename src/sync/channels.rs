@@ -59,7 +59,7 @@ pub async fn ensure(
     force: bool,
 ) -> Result<Ensured, SyncError> {
     let now = svc.clock.now();
-    let existing = svc.app.store.channels_of(tenant, user)?;
+    let existing = svc.app.store.channels_of(tenant, user).await?;
     let live: Vec<&ChannelRecord> = existing.iter().filter(|c| is_live(c, now)).collect();
     let Some(newest) = live.iter().max_by_key(|c| c.expiration) else {
         return register(svc, tenant, user, token).await.map(Ensured::Registered);
@@ -90,7 +90,7 @@ pub async fn retire(svc: &SyncService, channel: &ChannelRecord) {
         tracing::warn!(tenant = %channel.tenant, user = %channel.user, channel = %channel.id, error = %e, "could not stop a channel at Google; the keeper retries");
         let mut c = channel.clone();
         c.orphaned = true;
-        if let Err(e) = svc.app.store.put_channel(&c) {
+        if let Err(e) = svc.app.store.put_channel(&c).await {
             tracing::error!(channel = %c.id, error = %e, "could not mark a channel for a later stop");
         }
     }
@@ -118,7 +118,7 @@ pub async fn register(
         created_at: svc.clock.now(),
         orphaned: false,
     };
-    app.store.put_channel(&record)?;
+    app.store.put_channel(&record).await?;
     store::flush(&app.store).await?;
 
     let address = app
@@ -140,13 +140,13 @@ pub async fn register(
         Ok(watched) => {
             record.resource_id = Some(watched.resource_id);
             record.expiration = watched.expiration;
-            match app.store.put_channel(&record) {
+            match app.store.put_channel(&record).await {
                 Ok(()) => {}
                 Err(store::StoreError::Gone) => {
                     // The user was deleted during the watch call: Google has a channel nobody
                     // wants. Recorded as orphaned, the keeper stops it.
                     record.orphaned = true;
-                    app.store.put_channel(&record)?;
+                    app.store.put_channel(&record).await?;
                     store::flush(&app.store).await?;
                     svc.keeper_wake.notify_one();
                     return Err(store::StoreError::Gone.into());
@@ -158,7 +158,7 @@ pub async fn register(
             Ok(record)
         }
         Err(e) => {
-            app.store.delete_channel(&id)?;
+            app.store.delete_channel(&id).await?;
             Err(e.into())
         }
     }
@@ -169,8 +169,16 @@ pub async fn register(
 /// directory admin is used.
 pub async fn stop(svc: &SyncService, channel: &ChannelRecord) -> Result<(), SyncError> {
     if let Some(resource_id) = &channel.resource_id {
-        let account = svc.app.service_account(&channel.tenant)?;
-        let fallback = svc.app.store.tenant(&channel.tenant)?.and_then(|t| t.directory_admin);
+        let tenant = svc.app.store.tenant(&channel.tenant).await?;
+        // A channel older than its tenant record was made by a deleted tenant of this id, with
+        // the key that was retired with it.
+        let account = match &tenant {
+            Some(t) if t.created_at <= channel.created_at || !channel.orphaned => {
+                svc.app.service_account(&channel.tenant).await?
+            }
+            _ => svc.app.retired_service_account(&channel.tenant).await?,
+        };
+        let fallback = tenant.and_then(|t| t.directory_admin);
         let mut subjects = vec![channel.user.clone()];
         subjects.extend(fallback.filter(|f| *f != channel.user));
         let mut last_error = None;
@@ -206,7 +214,7 @@ pub async fn stop(svc: &SyncService, channel: &ChannelRecord) -> Result<(), Sync
             return Err(e);
         }
     }
-    svc.app.store.delete_channel(&channel.id)?;
+    svc.app.store.delete_channel(&channel.id).await?;
     tracing::info!(tenant = %channel.tenant, user = %channel.user, channel = %channel.id, "push channel stopped");
     Ok(())
 }

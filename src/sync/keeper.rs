@@ -32,7 +32,7 @@ pub async fn sweep(svc: &SyncService) {
     let store = &svc.app.store;
     let now = svc.clock.now();
     let within = svc.app.config.sync.renew_within;
-    let channels = match store.channels() {
+    let channels = match store.channels().await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "the channel keeper cannot read channels");
@@ -43,12 +43,12 @@ pub async fn sweep(svc: &SyncService) {
     let mut soonest = None;
     let mut queued = HashSet::new();
     for c in channels {
-        let owner_exists = matches!(store.user(&c.tenant, &c.user), Ok(Some(_)));
+        let owner_exists = matches!(store.user(&c.tenant, &c.user).await, Ok(Some(_)));
         if c.orphaned || !owner_exists {
             orphaned += 1;
             if c.expiration.is_some_and(|e| e <= now) {
                 // Google stopped it by itself.
-                let _ = store.delete_channel(&c.id);
+                let _ = store.delete_channel(&c.id).await;
             } else if svc.tenant_auth.failure(&c.tenant).is_some_and(|f| f.retry_at > now) {
                 // The tenant's token endpoint is failing: a later sweep tries again, and this
                 // one does not wait out its timeout for every channel.
@@ -58,7 +58,7 @@ pub async fn sweep(svc: &SyncService) {
                 // The user's job may have held the lock while finishing the registration this
                 // record stands for (Google's resource id is known now): stop what the store
                 // holds now, not what it held before the wait.
-                let c = match store.channel(&c.id) {
+                let c = match store.channel(&c.id).await {
                     Ok(Some(now_stored)) => now_stored,
                     Ok(None) => continue,
                     Err(e) => {
@@ -79,14 +79,14 @@ pub async fn sweep(svc: &SyncService) {
                 // have the channel; without its resource id it cannot be stopped, and it dies on
                 // its own within a week. After an hour nobody waits for its answer any more.
                 if c.created_at + chrono::Duration::hours(1) <= now {
-                    let _ = store.delete_channel(&c.id);
+                    let _ = store.delete_channel(&c.id).await;
                 }
             }
             Some(e) if e <= now => {
                 expired += 1;
                 // A day past its expiry nobody needs its record (late notifications included).
                 if e + chrono::Duration::days(1) <= now {
-                    let _ = store.delete_channel(&c.id);
+                    let _ = store.delete_channel(&c.id).await;
                 }
             }
             Some(e) => {
@@ -102,15 +102,16 @@ pub async fn sweep(svc: &SyncService) {
             }
         }
     }
-    // A deleted tenant's key was kept to stop its channels; once none is left, it goes.
-    let remaining: HashSet<String> = match store.channels() {
-        Ok(c) => c.into_iter().map(|c| c.tenant).collect(),
+    // A deleted tenant's key was retired to stop its channels; once none is left, it goes
+    // (a tenant re-created under the same id has channels of its own, never orphaned ones).
+    let remaining: HashSet<String> = match store.channels().await {
+        Ok(c) => c.into_iter().filter(|c| c.orphaned).map(|c| c.tenant).collect(),
         Err(_) => return,
     };
-    if let Ok(keys) = store.credential_tenants() {
+    if let Ok(keys) = store.retired_credential_tenants().await {
         for tenant in keys {
-            if !remaining.contains(&tenant) && matches!(store.tenant(&tenant), Ok(None)) {
-                match store.delete_credentials(&tenant) {
+            if !remaining.contains(&tenant) {
+                match store.delete_retired_credentials(&tenant).await {
                     Ok(()) => {
                         svc.app.forget_tenant(&tenant);
                         tracing::info!(tenant = %tenant, "deleted tenant's channels are stopped; its key is discarded");

@@ -87,8 +87,12 @@ impl SyncService {
     }
 
     /// Starts the workers, the retry timer, the backstop and the channel keeper on `tracker`.
-    pub fn start(self: &Arc<Self>, tracker: &TaskTracker, shutdown: &CancellationToken) -> Result<(), StoreError> {
-        let marked = self.queue.load_marks()?;
+    pub async fn start(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let marked = self.queue.load_marks().await?;
         if marked > 0 {
             tracing::info!(calendars = marked, "resuming syncs marked before the last stop");
         }
@@ -123,10 +127,10 @@ impl SyncService {
         within: std::time::Duration,
     ) -> Result<channels::Ensured, SyncError> {
         let _job = self.lock(key).await;
-        if self.app.store.user(&key.tenant, &key.user)?.is_none() {
+        if self.app.store.user(&key.tenant, &key.user).await?.is_none() {
             return Err(StoreError::Gone.into());
         }
-        let account = self.app.service_account(&key.tenant)?;
+        let account = self.app.service_account(&key.tenant).await?;
         let mut token = CalendarToken::new(self, &account, &key.user).await?;
         let result = channels::ensure(self, &key.tenant, &key.user, &mut token, within, true).await;
         if result.is_err() {
@@ -169,7 +173,7 @@ impl SyncService {
     /// running for the user meanwhile can write nothing more for them (`StoreError::Gone`).
     pub async fn remove_user(&self, tenant: &str, user: &str) -> Result<(), StoreError> {
         let key = CalendarKey::new(tenant, user);
-        self.app.store.delete_user(tenant, user)?;
+        self.app.store.delete_user(tenant, user).await?;
         crate::store::flush(&self.app.store).await?;
         self.queue.forget(&key);
         self.presence.forget(&key);
@@ -182,8 +186,8 @@ impl SyncService {
     /// Deletes the tenant with everything of its users, durably; its channels are stopped by
     /// the keeper in the background with the tenant's key, which is discarded after them.
     pub async fn remove_tenant(&self, tenant: &str) -> Result<bool, StoreError> {
-        let users = self.app.store.users(tenant)?;
-        let existed = self.app.store.delete_tenant(tenant)?;
+        let users = self.app.store.users(tenant).await?;
+        let existed = self.app.store.delete_tenant(tenant).await?;
         crate::store::flush(&self.app.store).await?;
         self.queue.forget_tenant(tenant);
         for u in users {
@@ -215,7 +219,7 @@ impl SyncService {
                     () = stop.cancelled() => return,
                     outcome = svc.run(&claim) => outcome,
                 };
-                if let Err(e) = svc.queue.finish(&claim, outcome) {
+                if let Err(e) = svc.queue.finish(&claim, outcome).await {
                     tracing::error!(tenant = %claim.key.tenant, user = %claim.key.user, error = %e, "could not record the end of a sync");
                 }
                 svc.app.metrics.dirty_calendars.set(svc.queue.pending() as i64);
@@ -237,16 +241,16 @@ impl SyncService {
             // Deleted meanwhile: nothing more to do, and nothing was written.
             Err(SyncError::Store(StoreError::Gone)) => Finish::Done,
             Err(SyncError::TenantWaiting { retry_at, .. }) => {
-                if let Err(store_error) = self.record_tenant_wait(key) {
+                if let Err(store_error) = self.record_tenant_wait(key).await {
                     tracing::error!(tenant = %key.tenant, user = %key.user, error = %store_error, "could not record a sync failure");
                 }
                 Finish::RetryAt(retry_at)
             }
             Err(e) => {
                 self.app.metrics.sync("failed");
-                let retry_at = self.retry_at(key, &e);
+                let retry_at = self.retry_at(key, &e).await;
                 tracing::warn!(tenant = %key.tenant, user = %key.user, code = e.code(), error = %e, retry_at = ?retry_at, "sync failed");
-                if let Err(store_error) = self.record_failure(key, &e, retry_at) {
+                if let Err(store_error) = self.record_failure(key, &e, retry_at).await {
                     tracing::error!(tenant = %key.tenant, user = %key.user, error = %store_error, "could not record a sync failure");
                 }
                 match retry_at {
@@ -263,10 +267,10 @@ impl SyncService {
         // check is caught by the store (`Gone`), one before it ends the job here.
         let _job = self.lock(key).await;
         let store = &self.app.store;
-        if store.tenant(&key.tenant)?.is_none() || store.user(&key.tenant, &key.user)?.is_none() {
+        if store.tenant(&key.tenant).await?.is_none() || store.user(&key.tenant, &key.user).await?.is_none() {
             return Ok(());
         }
-        let account = self.app.service_account(&key.tenant)?;
+        let account = self.app.service_account(&key.tenant).await?;
         let mut token = self.token(key, &account).await?;
         // Only now a slot: waiting for a token held none.
         let _slot = self.slots.acquire().await.ok();
@@ -278,7 +282,7 @@ impl SyncService {
             self.app.metrics.renewal("failed");
         }
         calendar::sync(self, &key.tenant, &key.user, &mut token).await?;
-        self.presence.recompute_off_thread(key).await?;
+        self.presence.recompute(key).await?;
         channel.map(|_| ())
     }
 
@@ -302,7 +306,7 @@ impl SyncService {
                 Ok(token)
             }
             Err(SyncError::Auth(e)) if tenant_auth::is_tenant_wide(&e) => {
-                if !self.key_still_current(&key.tenant, account) {
+                if !self.key_still_current(&key.tenant, account).await {
                     // The key was replaced (or the tenant deleted) while this request waited:
                     // its failure says nothing about the tenant now. Run again with what is.
                     return Err(SyncError::TenantWaiting { tenant: key.tenant.clone(), retry_at: now });
@@ -323,9 +327,9 @@ impl SyncService {
     }
 
     /// Whether the tenant still exists with the key a job used.
-    fn key_still_current(&self, tenant: &str, used: &crate::google::auth::ServiceAccount) -> bool {
-        matches!(self.app.store.tenant(tenant), Ok(Some(_)))
-            && self.app.service_account(tenant).is_ok_and(|current| current.info == used.info)
+    async fn key_still_current(&self, tenant: &str, used: &crate::google::auth::ServiceAccount) -> bool {
+        matches!(self.app.store.tenant(tenant).await, Ok(Some(_)))
+            && self.app.service_account(tenant).await.is_ok_and(|current| current.info == used.info)
     }
 
     fn publish_tenant_health(&self) {
@@ -333,10 +337,10 @@ impl SyncService {
     }
 
     /// The user's status shows the tenant's token failure while they wait for it.
-    fn record_tenant_wait(&self, key: &CalendarKey) -> Result<(), StoreError> {
+    async fn record_tenant_wait(&self, key: &CalendarKey) -> Result<(), StoreError> {
         let Some(f) = self.tenant_auth.failure(&key.tenant) else { return Ok(()) };
         let store = &self.app.store;
-        let mut state = store.calendar_state(&key.tenant, &key.user)?.unwrap_or_default();
+        let mut state = store.calendar_state(&key.tenant, &key.user).await?.unwrap_or_default();
         let already = state.last_error.as_ref().is_some_and(|e| e.code == f.code && e.retry_at == Some(f.retry_at));
         if already {
             return Ok(());
@@ -348,15 +352,15 @@ impl SyncService {
             at: self.clock.now(),
             retry_at: Some(f.retry_at),
         });
-        match store.put_calendar_state(&key.tenant, &key.user, &state) {
+        match store.put_calendar_state(&key.tenant, &key.user, &state).await {
             Err(StoreError::Gone) => Ok(()),
             other => other,
         }
     }
 
-    fn retry_at(&self, key: &CalendarKey, e: &SyncError) -> Option<DateTime<Utc>> {
+    async fn retry_at(&self, key: &CalendarKey, e: &SyncError) -> Option<DateTime<Utc>> {
         let failures =
-            self.app.store.calendar_state(&key.tenant, &key.user).ok().flatten().map(|s| s.failures).unwrap_or(0);
+            self.app.store.calendar_state(&key.tenant, &key.user).await.ok().flatten().map(|s| s.failures).unwrap_or(0);
         let now = self.clock.now();
         let config = &self.app.config.sync;
         let delay = match e.retry() {
@@ -370,14 +374,14 @@ impl SyncService {
         Some(now.checked_add_signed(delay).unwrap_or(now + chrono::Duration::days(1)))
     }
 
-    fn record_failure(
+    async fn record_failure(
         &self,
         key: &CalendarKey,
         e: &SyncError,
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let store = &self.app.store;
-        let mut state = store.calendar_state(&key.tenant, &key.user)?.unwrap_or_default();
+        let mut state = store.calendar_state(&key.tenant, &key.user).await?.unwrap_or_default();
         state.failures = state.failures.saturating_add(1);
         state.last_error = Some(SyncFailure {
             code: e.code().to_owned(),
@@ -386,7 +390,7 @@ impl SyncService {
             at: self.clock.now(),
             retry_at,
         });
-        match store.put_calendar_state(&key.tenant, &key.user, &state) {
+        match store.put_calendar_state(&key.tenant, &key.user, &state).await {
             // The user was deleted meanwhile: no status to keep.
             Err(StoreError::Gone) => Ok(()),
             other => other,

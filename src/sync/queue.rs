@@ -189,8 +189,8 @@ impl SyncQueue {
     }
 
     /// Queues every calendar with a durable mark (at start).
-    pub fn load_marks(&self) -> Result<usize, StoreError> {
-        let marks = self.store.dirty_calendars()?;
+    pub async fn load_marks(&self) -> Result<usize, StoreError> {
+        let marks = self.store.dirty_calendars().await?;
         let n = marks.len();
         let mut inner = self.inner.lock();
         for (tenant, user, generation) in marks {
@@ -248,7 +248,7 @@ impl SyncQueue {
                 }
             }
         }
-        let generation = self.store.mark_dirty(&key.tenant, &key.user)?;
+        let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
         self.flush.durable().await?;
         let covered = {
             let mut inner = self.inner.lock();
@@ -263,7 +263,7 @@ impl SyncQueue {
         };
         if covered {
             // The sync this notification queued has already run and covered it.
-            self.store.clear_dirty(&key.tenant, &key.user, generation)?;
+            self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
         }
         Ok(added)
     }
@@ -338,39 +338,48 @@ impl SyncQueue {
     }
 
     /// Ends a claim.
-    pub fn finish(&self, claim: &Claim, outcome: Finish) -> Result<(), StoreError> {
+    pub async fn finish(&self, claim: &Claim, outcome: Finish) -> Result<(), StoreError> {
         let key = &claim.key;
         let now = self.clock.now();
-        let mut inner = self.inner.lock();
-        inner.release_claim(&key.tenant);
-        // The tenant may have been at its limit: its next calendar can go.
-        self.ready.notify_one();
-        let Some(entry) = inner.entries.get_mut(key) else { return Ok(()) };
-        let again = matches!(entry.phase, Phase::Running { again: true });
-        match outcome {
-            Finish::Done | Finish::GiveUp if again => {
-                entry.phase = Phase::Queued;
-                let ready = inner.schedule(key, now, self.rerun_delay);
-                drop(inner);
-                if ready { self.ready.notify_one() } else { self.delayed_changed.notify_one() }
-            }
-            Finish::Done | Finish::GiveUp => {
-                let generation = entry.generation;
-                inner.entries.remove(key);
-                inner.shrink_if_idle();
-                drop(inner);
-                if generation > 0 {
-                    // Fails harmlessly if a notification marked it again meanwhile: that mark
-                    // is queued by its own `notify`.
-                    self.store.clear_dirty(&key.tenant, &key.user, generation)?;
+        // The durable mark to clear, decided under the lock and cleared after it.
+        let clear = {
+            let mut inner = self.inner.lock();
+            inner.release_claim(&key.tenant);
+            // The tenant may have been at its limit: its next calendar can go.
+            self.ready.notify_one();
+            let Some(entry) = inner.entries.get_mut(key) else { return Ok(()) };
+            let again = matches!(entry.phase, Phase::Running { again: true });
+            match outcome {
+                Finish::Done | Finish::GiveUp if again => {
+                    entry.phase = Phase::Queued;
+                    let ready = inner.schedule(key, now, self.rerun_delay);
+                    drop(inner);
+                    if ready {
+                        self.ready.notify_one()
+                    } else {
+                        self.delayed_changed.notify_one()
+                    }
+                    None
+                }
+                Finish::Done | Finish::GiveUp => {
+                    let generation = entry.generation;
+                    inner.entries.remove(key);
+                    inner.shrink_if_idle();
+                    (generation > 0).then_some(generation)
+                }
+                Finish::RetryAt(at) => {
+                    entry.phase = Phase::Delayed;
+                    inner.delayed.insert((at, key.clone()));
+                    drop(inner);
+                    self.delayed_changed.notify_one();
+                    None
                 }
             }
-            Finish::RetryAt(at) => {
-                entry.phase = Phase::Delayed;
-                inner.delayed.insert((at, key.clone()));
-                drop(inner);
-                self.delayed_changed.notify_one();
-            }
+        };
+        if let Some(generation) = clear {
+            // Fails harmlessly if a notification marked it again meanwhile: that mark is
+            // queued by its own `notify`.
+            self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
         }
         Ok(())
     }
@@ -485,20 +494,20 @@ mod tests {
         for _ in 0..100 {
             q.notify(&k).await.unwrap();
         }
-        assert_eq!(store.dirty_calendars().unwrap().len(), 1);
+        assert_eq!(store.dirty_calendars().await.unwrap().len(), 1);
         let claim = q.take().await;
         // Notifications during the sync ask for exactly one more.
         for _ in 0..10 {
             q.notify(&k).await.unwrap();
         }
-        q.finish(&claim, Finish::Done).unwrap();
+        q.finish(&claim, Finish::Done).await.unwrap();
         let now = Utc::now();
         assert_eq!(q.release_due(now), 0, "the rerun waits for the burst to settle");
         assert_eq!(q.release_due(now + chrono::Duration::milliseconds(250)), 1);
         let second = q.take().await;
-        q.finish(&second, Finish::Done).unwrap();
+        q.finish(&second, Finish::Done).await.unwrap();
         assert!(!q.contains(&k));
-        assert!(store.dirty_calendars().unwrap().is_empty(), "the mark is cleared when the last sync covered it");
+        assert!(store.dirty_calendars().await.unwrap().is_empty(), "the mark is cleared when the last sync covered it");
     }
 
     #[tokio::test]
@@ -508,16 +517,16 @@ mod tests {
         q.notify(&k).await.unwrap();
         let flush = GroupFlush::start(store.clone(), stop.clone());
         let restarted = SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), 4, Clock::system());
-        assert_eq!(restarted.load_marks().unwrap(), 1);
+        assert_eq!(restarted.load_marks().await.unwrap(), 1);
         let claim = restarted.take().await;
         let later = Utc::now() + chrono::Duration::minutes(5);
-        restarted.finish(&claim, Finish::RetryAt(later)).unwrap();
+        restarted.finish(&claim, Finish::RetryAt(later)).await.unwrap();
         assert_eq!(restarted.release_due(Utc::now()), 0);
         assert_eq!(restarted.next_due(), Some(later));
         assert_eq!(restarted.release_due(later), 1);
         let claim = restarted.take().await;
-        restarted.finish(&claim, Finish::Done).unwrap();
-        assert!(store.dirty_calendars().unwrap().is_empty());
+        restarted.finish(&claim, Finish::Done).await.unwrap();
+        assert!(store.dirty_calendars().await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -539,7 +548,7 @@ mod tests {
         assert!(tokio::time::timeout(std::time::Duration::from_millis(50), q.take()).await.is_err());
         // … until one of big's claims ends.
         let big = claims.iter().find(|c| c.key.tenant == "big").unwrap().clone();
-        q.finish(&big, Finish::Done).unwrap();
+        q.finish(&big, Finish::Done).await.unwrap();
         let next = tokio::time::timeout(std::time::Duration::from_secs(1), q.take()).await.unwrap();
         assert_eq!(next.key.tenant, "big");
     }

@@ -25,10 +25,11 @@ pub async fn renew_due(svc: Arc<SyncService>, within: Duration) -> Result<Value,
     let store = &svc.app.store;
     let mut due: BTreeSet<CalendarKey> = BTreeSet::new();
     let mut checked = 0;
-    for t in store.tenants()? {
-        for u in store.users(&t.id)? {
+    for t in store.tenants().await? {
+        for u in store.users(&t.id).await? {
             checked += 1;
-            let live: Vec<_> = store.channels_of(&t.id, &u.email)?.into_iter().filter(|c| is_live(c, now)).collect();
+            let live: Vec<_> =
+                store.channels_of(&t.id, &u.email).await?.into_iter().filter(|c| is_live(c, now)).collect();
             let newest = live.iter().filter_map(|c| c.expiration).max();
             if newest.is_none_or(|e| e <= horizon) {
                 due.insert(CalendarKey::new(&t.id, &u.email));
