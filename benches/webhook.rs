@@ -25,7 +25,7 @@ use support::Bench;
 
 const CONNECTIONS: usize = 32;
 const SECONDS: u64 = 10;
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 4;
 const USERS: usize = 200;
 /// Before the measured rounds, each server gets this much load (connections, caches, the first
 /// dirty marks), unreported.
@@ -146,8 +146,15 @@ fn show(name: &str, r: &Round) {
     );
 }
 
-fn mean(rounds: &[Round], f: impl Fn(&Round) -> f64) -> f64 {
-    rounds.iter().map(f).sum::<f64>() / rounds.len().max(1) as f64
+/// The median over the rounds: one round disturbed by the shared machine moves it little.
+fn median(rounds: &[Round], f: impl Fn(&Round) -> f64) -> f64 {
+    let mut v: Vec<f64> = rounds.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// One server under test: where wrk sends, its channels file, and what it measured.
@@ -211,8 +218,8 @@ fn compare(what: &str, gw: &[Round], base: &[Round]) {
     let total =
         |rs: &[Round]| rs.iter().map(|r| r.requests).sum::<u64>() as f64 / rs.iter().map(|r| r.seconds).sum::<f64>();
     let throughput = total(gw) / total(base);
-    let p50 = mean(gw, |r| r.p50.as_secs_f64()) / mean(base, |r| r.p50.as_secs_f64()).max(1e-9);
-    let p99 = mean(gw, |r| r.p99.as_secs_f64()) / mean(base, |r| r.p99.as_secs_f64()).max(1e-9);
+    let p50 = median(gw, |r| r.p50.as_secs_f64()) / median(base, |r| r.p50.as_secs_f64()).max(1e-9);
+    let p99 = median(gw, |r| r.p99.as_secs_f64()) / median(base, |r| r.p99.as_secs_f64()).max(1e-9);
     println!("{what}: throughput {:.0} %, p50 {p50:.2}×, p99 {p99:.2}×", throughput * 100.0);
 }
 
@@ -272,7 +279,7 @@ async fn main() {
         &targets[2].measured(),
         &base,
     );
-    println!("(throughput over all rounds; percentiles are the means of the rounds')");
+    println!("(throughput over all rounds; percentiles are the medians of the rounds')");
     handle.stop(false).await;
     for t in targets {
         if let Some(b) = t.bench {
