@@ -202,6 +202,8 @@ pub trait Store: Send + Sync {
     async fn all_contact_books(&self) -> Result<Vec<(String, String, crate::model::contact::BookState)>, StoreError>;
     /// The entries of one book.
     async fn book_contacts(&self, tenant: &str, book: &str) -> Result<Vec<crate::model::contact::Contact>, StoreError>;
+    /// Stores a retired key as it was (a copy keeps a deleted tenant's key for the keeper).
+    async fn put_retired_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError>;
     /// Sets a calendar's dirty mark to `generation` (a copy keeps the source's generations).
     async fn restore_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<(), StoreError>;
     /// Makes `next_audit_id` answer above `id` from now on (copied entries keep their ids).

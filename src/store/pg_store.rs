@@ -832,6 +832,17 @@ impl Store for PgStore {
             .await
     }
 
+    async fn put_retired_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError> {
+        let data = encode(credentials)?;
+        self.exec(
+            "INSERT INTO retired_credentials (tenant, data) VALUES ($1, $2) \
+             ON CONFLICT (tenant) DO UPDATE SET data = EXCLUDED.data",
+            &[tenant, &data],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn restore_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO dirty (tenant, email, generation) VALUES ($1, $2, $3) \
