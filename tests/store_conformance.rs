@@ -869,3 +869,46 @@ async fn the_store_copy_command_copies_a_data_dir_into_postgres_and_refuses_a_fu
     let s = PgStore::connect(&SecretString::from(url), 2, std::time::Duration::from_secs(5)).await.unwrap();
     assert_eq!(gwsync::store::Store::all_users(&s).await.unwrap().len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_its_state_in_postgresql_when_a_database_url_is_set() {
+    let url = pg::fresh_database().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = gwsync::config::Config {
+        data_dir: data.path().to_path_buf(),
+        admin_token: Some(SecretString::from("test-admin-token-0123456789".to_owned())),
+        master_key: Some(SecretString::from("MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=".to_owned())),
+        public_url: Some("https://gwsync.example.com".parse().unwrap()),
+        store: gwsync::config::StoreConfig {
+            database_url: Some(SecretString::from(url.clone())),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gwsync::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(std::time::Instant::now() < deadline, "gwsync on PostgreSQL did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = http
+        .put(format!("{base}/api/v1/tenants/acme"))
+        .bearer_auth("test-admin-token-0123456789")
+        .json(&serde_json::json!({"domain": "acme.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    assert!(!data.path().join("db").exists(), "no sled database beside PostgreSQL");
+    let s = PgStore::connect(&SecretString::from(url), 2, std::time::Duration::from_secs(5)).await.unwrap();
+    let tenants = gwsync::store::Store::tenants(&s).await.unwrap();
+    assert_eq!(tenants.iter().map(|t| t.domain.as_str()).collect::<Vec<_>>(), ["acme.test"]);
+}
