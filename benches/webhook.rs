@@ -4,7 +4,10 @@
 //! does not share this process's runtime with the servers it measures — with Google-shaped
 //! notifications (`benches/webhook.lua`) over `USERS` live channels: `CONNECTIONS` keep-alive
 //! connections on one wrk thread, `SECONDS` a round, `ROUNDS` rounds of each, alternating
-//! bare / gwsync so drift on the shared machine hits both alike.
+//! bare / gwsync so drift on the shared machine hits both alike. Three gwsyncs: `acks` (the
+//! acknowledgement path alone), `deployed` (the default configuration, re-syncing as it goes)
+//! and `pg` (deployed, on a PostgreSQL cluster the bench starts itself, fsync on; needs the
+//! server binaries, as the tests do).
 //!
 //!     apt-get install wrk        # once (Debian/Ubuntu); the bench installs nothing itself
 //!     cargo bench --bench webhook
@@ -14,6 +17,8 @@
 //! Targets (issue #13; DESIGN §9 asks ≥ 70 % and ≤ 2×): throughput ≥ 90 % of the bare handler's,
 //! p99 ≤ 1.5 × its p99.
 
+#[path = "../tests/common/pg.rs"]
+mod pg;
 mod support;
 
 use std::io::Write;
@@ -248,10 +253,16 @@ async fn main() {
     // measures the acknowledgement path alone; `deployed` runs the default configuration.
     let acks = Bench::start_with(USERS, |c| c.sync.rerun_delay = Duration::from_secs(3600)).await;
     let deployed = Bench::start(USERS).await;
+    // `pg`: as deployed, on PostgreSQL (fsync on, as in production) instead of sled: every
+    // notification on a calendar whose sync is running commits a new dirty mark there.
+    let database = pg::PgCluster::start_durable();
+    let url = pg::database_on(&database).await;
+    let on_pg = Bench::start_with(USERS, |c| c.store.database_url = Some(url.into())).await;
     let mut targets = [
         Target { name: "bare", url: bare_url, channels: dir.path().join("bare.tsv"), bench: None, rounds: Vec::new() },
         Target::gwsync("acks", acks, dir.path()).await,
         Target::gwsync("deployed", deployed, dir.path()).await,
+        Target::gwsync("pg", on_pg, dir.path()).await,
     ];
     // The bare handler gets the same requests as `acks`.
     std::fs::copy(&targets[1].channels, &targets[0].channels).expect("copy");
@@ -279,6 +290,7 @@ async fn main() {
         &targets[2].measured(),
         &base,
     );
+    compare("pg/bare (as deployed, on PostgreSQL with fsync; target ≥ 50 %, p99 ≤ 3×)", &targets[3].measured(), &base);
     println!("(throughput over all rounds; percentiles are the medians of the rounds')");
     handle.stop(false).await;
     for t in targets {
@@ -286,4 +298,5 @@ async fn main() {
             b.stop().await;
         }
     }
+    drop(database);
 }
