@@ -9,6 +9,7 @@
 
 pub mod copy;
 pub mod group_flush;
+pub mod pg_marks;
 pub mod pg_store;
 pub mod sled_store;
 
@@ -96,7 +97,9 @@ pub trait Store: Send + Sync {
     ) -> Result<usize, StoreError>;
     async fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Marks the calendar as needing a sync; returns the mark's generation.
+    /// Marks the calendar as needing a sync, durably; returns the mark's generation, above every
+    /// generation returned before this call began (concurrent calls may share one: PostgreSQL
+    /// commits a burst of marks together).
     async fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError>;
     async fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// Clears the mark if it is still at `generation` (no notification came since); false if not.
