@@ -11,6 +11,10 @@ struct Args {
     /// Address to listen on. Keep it on loopback: the control API has no authentication.
     #[arg(long, default_value = "127.0.0.1:8085")]
     listen: SocketAddr,
+    /// The OpenID Connect issuer to put into ID tokens and the discovery document (default: the
+    /// fake's own base URL, which is where its discovery document is served).
+    #[arg(long)]
+    issuer: Option<String>,
 }
 
 #[tokio::main]
@@ -20,10 +24,14 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args = Args::parse();
     let fake = fake_google::FakeGoogle::start_on(args.listen).await?;
+    if args.issuer.is_some() {
+        fake.set_issuer(args.issuer);
+    }
     println!("fake-google listening on {}", fake.base_url());
     println!("  token endpoint  {}", fake.token_uri());
     println!("  Calendar v3     {}/calendar/v3/", fake.base_url());
     println!("  People v1       {}/v1/", fake.base_url());
+    println!("  OpenID issuer   {} (discovery: {}/.well-known/openid-configuration)", fake.issuer(), fake.base_url());
     println!("  control API     {}/_fake/", fake.base_url());
     tokio::signal::ctrl_c().await?;
     fake.stop().await;
