@@ -134,6 +134,8 @@ async fn index(shared: web::Data<Shared>) -> HttpResponse {
         "token_uri": shared.token_uri(),
         "calendar": format!("{}/calendar/v3/", shared.base_url),
         "people": format!("{}/v1/", shared.base_url),
+        "openid_configuration": format!("{}/.well-known/openid-configuration", shared.base_url),
+        "issuer": crate::oidc::issuer(&shared),
         "now": google_timestamp(shared.clock.now()),
     }))
 }
@@ -846,6 +848,10 @@ struct NewOAuthClient {
     #[serde(default = "default_client_name")]
     name: String,
     redirect_uris: Vec<String>,
+    /// A fixed id and secret (in Google's formats) instead of random ones, for demos and
+    /// configuration written before the fake starts.
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
 fn default_client_name() -> String {
@@ -885,9 +891,21 @@ async fn create_oauth_client(shared: web::Data<Shared>, body: web::Bytes) -> Res
     if req.name.trim().is_empty() {
         return Err(bad("name must not be empty"));
     }
-    let client = crate::oidc::new_client(req.name.trim(), req.redirect_uris, shared.clock.now());
+    let mut client = crate::oidc::new_client(req.name.trim(), req.redirect_uris, shared.clock.now());
+    if let Some(id) = req.client_id {
+        crate::oidc::check_client_id(&id).map_err(bad)?;
+        client.client_id = id;
+    }
+    if let Some(secret) = req.client_secret {
+        crate::oidc::check_client_secret(&secret).map_err(bad)?;
+        client.client_secret = secret;
+    }
     let out = client_json(&shared, &client);
-    shared.world.lock().oidc.clients.insert(client.client_id.clone(), client);
+    let mut world = shared.world.lock();
+    if world.oidc.clients.contains_key(&client.client_id) || world.oidc.deleted_clients.contains(&client.client_id) {
+        return Err(conflict(format!("OAuth client {} exists or was deleted", client.client_id)));
+    }
+    world.oidc.clients.insert(client.client_id.clone(), client);
     Ok(HttpResponse::Created().json(out))
 }
 

@@ -172,6 +172,12 @@ impl FakeGoogle {
         self.shared.world.lock().oidc.issuer = issuer;
     }
 
+    /// Registers an OAuth client (Web application) for Sign in with Google and returns it; the
+    /// same as `POST /_fake/oauth-clients`.
+    pub fn add_oauth_client(&self, name: &str, redirect_uris: &[&str]) -> Result<oidc::OAuthClient, String> {
+        oidc::add_client(&self.shared, name, redirect_uris.iter().map(|u| (*u).to_owned()).collect())
+    }
+
     /// The fake's clock; `advance` it to age channels and tokens.
     pub fn clock(&self) -> &FakeClock {
         &self.shared.clock

@@ -15,6 +15,10 @@ struct Args {
     /// fake's own base URL, which is where its discovery document is served).
     #[arg(long)]
     issuer: Option<String>,
+    /// Registers an OAuth client for Sign in with Google with this redirect URI (repeatable) and
+    /// prints its client_id and client_secret.
+    #[arg(long = "oauth-redirect-uri")]
+    oauth_redirect_uris: Vec<String>,
 }
 
 #[tokio::main]
@@ -32,6 +36,12 @@ async fn main() -> std::io::Result<()> {
     println!("  Calendar v3     {}/calendar/v3/", fake.base_url());
     println!("  People v1       {}/v1/", fake.base_url());
     println!("  OpenID issuer   {} (discovery: {}/.well-known/openid-configuration)", fake.issuer(), fake.base_url());
+    if !args.oauth_redirect_uris.is_empty() {
+        let client = fake
+            .add_oauth_client("gwsync", &args.oauth_redirect_uris.iter().map(String::as_str).collect::<Vec<_>>())
+            .map_err(std::io::Error::other)?;
+        println!("  OAuth client    client_id={} client_secret={}", client.client_id, client.client_secret);
+    }
     println!("  control API     {}/_fake/", fake.base_url());
     tokio::signal::ctrl_c().await?;
     fake.stop().await;

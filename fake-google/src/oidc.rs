@@ -187,6 +187,14 @@ impl OidcState {
     }
 }
 
+/// Registers a client with Google's id and secret formats and returns it.
+pub fn add_client(shared: &Shared, name: &str, redirect_uris: Vec<String>) -> Result<OAuthClient, String> {
+    redirect_uris.iter().try_for_each(|u| check_redirect_uri(u))?;
+    let client = new_client(name, redirect_uris, shared.clock.now());
+    shared.world.lock().oidc.clients.insert(client.client_id.clone(), client.clone());
+    Ok(client)
+}
+
 /// A new client with Google's id and secret formats.
 pub fn new_client(name: &str, redirect_uris: Vec<String>, now: DateTime<Utc>) -> OAuthClient {
     const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -203,6 +211,29 @@ pub fn new_client(name: &str, redirect_uris: Vec<String>, now: DateTime<Utc>) ->
         redirect_uris,
         created_at: crate::clock::google_timestamp(now),
     }
+}
+
+/// `<digits>-<lower-case letters and digits>.apps.googleusercontent.com`, as Google makes them.
+pub fn check_client_id(id: &str) -> Result<(), String> {
+    let ok = id.strip_suffix(".apps.googleusercontent.com").and_then(|p| p.split_once('-')).is_some_and(|(n, t)| {
+        !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && !t.is_empty()
+            && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("client_id '{id}' is not <digits>-<letters/digits>.apps.googleusercontent.com"))
+    }
+}
+
+/// `GOCSPX-` and at least 16 URL-safe characters.
+pub fn check_client_secret(secret: &str) -> Result<(), String> {
+    let ok = secret
+        .strip_prefix("GOCSPX-")
+        .is_some_and(|t| t.len() >= 16 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    if ok { Ok(()) } else { Err("client_secret must be GOCSPX- and at least 16 letters, digits, - or _".to_owned()) }
 }
 
 /// Google's rules for a registered redirect URI: absolute, no fragment, no wildcard, `https`

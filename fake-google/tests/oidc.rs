@@ -814,6 +814,23 @@ async fn oauth_clients_are_created_listed_changed_and_deleted() {
     let r = rp.env.control("POST", "/_fake/oauth-clients", Some(json!({"redirect_uris": ["https://console.acme.test/cb", "http://localhost:8080/cb"], "name": "Console"}))).await;
     assert_eq!(r.status, 201, "{r:?}");
 
+    // A fixed id and secret (for demos configured before the fake starts), in Google's formats.
+    const FIXED: &str = "123456789012-demo0console.apps.googleusercontent.com";
+    let fixed =
+        json!({"redirect_uris": [REDIRECT], "client_id": FIXED, "client_secret": "GOCSPX-demo-secret-0123456789"});
+    let r = rp.env.control("POST", "/_fake/oauth-clients", Some(fixed.clone())).await;
+    assert_eq!((r.status, r.body["client_id"].as_str()), (201, Some(FIXED)), "{r:?}");
+    assert_eq!(rp.env.control("POST", "/_fake/oauth-clients", Some(fixed)).await.status, 409);
+    for (id, secret) in [("demo.apps.googleusercontent.com", "GOCSPX-demo-secret-0123456789"), (FIXED, "secret")] {
+        let body = json!({"redirect_uris": [REDIRECT], "client_id": id, "client_secret": secret});
+        assert_eq!(rp.env.control("POST", "/_fake/oauth-clients", Some(body)).await.status, 400, "{id} {secret}");
+    }
+    // The library call does the same.
+    let lib = rp.env.fake.add_oauth_client("lib", &[REDIRECT]).expect("a client");
+    assert!(lib.client_secret.starts_with("GOCSPX-"));
+    assert!(rp.env.fake.add_oauth_client("lib", &["ftp://x"]).is_err());
+    assert_eq!(rp.env.control("GET", "/_fake", None).await.body["issuer"], rp.env.base);
+
     // Changing the redirect URIs takes effect at once.
     const NEW: &str = "http://127.0.0.1:9/new";
     let r = rp.env.control("PUT", &format!("/_fake/oauth-clients/{id}"), Some(json!({"redirect_uris": [NEW]}))).await;
