@@ -314,6 +314,8 @@ pub async fn discovery(shared: web::Data<Shared>, req: HttpRequest) -> HttpRespo
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "claims_supported": ["aud", "email", "email_verified", "exp", "family_name", "given_name",
             "iat", "iss", "name", "picture", "sub"],
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "authorization_response_iss_parameter_supported": true,
         "code_challenge_methods_supported": ["plain", "S256"],
         "grant_types_supported": ["authorization_code", "refresh_token",
             "urn:ietf:params:oauth:grant-type:device_code", "urn:ietf:params:oauth:grant-type:jwt-bearer"],
@@ -540,11 +542,13 @@ fn eligible(world: &World, request: &AuthRequest, user: &str) -> bool {
         }
 }
 
-fn redirect_error(request: &AuthRequest, error: &str) -> HttpResponse {
+/// An error for the client, sent to its redirect URI with `state` and `iss` (RFC 9207).
+fn redirect_error(request: &AuthRequest, error: &str, iss: &str) -> HttpResponse {
     let mut pairs = vec![("error", error)];
     if let Some(s) = &request.state {
         pairs.push(("state", s));
     }
+    pairs.push(("iss", iss));
     redirect(&request.redirect_uri, &pairs)
 }
 
@@ -553,6 +557,7 @@ pub async fn authorize(shared: web::Data<Shared>, req: HttpRequest) -> HttpRespo
     log_call(&req, "oauth2.authorize", None);
     let params = Params::parse(req.query_string());
     let now = shared.clock.now();
+    let iss = issuer(&shared);
     let mut world = shared.world.lock();
     let (request, hint) = match check_request(&world, &params) {
         Checked::Ok(r, h) => (r, h),
@@ -561,8 +566,8 @@ pub async fn authorize(shared: web::Data<Shared>, req: HttpRequest) -> HttpRespo
     if request.prompt.as_deref() == Some("none") {
         // No browser session in the fake: `login_hint` names the signed-in account.
         return match hint.filter(|h| eligible(&world, &request, h)) {
-            Some(user) => grant(&mut world, now, &request, &user),
-            None => redirect_error(&request, "login_required"),
+            Some(user) => grant(&mut world, now, &request, &user, &iss),
+            None => redirect_error(&request, "login_required", &iss),
         };
     }
     let client_name = world.oidc.clients.get(&request.client_id).map(|c| c.name.clone()).unwrap_or_default();
@@ -665,6 +670,7 @@ pub async fn choose(shared: web::Data<Shared>, req: HttpRequest, body: web::Byte
         return error_page(400, "invalid_request", "The sign-in request is missing or was altered.", &none);
     };
     let now = shared.clock.now();
+    let iss = issuer(&shared);
     let mut world = shared.world.lock();
     // The client or its redirect URI may have gone while the page was open.
     match world.oidc.clients.get(&request.client_id) {
@@ -675,7 +681,7 @@ pub async fn choose(shared: web::Data<Shared>, req: HttpRequest, body: web::Byte
         Some(_) => {}
     }
     if form.has("cancel") {
-        return redirect_error(&request, "access_denied");
+        return redirect_error(&request, "access_denied", &iss);
     }
     let Some(user) = form.get("account").map(str::to_ascii_lowercase).filter(|u| eligible(&world, &request, u)) else {
         return error_page(400, "invalid_request", "That account cannot sign in to this app.", &none);
@@ -683,12 +689,13 @@ pub async fn choose(shared: web::Data<Shared>, req: HttpRequest, body: web::Byte
     if let Some(call) = req.extensions_mut().get_mut::<ApiCall>() {
         call.user = Some(user.clone());
     }
-    grant(&mut world, now, &request, &user)
+    grant(&mut world, now, &request, &user, &iss)
 }
 
 /// Mints a code for `user` and redirects with what Google appends: `state`, `code`, `scope`,
-/// `authuser`, `hd`, `prompt`.
-fn grant(world: &mut World, now: DateTime<Utc>, request: &AuthRequest, user: &str) -> HttpResponse {
+/// `authuser`, `hd`, `prompt`, and `iss` (RFC 9207; Google has sent it since early 2026 and its
+/// reference lists `authorization_response_iss_parameter_supported`).
+fn grant(world: &mut World, now: DateTime<Utc>, request: &AuthRequest, user: &str, iss: &str) -> HttpResponse {
     let code = new_code();
     let expires_at = now + chrono::Duration::seconds(world.oidc.code_lifetime_secs);
     world.oidc.codes.insert(
@@ -714,6 +721,7 @@ fn grant(world: &mut World, now: DateTime<Utc>, request: &AuthRequest, user: &st
     }
     pairs.extend([("code", code.as_str()), ("scope", scope.as_str()), ("authuser", "0"), ("hd", hd.as_str())]);
     pairs.push(("prompt", prompt));
+    pairs.push(("iss", iss));
     redirect(&request.redirect_uri, &pairs)
 }
 

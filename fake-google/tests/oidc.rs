@@ -187,6 +187,7 @@ async fn discovery_document_has_googles_fields_and_points_at_the_fake() {
     assert_eq!(d["jwks_uri"], format!("{base}/oauth2/v3/certs"));
     assert_eq!(d["revocation_endpoint"], format!("{base}/revoke"));
     assert_eq!(d["code_challenge_methods_supported"], json!(["plain", "S256"]));
+    assert_eq!(d["authorization_response_iss_parameter_supported"], true);
     assert_eq!(d["id_token_signing_alg_values_supported"], json!(["RS256"]));
     assert_eq!(d["subject_types_supported"], json!(["public"]));
     assert_eq!(d["scopes_supported"], json!(["openid", "email", "profile"]));
@@ -223,8 +224,9 @@ async fn the_issuer_is_configurable() {
     assert_eq!(r.status, 200, "{r:?}");
     let d = rp.get(&format!("{}/.well-known/openid-configuration", rp.env.base)).await;
     assert_eq!(d.body["issuer"], "https://accounts.google.com");
-    let code = rp.code_for(ALICE).await;
-    let t = rp.exchange_code(&code, Some(VERIFIER)).await;
+    let q = rp.sign_in_with(&[], ALICE).await;
+    assert_eq!(param(&q, "iss"), Some("https://accounts.google.com"));
+    let t = rp.exchange_code(param(&q, "code").unwrap(), Some(VERIFIER)).await;
     let claims = rp.verify(t.body["id_token"].as_str().unwrap(), "https://accounts.google.com").await.unwrap();
     assert_eq!(claims["iss"], "https://accounts.google.com");
     // A relying party expecting the other issuer refuses it.
@@ -265,6 +267,7 @@ async fn the_whole_flow_gives_a_verifiable_id_token_with_googles_claims() {
     assert_eq!(param(&q, "authuser"), Some("0"));
     assert_eq!(param(&q, "hd"), Some(DOMAIN));
     assert_eq!(param(&q, "prompt"), Some("none"));
+    assert_eq!(param(&q, "iss"), Some(rp.env.base.as_str()), "RFC 9207");
 
     let t = rp.exchange_code(code, Some(VERIFIER)).await;
     assert_eq!(t.status, 200, "{t:?}");
@@ -446,6 +449,7 @@ async fn cancelling_redirects_with_access_denied() {
     let q = redirect_query(&r);
     assert_eq!(param(&q, "error"), Some("access_denied"));
     assert_eq!(param(&q, "state"), Some("st-123"));
+    assert_eq!(param(&q, "iss"), Some(rp.env.base.as_str()));
     assert!(param(&q, "code").is_none());
 }
 
@@ -866,4 +870,45 @@ async fn revocation_ends_an_access_token() {
     .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"], "invalid_token");
+}
+
+#[tokio::test]
+async fn garbage_gets_a_4xx_never_a_panic() {
+    let rp = Rp::new().await;
+    let base = rp.env.base.clone();
+    let gets = [
+        format!("{base}/o/oauth2/v2/auth?%%%&&==&client_id=%FF%FE"),
+        format!("{base}/o/oauth2/v2/auth?client_id={}&redirect_uri=%00", rp.client_id),
+        format!("{base}/o/oauth2/v2/auth?{}", "a=b&".repeat(2000)),
+        format!("{base}/v1/userinfo?access_token="),
+    ];
+    for url in &gets {
+        let r = rp.get(url).await;
+        assert!((400..500).contains(&r.status), "{url}: {r:?}");
+    }
+    let token = format!("{base}/token");
+    let bodies: [&[u8]; 4] = [
+        b"grant_type=authorization_code&client_id=%FF&client_secret=%FE&code=4/%00",
+        &[0xff, 0xfe, 0x00, 0x3d],
+        b"grant_type=authorization_code&&&==&code",
+        b"",
+    ];
+    for body in bodies {
+        for auth in [None, Some("Basic !!!"), Some("Basic Og=="), Some("Basic w7w6w7w=")] {
+            let mut req =
+                rp.http.post(&token).header("content-type", "application/x-www-form-urlencoded").body(body.to_vec());
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let r = reply(req.send().await.unwrap()).await;
+            assert!((400..500).contains(&r.status), "{body:?} {auth:?}: {r:?}");
+            assert!(r.body["error"].is_string(), "OAuth2 JSON: {r:?}");
+        }
+    }
+    for body in [&b""[..], b"token=", &[0xff, 0xfe]] {
+        let r = reply(rp.http.post(format!("{base}/revoke")).body(body.to_vec()).send().await.unwrap()).await;
+        assert_eq!(r.status, 400, "{r:?}");
+    }
+    // Still serving.
+    assert_eq!(rp.get(&format!("{base}/.well-known/openid-configuration")).await.status, 200);
 }
