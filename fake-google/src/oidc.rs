@@ -389,7 +389,6 @@ fn error_page(status: u16, error: &str, description: &str, pairs: &[(String, Str
         actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
     )
     .insert_header(("Cache-Control", "no-cache, no-store, max-age=0, must-revalidate"))
-    .insert_header(("X-Fake-Google-Error", error.to_owned()))
     .content_type("text/html; charset=utf-8")
     .body(body)
 }
