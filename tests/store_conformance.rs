@@ -915,3 +915,29 @@ async fn serve_keeps_its_state_in_postgresql_when_a_database_url_is_set() {
     let tenants = gwsync::store::Store::tenants(&s).await.unwrap();
     assert_eq!(tenants.iter().map(|t| t.domain.as_str()).collect::<Vec<_>>(), ["acme.test"]);
 }
+
+/// Two stores on one database, as two replicas: a channel one of them just made is never
+/// refused by the other (an id it does not hold is read), and its own deletions count at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_verifies_a_channel_another_replica_just_made() {
+    let b = Backend::postgres().await;
+    let (one, other) = (b.open().await, b.open().await);
+    let c = ChannelRecord {
+        id: "ch-9".into(),
+        token_digest: "00".repeat(32),
+        tenant: "acme".into(),
+        user: "a@x".into(),
+        resource_id: Some("res-9".into()),
+        expiration: None,
+        created_at: Utc::now(),
+        orphaned: false,
+    };
+    one.put_user(&user("acme", "a@x")).await.unwrap();
+    assert_eq!(other.channel_auth("ch-9").await.unwrap(), None, "not made yet");
+    one.put_channel(&c).await.unwrap();
+    let seen = other.channel_auth("ch-9").await.unwrap().expect("the other replica's new channel");
+    assert_eq!(seen.resource_id.as_deref(), Some("res-9"));
+    other.delete_channel("ch-9").await.unwrap();
+    assert_eq!(other.channel_auth("ch-9").await.unwrap(), None, "its own deletion counts at once");
+    assert_eq!(one.channel(&c.id).await.unwrap(), None);
+}

@@ -11,7 +11,10 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -22,8 +25,8 @@ use sqlx::{PgConnection, Row};
 
 use super::pg_marks::MarkBatcher;
 use super::{
-    CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store, StoreError,
-    StoredCredentials,
+    CalendarState, ChannelAuth, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store,
+    StoreError, StoredCredentials,
 };
 use crate::model::access::{AuditEntry, TokenRecord};
 use crate::model::contact::{BookState, Change, Contact};
@@ -38,7 +41,20 @@ pub struct PgStore {
     pool: PgPool,
     /// Dirty marks, committed many to a statement (group commit for the webhook).
     marks: MarkBatcher,
+    /// What verifying a notification needs, per channel read from the database, with when it
+    /// was read: the webhook reads a channel once per `CHANNEL_CACHE_TTL`, not per notification.
+    channel_cache: RwLock<HashMap<String, (Arc<ChannelAuth>, Instant)>>,
 }
+
+/// How long a channel read from the database answers webhooks from memory. This replica's own
+/// writes update it at once; another replica's are seen within this time, which is safe: a
+/// channel's id and token never change, an id not in memory is always read (a channel another
+/// replica just created is never refused), and a notification on a channel stopped elsewhere
+/// meanwhile only causes a sync that finds nothing to do.
+const CHANNEL_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Past this many cached channels, the stale ones are dropped (channels deleted elsewhere).
+const CHANNEL_CACHE_PRUNE_AT: usize = 200_000;
 
 fn pg(e: sqlx::Error) -> StoreError {
     // A foreign-key violation means the user row went away under a write: the write is refused.
@@ -125,6 +141,14 @@ async fn orphan_channels(conn: &mut PgConnection, tenant: &str, email: Option<&s
 }
 
 impl PgStore {
+    fn remember_channel(&self, id: &str, auth: Arc<ChannelAuth>) {
+        let mut cache = self.channel_cache.write();
+        if cache.len() >= CHANNEL_CACHE_PRUNE_AT {
+            cache.retain(|_, (_, read_at)| read_at.elapsed() < CHANNEL_CACHE_TTL);
+        }
+        cache.insert(id.to_owned(), (auth, Instant::now()));
+    }
+
     /// Connects (a pool of at most `pool_size` connections; giving up on the first after
     /// `connect_timeout`), refuses a database written by a newer gwsync, and applies the
     /// migrations this build has. Errors never contain the URL's password.
@@ -141,7 +165,8 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Postgres(scrub(format!("connecting to {target}: {e}"), url)))?;
-        let store = PgStore { marks: MarkBatcher::start(pool.clone()), pool };
+        let store =
+            PgStore { marks: MarkBatcher::start(pool.clone()), channel_cache: RwLock::new(HashMap::new()), pool };
         store.migrate().await?;
         Ok(store)
     }
@@ -257,6 +282,7 @@ impl Store for PgStore {
             .rows_affected()
             > 0;
         tx.commit().await.map_err(pg)?;
+        self.channel_cache.write().retain(|_, (c, _)| c.tenant != id);
         Ok(existed)
     }
 
@@ -336,6 +362,7 @@ impl Store for PgStore {
         }
         orphan_channels(&mut tx, tenant, Some(email)).await?;
         tx.commit().await.map_err(pg)?;
+        self.channel_cache.write().retain(|_, (c, _)| !(c.tenant == tenant && c.user == email));
         Ok(existed)
     }
 
@@ -477,7 +504,28 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(pg)?;
-        tx.commit().await.map_err(pg)
+        tx.commit().await.map_err(pg)?;
+        self.remember_channel(&channel.id, Arc::new(ChannelAuth::of(channel)));
+        Ok(())
+    }
+
+    async fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
+        if let Some((auth, read_at)) = self.channel_cache.read().get(id)
+            && read_at.elapsed() < CHANNEL_CACHE_TTL
+        {
+            return Ok(Some(auth.clone()));
+        }
+        match self.channel(id).await? {
+            Some(c) => {
+                let auth = Arc::new(ChannelAuth::of(&c));
+                self.remember_channel(id, auth.clone());
+                Ok(Some(auth))
+            }
+            None => {
+                self.channel_cache.write().remove(id);
+                Ok(None)
+            }
+        }
     }
 
     async fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
@@ -494,6 +542,7 @@ impl Store for PgStore {
 
     async fn delete_channel(&self, id: &str) -> Result<(), StoreError> {
         self.exec("DELETE FROM channels WHERE id = $1", &[id]).await?;
+        self.channel_cache.write().remove(id);
         Ok(())
     }
 
