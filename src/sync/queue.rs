@@ -15,6 +15,14 @@
 //!
 //! Failed syncs wait (backoff) in `delayed` with their mark kept.
 //!
+//! Replicas on one database (`shared`): a durable mark covers later notifications only up to
+//! the moment the replica that syncs reads its generation, and that may be another replica. So
+//! a replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) writes a new mark
+//! if notifications arrived since its own (the holder's clearing then fails, and it runs once
+//! more), and tries once more a `rerun_delay` later (the holder may have ended just before the
+//! mark). A holder clears only at the generation it read when it claimed (`claimed`), and runs
+//! again while a mark it did not cover remains.
+//!
 //! Calendars ready to sync wait in one lane per tenant, and claims go round the tenants in
 //! turn, each tenant holding at most `per_tenant` claims at once: a tenant with thousands of
 //! calendars queued (or whose jobs hang) delays no other tenant's next sync.
@@ -48,6 +56,19 @@ struct Entry {
     marked: bool,
     /// When the oldest notification this entry covers arrived (for the lag metric).
     since: Option<Instant>,
+    /// Shared database: a notification arrived after the durable mark was written (it may be
+    /// about a change that a sync by another replica, which read the mark already, missed).
+    since_mark: bool,
+    /// Shared database: the mark's generation read when this replica claimed the calendar.
+    read: Option<u64>,
+    /// Shared database: this entry already found its calendar claimed elsewhere once.
+    elsewhere: bool,
+}
+
+impl Entry {
+    fn new(phase: Phase, generation: u64, marked: bool, since: Option<Instant>) -> Self {
+        Entry { phase, generation, marked, since, since_mark: false, read: None, elsewhere: false }
+    }
 }
 
 #[derive(Default)]
@@ -149,6 +170,8 @@ pub struct Claim {
 
 pub enum Finish {
     Done,
+    /// Shared database: another replica holds the calendar's claim; the mark stays for it.
+    Elsewhere,
     /// Try again at this time, keeping the mark.
     RetryAt(DateTime<Utc>),
     /// Give up until something changes (the user is re-saved, or gwsync restarts).
@@ -166,6 +189,17 @@ pub struct SyncQueue {
     delayed_changed: Notify,
     store: SharedStore,
     flush: Arc<GroupFlush>,
+    /// Replicas share the database (see the module doc).
+    shared: bool,
+}
+
+/// What follows the end of a claim, for the replica's claim on the calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Nothing more for now: let the claim go.
+    Ended,
+    /// It runs again (now, after its settling window, or at its retry): keep the claim.
+    Again(Option<DateTime<Utc>>),
 }
 
 impl SyncQueue {
@@ -185,7 +219,40 @@ impl SyncQueue {
             delayed_changed: Notify::new(),
             store,
             flush,
+            shared: false,
         }
+    }
+
+    /// For a replica of a shared database (see the module doc).
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
+    /// Queues a calendar whose mark nobody holds (a replica died holding it), unless it is
+    /// queued here already; true if it was queued.
+    pub fn adopt(&self, key: &CalendarKey, generation: u64) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.entries.contains_key(key) {
+            return false;
+        }
+        inner.entries.insert(key.clone(), Entry::new(Phase::Queued, generation, true, None));
+        inner.push_ready(key.clone());
+        drop(inner);
+        self.ready.notify_one();
+        true
+    }
+
+    /// This replica claimed the calendar and read its mark's generation (none: no mark).
+    /// True if the sync can be skipped: the notifications it stands for were all covered by a
+    /// sync another replica made since.
+    pub fn claimed(&self, key: &CalendarKey, generation: Option<u64>) -> bool {
+        let mut inner = self.inner.lock();
+        let Some(e) = inner.entries.get_mut(key) else { return false };
+        e.read = generation;
+        e.elsewhere = false;
+        let again = matches!(e.phase, Phase::Running { again: true });
+        generation.is_none() && e.marked && !e.since_mark && !again
     }
 
     /// Queues every calendar with a durable mark (at start).
@@ -196,9 +263,7 @@ impl SyncQueue {
         for (tenant, user, generation) in marks {
             let key = CalendarKey { tenant, user };
             if !inner.entries.contains_key(&key) {
-                inner
-                    .entries
-                    .insert(key.clone(), Entry { phase: Phase::Queued, generation, marked: true, since: None });
+                inner.entries.insert(key.clone(), Entry::new(Phase::Queued, generation, true, None));
                 inner.push_ready(key);
             }
         }
@@ -222,10 +287,7 @@ impl SyncQueue {
             match inner.entries.get_mut(key) {
                 None => {
                     added = true;
-                    inner.entries.insert(
-                        key.clone(),
-                        Entry { phase: Phase::Queued, generation: 0, marked: false, since: Some(now) },
-                    );
+                    inner.entries.insert(key.clone(), Entry::new(Phase::Queued, 0, false, Some(now)));
                     if inner.schedule(key, self.clock.now(), self.rerun_delay) {
                         drop(inner);
                         self.ready.notify_one();
@@ -243,6 +305,7 @@ impl SyncQueue {
                     // cleared only by the end of a sync that starts after now (a running one
                     // was just told to run again).
                     if e.marked {
+                        e.since_mark = true;
                         return Ok(false);
                     }
                 }
@@ -274,9 +337,7 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         match inner.entries.get_mut(key) {
             None => {
-                inner
-                    .entries
-                    .insert(key.clone(), Entry { phase: Phase::Queued, generation: 0, marked: false, since: None });
+                inner.entries.insert(key.clone(), Entry::new(Phase::Queued, 0, false, None));
                 inner.push_ready(key.clone());
                 drop(inner);
                 self.ready.notify_one();
@@ -338,7 +399,10 @@ impl SyncQueue {
     }
 
     /// Ends a claim.
-    pub async fn finish(&self, claim: &Claim, outcome: Finish) -> Result<(), StoreError> {
+    pub async fn finish(&self, claim: &Claim, outcome: Finish) -> Result<After, StoreError> {
+        if self.shared {
+            return self.finish_shared(claim, outcome).await;
+        }
         let key = &claim.key;
         let now = self.clock.now();
         // The durable mark to clear, decided under the lock and cleared after it.
@@ -347,9 +411,11 @@ impl SyncQueue {
             inner.release_claim(&key.tenant);
             // The tenant may have been at its limit: its next calendar can go.
             self.ready.notify_one();
-            let Some(entry) = inner.entries.get_mut(key) else { return Ok(()) };
+            let Some(entry) = inner.entries.get_mut(key) else { return Ok(After::Ended) };
             let again = matches!(entry.phase, Phase::Running { again: true });
             match outcome {
+                // Only with a shared database.
+                Finish::Elsewhere => None,
                 Finish::Done | Finish::GiveUp if again => {
                     entry.phase = Phase::Queued;
                     let ready = inner.schedule(key, now, self.rerun_delay);
@@ -381,7 +447,86 @@ impl SyncQueue {
             // queued by its own `notify`.
             self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
         }
-        Ok(())
+        Ok(After::Ended)
+    }
+
+    /// `finish` on a shared database (module doc).
+    async fn finish_shared(&self, claim: &Claim, outcome: Finish) -> Result<After, StoreError> {
+        let key = &claim.key;
+        let now = self.clock.now();
+        let (read, bump) = {
+            let mut inner = self.inner.lock();
+            inner.release_claim(&key.tenant);
+            self.ready.notify_one();
+            let Some(entry) = inner.entries.get_mut(key) else { return Ok(After::Ended) };
+            match outcome {
+                Finish::RetryAt(at) => {
+                    entry.phase = Phase::Delayed;
+                    inner.delayed.insert((at, key.clone()));
+                    drop(inner);
+                    self.delayed_changed.notify_one();
+                    return Ok(After::Again(Some(at)));
+                }
+                Finish::Elsewhere => {
+                    let bump = entry.since_mark || matches!(entry.phase, Phase::Running { again: true });
+                    if !bump && entry.elsewhere {
+                        inner.entries.remove(key);
+                        inner.shrink_if_idle();
+                        return Ok(After::Ended);
+                    }
+                    // Once more after the settling window: the holder may have ended just
+                    // before this replica's mark.
+                    entry.elsewhere = true;
+                    entry.since_mark = false;
+                    entry.phase = Phase::Delayed;
+                    let at = now + self.rerun_delay;
+                    inner.delayed.insert((at, key.clone()));
+                    (None, bump)
+                }
+                Finish::Done | Finish::GiveUp => (entry.read.take(), false),
+            }
+        };
+        if bump {
+            let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
+            self.flush.durable().await?;
+            if let Some(e) = self.inner.lock().entries.get_mut(key) {
+                e.generation = e.generation.max(generation);
+                e.marked = true;
+            }
+        }
+        if matches!(outcome, Finish::Elsewhere) {
+            self.delayed_changed.notify_one();
+            return Ok(After::Ended);
+        }
+        if let Some(generation) = read {
+            self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
+        }
+        // A mark this sync did not cover (written after the claim, here or on another
+        // replica): run again.
+        let remaining = self.store.dirty_generation(&key.tenant, &key.user).await?;
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.entries.get_mut(key) else { return Ok(After::Ended) };
+        let again = matches!(entry.phase, Phase::Running { again: true });
+        if !again && remaining.is_none() {
+            inner.entries.remove(key);
+            inner.shrink_if_idle();
+            return Ok(After::Ended);
+        }
+        entry.phase = Phase::Queued;
+        entry.since_mark = false;
+        if let Some(g) = remaining {
+            entry.generation = g;
+            entry.marked = true;
+        }
+        let ready = inner.schedule(key, now, self.rerun_delay);
+        drop(inner);
+        if ready {
+            self.ready.notify_one();
+            Ok(After::Again(None))
+        } else {
+            self.delayed_changed.notify_one();
+            Ok(After::Again(Some(now + self.rerun_delay)))
+        }
     }
 
     /// Drops a calendar (its user was deleted). A claim in flight still ends with `finish`.
