@@ -40,11 +40,25 @@ pub enum LogFormat {
 pub struct StoreConfig {
     /// sled's page cache, in MiB (sled's own default is 1 GiB).
     pub cache_capacity_mb: u64,
+    /// A PostgreSQL URL (`postgres://user:password@host/db`): keep everything there instead of
+    /// sled under `data_dir` (env `GWSYNC_DATABASE_URL`). Secret: it may hold a password, so
+    /// Debug output and logs never show it.
+    pub database_url: Option<SecretString>,
+    /// Connections to PostgreSQL at most.
+    pub pool_size: u32,
+    /// How long connecting to PostgreSQL (or waiting for a free connection) may take.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { cache_capacity_mb: 64 }
+        StoreConfig {
+            cache_capacity_mb: 64,
+            database_url: None,
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -276,7 +290,7 @@ impl Default for Config {
 
 /// `GWSYNC_*` variables that are not configuration keys (the operator commands' server address
 /// and API token).
-const NOT_KEYS: &[&str] = &["server", "token"];
+const NOT_KEYS: &[&str] = &["server", "token", "database_url"];
 
 impl Config {
     /// Defaults, then `file` if given, then the environment.
@@ -289,6 +303,8 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("GWSYNC_").split("__").ignore(NOT_KEYS));
+        // The documented short name of `store.database_url` (GWSYNC_STORE__DATABASE_URL works too).
+        figment = figment.merge(Env::raw().only(&["GWSYNC_DATABASE_URL"]).map(|_| "store.database_url".into()));
         let config: Config = figment.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         config.validate()?;
         Ok(config)
@@ -377,6 +393,29 @@ impl Config {
         }
         if self.store.cache_capacity_mb == 0 || self.store.cache_capacity_mb > 65_536 {
             return Err(invalid("store.cache_capacity_mb", "GWSYNC_STORE__CACHE_CAPACITY_MB", "must be 1 to 65536"));
+        }
+        if self.store.pool_size == 0 || self.store.pool_size > 1000 {
+            return Err(invalid("store.pool_size", "GWSYNC_STORE__POOL_SIZE", "must be 1 to 1000"));
+        }
+        if self.store.connect_timeout < Duration::from_millis(100)
+            || self.store.connect_timeout > Duration::from_secs(600)
+        {
+            return Err(invalid(
+                "store.connect_timeout",
+                "GWSYNC_STORE__CONNECT_TIMEOUT",
+                "must be between 100ms and 10m",
+            ));
+        }
+        if let Some(url) = &self.store.database_url {
+            // Only the scheme is named: the rest may hold a password.
+            let url = url.expose_secret();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "store.database_url",
+                    "GWSYNC_DATABASE_URL",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
         }
         if sync.renew_within >= sync.channel_ttl {
             return Err(invalid(
@@ -597,6 +636,22 @@ mod tests {
             jail.set_env("GWSYNC_SYNC__PAGESIZE", "2");
             let e = Config::load(None).unwrap_err().to_string();
             assert!(e.contains("pagesize"), "a misspelt variable is refused by name: {e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_database_url_comes_from_gwsync_database_url_and_never_shows() {
+        figment::Jail::expect_with(|jail| {
+            assert!(Config::load(None).map_err(|e| e.to_string())?.store.database_url.is_none(), "sled by default");
+            jail.set_env("GWSYNC_DATABASE_URL", "postgres://gw:s3cr3t-pw@db.internal/gwsync");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let url = c.store.database_url.as_ref().map(|u| u.expose_secret().to_owned());
+            assert_eq!(url.as_deref(), Some("postgres://gw:s3cr3t-pw@db.internal/gwsync"));
+            assert!(!format!("{c:?}").contains("s3cr3t-pw"), "Debug output keeps the password out");
+            jail.set_env("GWSYNC_DATABASE_URL", "mysql://gw:s3cr3t-pw@db.internal/gwsync");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("GWSYNC_DATABASE_URL") && !e.contains("s3cr3t-pw"), "{e}");
             Ok(())
         });
     }

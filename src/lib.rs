@@ -72,7 +72,6 @@ use crate::presence::outbox::Outbox;
 use crate::roles::Roles;
 use crate::store::SharedStore;
 use crate::store::group_flush::GroupFlush;
-use crate::store::sled_store::SledStore;
 use crate::sync::SyncService;
 use crate::sync::queue::SyncQueue;
 
@@ -95,11 +94,7 @@ pub async fn serve_with_clock(
     let (admin_token, master_key, public_url) = config.serve_settings()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-    let db_dir = config.data_dir.join("db");
-    let store: SharedStore = Arc::new(
-        SledStore::open(&db_dir, config.store.cache_capacity_mb)
-            .with_context(|| format!("opening the database in {}", db_dir.display()))?,
-    );
+    let store: SharedStore = store::open(&config).await?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let flush = GroupFlush::start(store.clone(), cancel.clone());

@@ -1,12 +1,15 @@
-//! Durable state behind a trait of domain operations, so a PostgreSQL backend can follow
-//! (DESIGN §10). The sled implementation is the default.
+//! Durable state behind a trait of domain operations (DESIGN §10), with two backends: sled, the
+//! embedded default, and PostgreSQL (`store.database_url`), which replicas can share. `open`
+//! picks one from the configuration.
 //!
 //! Methods are async: PostgreSQL is a network call; sled works in memory (and runs its large
 //! operations off the async threads). Durability is explicit: `flush` returns once everything
 //! written before it survives a crash; call it before acknowledging anything that must not be
 //! lost.
 
+pub mod copy;
 pub mod group_flush;
+pub mod pg_store;
 pub mod sled_store;
 
 use std::sync::Arc;
@@ -36,6 +39,9 @@ pub enum StoreError {
         "the data directory was written by a newer gwsync (schema {found}, this build reads {SCHEMA_VERSION}); upgrade gwsync"
     )]
     NewerSchema { found: u32 },
+    /// A PostgreSQL error (never with the database URL or its password).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     #[error("flushing the database failed: {0}")]
     Flush(String),
     #[error("a background store task failed: {0}")]
@@ -187,9 +193,47 @@ pub trait Store: Send + Sync {
 
     /// Returns once everything written so far survives a crash.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    // Listings and restores for `gwsync store copy`: every record of a kind, whatever tenant
+    // (or none) it belongs to.
+
+    /// Every user of every tenant.
+    async fn all_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Every tenant's (current) key.
+    async fn all_credentials(&self) -> Result<Vec<(String, StoredCredentials)>, StoreError>;
+    /// Every presence record: (tenant, user, record).
+    async fn presence_records(&self) -> Result<Vec<(String, String, PresenceRecord)>, StoreError>;
+    /// Every address book's state: (tenant, book, state).
+    async fn all_contact_books(&self) -> Result<Vec<(String, String, crate::model::contact::BookState)>, StoreError>;
+    /// The entries of one book.
+    async fn book_contacts(&self, tenant: &str, book: &str) -> Result<Vec<crate::model::contact::Contact>, StoreError>;
+    /// Sets a calendar's dirty mark to `generation` (a copy keeps the source's generations).
+    async fn restore_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<(), StoreError>;
+    /// Makes `next_audit_id` answer above `id` from now on (copied entries keep their ids).
+    async fn raise_audit_ids(&self, id: u64) -> Result<(), StoreError>;
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the configured store: PostgreSQL if `store.database_url` is set, else sled under
+/// `data_dir/db`.
+pub async fn open(config: &crate::config::Config) -> anyhow::Result<SharedStore> {
+    use anyhow::Context;
+    match &config.store.database_url {
+        Some(url) => Ok(Arc::new(
+            pg_store::PgStore::connect(url, config.store.pool_size, config.store.connect_timeout)
+                .await
+                .context("opening the PostgreSQL database (store.database_url)")?,
+        )),
+        None => {
+            let dir = config.data_dir.join("db");
+            Ok(Arc::new(
+                sled_store::SledStore::open(&dir, config.store.cache_capacity_mb)
+                    .with_context(|| format!("opening the database in {}", dir.display()))?,
+            ))
+        }
+    }
+}
 
 /// Makes every earlier write durable.
 pub async fn flush(store: &SharedStore) -> Result<(), StoreError> {

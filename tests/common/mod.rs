@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod calendar;
+pub mod pg;
 pub mod process;
 pub mod receiver;
 // Not every test file uses these.

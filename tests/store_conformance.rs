@@ -1,0 +1,730 @@
+//! One suite, run unchanged against both `Store` backends: sled in a temporary directory and
+//! PostgreSQL in a throwaway cluster (tests/common/pg.rs, one database per test). Each case is
+//! an async fn over a `Backend`; `conformance!` makes a `sled` and a `postgres` test of it.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use gwsync::model::access::{AuditActor, AuditEntry, Role, TokenRecord};
+use gwsync::model::contact::{BookState, Change, Contact, Source, personal_book};
+use gwsync::model::event::{Status, StoredEvent};
+use gwsync::model::key_file::KeyInfo;
+use gwsync::model::tenant::{ContactsSettings, TenantRecord};
+use gwsync::model::user::UserRecord;
+use gwsync::store::pg_store::PgStore;
+use gwsync::store::sled_store::SledStore;
+use gwsync::store::{
+    CalendarState, ChannelAuth, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SharedStore, StoreError,
+    StoredCredentials,
+};
+use secrecy::SecretString;
+
+/// Where a case's store lives; `open` may be called again after the last store was dropped.
+pub enum Backend {
+    Sled(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Backend {
+    async fn sled() -> Backend {
+        Backend::Sled(tempfile::tempdir().unwrap())
+    }
+
+    async fn postgres() -> Backend {
+        Backend::Postgres(pg::fresh_database().await)
+    }
+
+    async fn try_open(&self) -> Result<SharedStore, StoreError> {
+        Ok(match self {
+            Backend::Sled(dir) => Arc::new(SledStore::open(dir.path(), 8)?),
+            Backend::Postgres(url) => Arc::new(
+                PgStore::connect(&SecretString::from(url.clone()), 4, std::time::Duration::from_secs(10)).await?,
+            ),
+        })
+    }
+
+    async fn open(&self) -> SharedStore {
+        self.try_open().await.unwrap()
+    }
+
+    /// Writes a schema version into the store's metadata, as a newer gwsync would.
+    async fn write_schema_version(&self, version: u32) {
+        match self {
+            Backend::Sled(dir) => {
+                let db = sled::open(dir.path()).unwrap();
+                db.open_tree("meta").unwrap().insert("schema_version", &version.to_be_bytes()).unwrap();
+                db.flush().unwrap();
+            }
+            Backend::Postgres(url) => {
+                use sqlx::Connection as _;
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query("UPDATE gwsync_meta SET value = $1 WHERE key = 'schema_version'")
+                    .bind(i64::from(version))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sled() {
+                super::$name(super::Backend::sled().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::postgres().await).await
+            }
+        })*
+    };
+}
+
+conformance!(
+    records_survive_reopening_and_tenants_delete_with_their_users,
+    a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions,
+    dirty_marks_clear_only_at_their_generation,
+    deleting_a_user_or_tenant_takes_everything_of_theirs,
+    a_newer_message_supersedes_older_ones_and_deleted_users_get_nothing_written,
+    a_recreated_tenant_has_no_key_while_the_retired_one_stays_readable,
+    the_channel_auth_follows_every_channel_write_and_survives_reopening,
+    outbox_messages_update_only_while_queued,
+    contact_books_apply_whole,
+    tokens_keep_a_revocation_made_while_a_lazy_update_runs,
+    audit_pages_newest_first_filters_by_tenant_and_prunes,
+    writes_racing_a_user_deletion_leave_nothing_behind,
+    listings_for_copying_see_every_record,
+    a_newer_schema_is_refused,
+);
+
+pub fn tenant(id: &str) -> TenantRecord {
+    TenantRecord {
+        id: id.into(),
+        domain: "acme.se".into(),
+        directory_admin: None,
+        default_region: "SE".into(),
+        phone_system: None,
+        contacts: ContactsSettings::default(),
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+        export_token_digest: None,
+        status_events: Default::default(),
+    }
+}
+
+pub fn user(tenant: &str, email: &str) -> UserRecord {
+    UserRecord {
+        tenant: tenant.into(),
+        email: email.into(),
+        external_id: None,
+        profiles: vec![],
+        status_events: Default::default(),
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
+}
+
+pub fn event(id: &str, master: Option<&str>) -> StoredEvent {
+    StoredEvent {
+        id: id.into(),
+        status: Status::Confirmed,
+        summary: Some("x \u{0} with a NUL".into()),
+        start: None,
+        end: None,
+        recurrence: vec![],
+        recurring_event_id: master.map(str::to_owned),
+        original_start: None,
+        transparent: false,
+        event_type: "default".into(),
+        visibility: "default".into(),
+        self_response: None,
+        updated: None,
+    }
+}
+
+pub fn message(tenant: &str, user: &str, sequence: u64) -> OutboxMessage {
+    OutboxMessage {
+        tenant: tenant.into(),
+        user: user.into(),
+        sequence,
+        id: format!("msg_{sequence}"),
+        body: "{}".into(),
+        created_at: Utc::now(),
+        attempts: 0,
+        next_attempt_at: Utc::now(),
+        last_error: None,
+    }
+}
+
+pub fn contact(name: &str) -> Contact {
+    Contact {
+        resource_name: format!("people/{name}"),
+        source: Source::Shared,
+        name: Some(name.into()),
+        given_name: None,
+        family_name: None,
+        organization: None,
+        title: None,
+        department: None,
+        emails: vec![],
+        phones: vec![],
+    }
+}
+
+pub fn channel(id: &str, tenant: &str, user: &str) -> ChannelRecord {
+    ChannelRecord {
+        id: id.into(),
+        token_digest: "ab".repeat(32),
+        tenant: tenant.into(),
+        user: user.into(),
+        resource_id: Some("r".into()),
+        expiration: Some(Utc::now() + Duration::days(1)),
+        created_at: Utc::now(),
+        orphaned: false,
+    }
+}
+
+pub fn credentials(client: &str) -> StoredCredentials {
+    StoredCredentials {
+        info: KeyInfo {
+            client_email: format!("{client}@p.iam.gserviceaccount.com"),
+            client_id: "1".into(),
+            project_id: Some("p".into()),
+            private_key_id: None,
+            token_uri: "https://oauth2.googleapis.com/token".into(),
+        },
+        sealed: format!("sealed-{client}"),
+        uploaded_at: Utc::now(),
+    }
+}
+
+pub fn token(id: &str, tenant: Option<&str>) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        name: format!("token {id}"),
+        role: if tenant.is_some() { Role::TenantAdmin } else { Role::Operator },
+        tenant: tenant.map(str::to_owned),
+        digest: format!("digest-{id}"),
+        created_at: Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        created_by: "admin".into(),
+    }
+}
+
+pub fn audit_entry(id: u64, tenant: Option<&str>, at: chrono::DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        id,
+        at,
+        actor: AuditActor::default(),
+        action: "user.put".into(),
+        route: None,
+        tenant: tenant.map(str::to_owned),
+        target: None,
+        status: Some(200),
+        code: None,
+        detail: None,
+    }
+}
+
+fn upserts(events: impl IntoIterator<Item = StoredEvent>) -> Vec<EventChange> {
+    events.into_iter().map(|e| EventChange::Upsert(Box::new(e))).collect()
+}
+
+async fn event_ids(s: &SharedStore, tenant: &str, user: &str) -> Vec<String> {
+    s.events(tenant, user).await.unwrap().into_iter().map(|e| e.id).collect()
+}
+
+async fn records_survive_reopening_and_tenants_delete_with_their_users(b: Backend) {
+    {
+        let s = b.open().await;
+        s.put_tenant(&tenant("acme")).await.unwrap();
+        s.put_tenant(&tenant("acme2")).await.unwrap();
+        s.put_user(&user("acme", "a@acme.se")).await.unwrap();
+        s.put_user(&user("acme2", "b@acme.se")).await.unwrap();
+        s.apply_sync("acme", "a@acme.se", false, &upserts([event("e1", None)]), &CalendarState::default())
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+    }
+    let s = b.open().await;
+    assert_eq!(s.tenants().await.unwrap().len(), 2);
+    assert_eq!(s.tenant("acme").await.unwrap().unwrap().domain, "acme.se");
+    assert_eq!(s.user("acme", "a@acme.se").await.unwrap().unwrap().email, "a@acme.se");
+    assert_eq!(s.users("acme").await.unwrap().len(), 1, "listings stop at the tenant boundary");
+    assert_eq!(event_ids(&s, "acme", "a@acme.se").await, ["e1"], "an event keeps its text (a NUL too)");
+    assert_eq!(s.events("acme", "a@acme.se").await.unwrap()[0], event("e1", None));
+    assert!(s.delete_tenant("acme").await.unwrap());
+    assert!(s.users("acme").await.unwrap().is_empty());
+    assert!(s.tenant("acme").await.unwrap().is_none());
+    assert_eq!(s.users("acme2").await.unwrap().len(), 1);
+    assert!(!s.delete_tenant("acme").await.unwrap());
+}
+
+async fn a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions(b: Backend) {
+    let s = b.open().await;
+    s.put_user(&user("acme", "u@x")).await.unwrap();
+    s.put_user(&user("acme", "v@x")).await.unwrap();
+    assert!(
+        matches!(s.apply_sync("acme", "w@x", false, &[], &CalendarState::default()).await, Err(StoreError::Gone)),
+        "nothing is written for a user that does not exist"
+    );
+    assert!(s.calendar_state("acme", "w@x").await.unwrap().is_none());
+    let st = CalendarState { sync_token: Some("t1".into()), ..Default::default() };
+    let n = s
+        .apply_sync(
+            "acme",
+            "u@x",
+            false,
+            &upserts([event("a", None), event("s", None), event("s_1", Some("s")), event("b", None)]),
+            &st,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+    s.apply_sync("acme", "v@x", false, &upserts([event("other", None)]), &st).await.unwrap();
+    let st2 = CalendarState { sync_token: Some("t2".into()), ..Default::default() };
+    let n = s
+        .apply_sync("acme", "u@x", false, &[EventChange::Delete("s".into()), EventChange::Delete("a".into())], &st2)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(event_ids(&s, "acme", "u@x").await, ["b"]);
+    assert_eq!(s.calendar_state("acme", "u@x").await.unwrap().unwrap().sync_token.as_deref(), Some("t2"));
+    // An id twice in one result: the last one wins.
+    let mut newer = event("b", None);
+    newer.summary = Some("newer".into());
+    s.apply_sync("acme", "u@x", false, &upserts([event("b", None), newer.clone()]), &st2).await.unwrap();
+    assert_eq!(s.events("acme", "u@x").await.unwrap(), [newer]);
+    let n = s.apply_sync("acme", "u@x", true, &upserts([event("c", None)]), &st).await.unwrap();
+    assert_eq!((n, event_ids(&s, "acme", "u@x").await), (1, vec!["c".to_owned()]), "a wipe replaces everything");
+    assert_eq!(s.events("acme", "v@x").await.unwrap().len(), 1, "other calendars untouched");
+    let state = CalendarState { sync_token: Some("t3".into()), failures: 2, ..Default::default() };
+    s.put_calendar_state("acme", "u@x", &state).await.unwrap();
+    assert_eq!(s.calendar_state("acme", "u@x").await.unwrap(), Some(state));
+    assert!(s.delete_user("acme", "u@x").await.unwrap());
+    assert!(s.events("acme", "u@x").await.unwrap().is_empty());
+    assert!(s.calendar_state("acme", "u@x").await.unwrap().is_none());
+    assert!(!s.delete_user("acme", "u@x").await.unwrap());
+}
+
+async fn dirty_marks_clear_only_at_their_generation(b: Backend) {
+    let s = b.open().await;
+    assert_eq!(s.mark_dirty("acme", "u@x").await.unwrap(), 1);
+    assert_eq!(s.mark_dirty("acme", "u@x").await.unwrap(), 2);
+    assert_eq!(s.mark_dirty("acme", "v@x").await.unwrap(), 1, "generations count per calendar");
+    assert!(!s.clear_dirty("acme", "u@x", 1).await.unwrap(), "a newer mark survives");
+    assert_eq!(
+        s.dirty_calendars().await.unwrap(),
+        [("acme".to_owned(), "u@x".to_owned(), 2), ("acme".to_owned(), "v@x".to_owned(), 1)]
+    );
+    assert!(s.clear_dirty("acme", "u@x", 2).await.unwrap());
+    assert!(!s.clear_dirty("acme", "u@x", 2).await.unwrap(), "cleared once");
+    assert!(s.clear_dirty("acme", "v@x", 1).await.unwrap());
+    assert!(s.dirty_calendars().await.unwrap().is_empty());
+    // Concurrent marks each get their own generation.
+    let marks = futures_util::future::join_all((0..20).map(|_| s.mark_dirty("acme", "u@x"))).await;
+    let mut generations: Vec<u64> = marks.into_iter().map(Result::unwrap).collect();
+    generations.sort_unstable();
+    assert_eq!(generations, (1..=20).collect::<Vec<u64>>());
+}
+
+async fn deleting_a_user_or_tenant_takes_everything_of_theirs(b: Backend) {
+    let s = b.open().await;
+    s.put_tenant(&tenant("acme")).await.unwrap();
+    s.put_tenant(&tenant("other")).await.unwrap();
+    for (t, u) in [("acme", "a@x"), ("acme", "b@x"), ("other", "a@x")] {
+        s.put_user(&user(t, u)).await.unwrap();
+        s.apply_sync(t, u, false, &upserts([event("e", None)]), &CalendarState::default()).await.unwrap();
+        s.enqueue_message(&PresenceRecord { sequence: 1, last: None, receiver: None }, &message(t, u, 1))
+            .await
+            .unwrap();
+        s.mark_dirty(t, u).await.unwrap();
+        s.put_channel(&channel(&format!("ch-{t}-{u}"), t, u)).await.unwrap();
+        s.apply_contacts(t, &personal_book(u), false, &[Change::Upsert(Box::new(contact(u)))], &BookState::default())
+            .await
+            .unwrap();
+    }
+    s.apply_contacts("acme", "directory", false, &[Change::Upsert(Box::new(contact("d")))], &BookState::default())
+        .await
+        .unwrap();
+    s.put_token(&token("tok-acme", Some("acme"))).await.unwrap();
+    s.put_token(&token("tok-op", None)).await.unwrap();
+
+    assert!(s.delete_user("acme", "a@x").await.unwrap());
+    assert!(s.user("acme", "a@x").await.unwrap().is_none());
+    assert!(s.events("acme", "a@x").await.unwrap().is_empty());
+    assert!(s.calendar_state("acme", "a@x").await.unwrap().is_none());
+    assert!(s.presence_record("acme", "a@x").await.unwrap().is_none());
+    assert!(s.outbox_message("acme", "a@x", 1).await.unwrap().is_none(), "a deleted user's switches are not sent");
+    assert_eq!(s.outbox().await.unwrap().len(), 2);
+    assert!(!s.dirty_calendars().await.unwrap().iter().any(|(t, u, _)| t == "acme" && u == "a@x"));
+    assert!(s.contact_book("acme", &personal_book("a@x")).await.unwrap().is_none());
+    assert_eq!(s.contacts("acme").await.unwrap().len(), 2, "their own contacts go, the directory and b's stay");
+    let ch = s.channel("ch-acme-a@x").await.unwrap().unwrap();
+    assert!(ch.orphaned, "left for the keeper to stop");
+    assert!(s.channel_auth("ch-acme-a@x").await.unwrap().unwrap().orphaned, "the webhook sees it too");
+    assert!(!s.channel("ch-acme-b@x").await.unwrap().unwrap().orphaned);
+    assert_eq!(s.channels_of("acme", "a@x").await.unwrap(), [ch]);
+
+    assert!(s.delete_tenant("acme").await.unwrap());
+    assert!(s.users("acme").await.unwrap().is_empty());
+    assert!(s.events("acme", "b@x").await.unwrap().is_empty());
+    assert!(s.contacts("acme").await.unwrap().is_empty() && s.contact_books("acme").await.unwrap().is_empty());
+    assert!(s.channel("ch-acme-b@x").await.unwrap().unwrap().orphaned);
+    assert_eq!(s.outbox().await.unwrap().len(), 1);
+    assert_eq!(s.dirty_calendars().await.unwrap().len(), 1);
+    assert!(s.token("tok-acme").await.unwrap().is_none(), "a tenant's tokens go with it");
+    assert!(s.token_by_digest("digest-tok-acme").await.unwrap().is_none());
+    assert!(s.token("tok-op").await.unwrap().is_some());
+    // The other tenant is untouched.
+    assert_eq!(event_ids(&s, "other", "a@x").await, ["e"]);
+    assert!(s.presence_record("other", "a@x").await.unwrap().is_some());
+    assert!(!s.channel("ch-other-a@x").await.unwrap().unwrap().orphaned);
+    assert_eq!(s.contacts("other").await.unwrap().len(), 1);
+}
+
+async fn a_newer_message_supersedes_older_ones_and_deleted_users_get_nothing_written(b: Backend) {
+    let s = b.open().await;
+    s.put_tenant(&tenant("acme")).await.unwrap();
+    s.put_user(&user("acme", "a@x")).await.unwrap();
+    s.put_user(&user("acme", "b@x")).await.unwrap();
+    for seq in 1..=4 {
+        s.enqueue_message(&PresenceRecord { sequence: seq, last: None, receiver: None }, &message("acme", "a@x", seq))
+            .await
+            .unwrap();
+    }
+    s.enqueue_message(&PresenceRecord { sequence: 1, last: None, receiver: None }, &message("acme", "b@x", 1))
+        .await
+        .unwrap();
+    let queued: Vec<(String, u64)> = s.outbox().await.unwrap().into_iter().map(|m| (m.user, m.sequence)).collect();
+    assert_eq!(queued, [("a@x".to_owned(), 4), ("b@x".to_owned(), 1)], "only each user's newest is kept");
+    assert_eq!(s.presence_record("acme", "a@x").await.unwrap().unwrap().sequence, 4, "written with the message");
+    let mut old = message("acme", "a@x", 2);
+    old.attempts = 1;
+    assert!(!s.update_message(&old).await.unwrap(), "a failed attempt of a superseded message does not bring it back");
+    assert_eq!(s.outbox().await.unwrap().len(), 2);
+
+    let ch = channel("ch1", "acme", "a@x");
+    s.put_channel(&ch).await.unwrap();
+    assert!(s.delete_user("acme", "a@x").await.unwrap());
+    assert!(s.channel("ch1").await.unwrap().unwrap().orphaned);
+    assert!(matches!(s.put_channel(&ch).await, Err(StoreError::Gone)), "no live channel for a deleted user");
+    assert!(s.channel("ch1").await.unwrap().unwrap().orphaned, "the refused write changed nothing");
+    s.put_channel(&ChannelRecord { orphaned: true, ..ch.clone() }).await.unwrap();
+    assert!(matches!(
+        s.enqueue_message(&PresenceRecord::default(), &message("acme", "a@x", 9)).await,
+        Err(StoreError::Gone)
+    ));
+    assert!(s.presence_record("acme", "a@x").await.unwrap().is_none(), "nothing written with the refused message");
+    assert!(s.outbox_message("acme", "a@x", 9).await.unwrap().is_none());
+    assert!(matches!(s.put_calendar_state("acme", "a@x", &CalendarState::default()).await, Err(StoreError::Gone)));
+    assert!(s.calendar_state("acme", "a@x").await.unwrap().is_none());
+}
+
+async fn a_recreated_tenant_has_no_key_while_the_retired_one_stays_readable(b: Backend) {
+    let s = b.open().await;
+    s.put_tenant(&tenant("acme")).await.unwrap();
+    s.put_credentials("acme", &credentials("old")).await.unwrap();
+    assert_eq!(s.credentials("acme").await.unwrap().unwrap().sealed, "sealed-old");
+    s.put_credentials("acme", &credentials("newer")).await.unwrap();
+    assert_eq!(s.credentials("acme").await.unwrap().unwrap().sealed, "sealed-newer", "a key replaces the last");
+    assert!(s.retired_credential_tenants().await.unwrap().is_empty());
+    assert!(s.delete_tenant("acme").await.unwrap());
+    assert!(s.credentials("acme").await.unwrap().is_none());
+    assert_eq!(s.retired_credential_tenants().await.unwrap(), ["acme"]);
+    s.put_tenant(&tenant("acme")).await.unwrap();
+    assert!(s.credentials("acme").await.unwrap().is_none(), "the re-created tenant starts without a key");
+    assert_eq!(s.retired_credentials("acme").await.unwrap().unwrap().sealed, "sealed-newer", "the keeper still has it");
+    s.put_credentials("acme", &credentials("third")).await.unwrap();
+    assert_eq!(s.retired_credentials("acme").await.unwrap().unwrap().sealed, "sealed-newer");
+    s.delete_retired_credentials("acme").await.unwrap();
+    assert!(s.retired_credentials("acme").await.unwrap().is_none());
+    assert!(s.retired_credential_tenants().await.unwrap().is_empty());
+    assert_eq!(s.credentials("acme").await.unwrap().unwrap().sealed, "sealed-third");
+}
+
+async fn the_channel_auth_follows_every_channel_write_and_survives_reopening(b: Backend) {
+    let digest = |secret: &[u8]| {
+        use std::fmt::Write as _;
+        gwsync::app::sha256(secret).iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    };
+    let mut c = ChannelRecord {
+        id: "ch-1".into(),
+        token_digest: digest(b"secret"),
+        tenant: "acme".into(),
+        user: "a@x".into(),
+        resource_id: None,
+        expiration: None,
+        created_at: Utc::now(),
+        orphaned: false,
+    };
+    {
+        let s = b.open().await;
+        s.put_user(&user("acme", "a@x")).await.unwrap();
+        assert_eq!(s.channel_auth("ch-1").await.unwrap(), None);
+        s.put_channel(&c).await.unwrap();
+        let auth = s.channel_auth("ch-1").await.unwrap().unwrap();
+        assert_eq!(auth.token_digest, Some(gwsync::app::sha256(b"secret")));
+        assert_eq!((auth.tenant.as_str(), auth.user.as_str(), auth.resource_id.as_deref()), ("acme", "a@x", None));
+        c.resource_id = Some("res-1".into());
+        c.orphaned = true;
+        s.put_channel(&c).await.unwrap();
+        let auth = s.channel_auth("ch-1").await.unwrap().unwrap();
+        assert!(auth.orphaned && auth.resource_id.as_deref() == Some("res-1"), "an update replaces the entry");
+        let other = ChannelRecord { id: "ch-2".into(), orphaned: false, ..c.clone() };
+        s.put_channel(&other).await.unwrap();
+        assert_eq!(s.channels().await.unwrap().len(), 2);
+        assert_eq!(s.channels_of("acme", "a@x").await.unwrap().len(), 2, "two while a renewal overlaps");
+        s.delete_channel("ch-2").await.unwrap();
+        s.delete_channel("ch-2").await.unwrap();
+        assert_eq!(s.channel_auth("ch-2").await.unwrap(), None, "a deleted channel is unknown at once");
+        assert!(s.channel("ch-2").await.unwrap().is_none());
+        assert_eq!(s.channels_of("acme", "a@x").await.unwrap(), [c.clone()]);
+        s.flush().await.unwrap();
+    }
+    let s = b.open().await;
+    assert_eq!(s.channel_auth("ch-1").await.unwrap(), Some(Arc::new(ChannelAuth::of(&c))), "there after reopening");
+    assert_eq!(s.channel_auth("ch-2").await.unwrap(), None);
+    assert_eq!(s.channels().await.unwrap(), [c]);
+}
+
+async fn outbox_messages_update_only_while_queued(b: Backend) {
+    let s = b.open().await;
+    s.put_user(&user("acme", "a@x")).await.unwrap();
+    let m = message("acme", "a@x", 7);
+    s.enqueue_message(&PresenceRecord { sequence: 7, last: None, receiver: Some("https://pbx".into()) }, &m)
+        .await
+        .unwrap();
+    assert_eq!(s.outbox_message("acme", "a@x", 7).await.unwrap(), Some(m.clone()));
+    let failed = OutboxMessage { attempts: 3, last_error: Some("503".into()), ..m.clone() };
+    assert!(s.update_message(&failed).await.unwrap());
+    assert_eq!(s.outbox_message("acme", "a@x", 7).await.unwrap(), Some(failed.clone()));
+    assert_eq!(s.outbox().await.unwrap(), std::slice::from_ref(&failed));
+    s.delete_message("acme", "a@x", 7).await.unwrap();
+    assert!(!s.update_message(&failed).await.unwrap(), "delivered meanwhile: nothing written");
+    assert!(s.outbox().await.unwrap().is_empty());
+    let record = PresenceRecord { sequence: 8, last: None, receiver: None };
+    s.put_presence_record("acme", "a@x", &record).await.unwrap();
+    assert_eq!(s.presence_record("acme", "a@x").await.unwrap(), Some(record));
+}
+
+async fn contact_books_apply_whole(b: Backend) {
+    let s = b.open().await;
+    let state =
+        |token: &str, entries: usize| BookState { sync_token: Some(token.into()), entries, ..Default::default() };
+    let big: Vec<Change> = (0..2000).map(|i| Change::Upsert(Box::new(contact(&format!("c{i:04}"))))).collect();
+    assert_eq!(s.apply_contacts("acme", "directory", false, &big, &state("t1", 2000)).await.unwrap(), 2000);
+    let changes = [
+        Change::Delete("people/c0000".into()),
+        Change::Upsert(Box::new(contact("c0001"))),
+        Change::Delete("people/c0001".into()),
+        Change::Delete("people/c0002".into()),
+        Change::Upsert(Box::new(contact("c0002"))),
+        Change::Upsert(Box::new(contact("new"))),
+    ];
+    assert_eq!(
+        s.apply_contacts("acme", "directory", false, &changes, &state("t2", 1999)).await.unwrap(),
+        1999,
+        "changes apply in order"
+    );
+    let names: Vec<String> = s.contacts("acme").await.unwrap().into_iter().map(|c| c.resource_name).collect();
+    assert!(!names.contains(&"people/c0000".into()) && !names.contains(&"people/c0001".into()));
+    assert!(names.contains(&"people/c0002".into()) && names.contains(&"people/new".into()));
+    assert_eq!(s.contact_book("acme", "directory").await.unwrap(), Some(state("t2", 1999)));
+    s.apply_contacts("acme", "personal:a@x", false, &[Change::Upsert(Box::new(contact("p")))], &state("p1", 1))
+        .await
+        .unwrap();
+    let books: Vec<String> = s.contact_books("acme").await.unwrap().into_iter().map(|(b, _)| b).collect();
+    assert_eq!(books, ["directory", "personal:a@x"]);
+    assert_eq!(
+        s.apply_contacts("acme", "directory", true, &[Change::Upsert(Box::new(contact("only")))], &state("t3", 1))
+            .await
+            .unwrap(),
+        1,
+        "a wipe replaces the book"
+    );
+    assert_eq!(s.contacts("acme").await.unwrap().len(), 2);
+    s.delete_contact_book("acme", "directory").await.unwrap();
+    assert!(s.contact_book("acme", "directory").await.unwrap().is_none());
+    assert_eq!(s.contacts("acme").await.unwrap(), [contact("p")]);
+    assert!(s.contacts("acm").await.unwrap().is_empty(), "listings stop at the tenant boundary");
+}
+
+async fn tokens_keep_a_revocation_made_while_a_lazy_update_runs(b: Backend) {
+    let s = b.open().await;
+    s.put_token(&token("t1", Some("acme"))).await.unwrap();
+    s.put_token(&token("t2", None)).await.unwrap();
+    assert_eq!(s.token_by_digest("digest-t1").await.unwrap().unwrap().id, "t1");
+    assert!(s.token_by_digest("digest-nope").await.unwrap().is_none());
+    assert_eq!(s.tokens().await.unwrap().len(), 2);
+    assert!(s.update_token("nope", &|t| t.name = "x".into()).await.unwrap().is_none());
+    let revoked_at = Utc::now();
+    // Many lazy `last_used_at` writes race one revocation: every one keeps it.
+    let lazies = (0..20).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.update_token("t1", &move |t| t.last_used_at = Some(Utc::now() + Duration::seconds(i))).await.unwrap()
+        })
+    });
+    let lazies: Vec<_> = lazies.collect();
+    let after = s.update_token("t1", &move |t| t.revoked_at = Some(revoked_at)).await.unwrap().unwrap();
+    assert_eq!(after.revoked_at, Some(revoked_at));
+    for l in lazies {
+        l.await.unwrap();
+    }
+    let t = s.token("t1").await.unwrap().unwrap();
+    assert_eq!(t.revoked_at, Some(revoked_at), "no lazy write undid the revocation");
+    assert!(t.last_used_at.is_some());
+    assert_eq!(s.token_by_digest("digest-t1").await.unwrap().unwrap().revoked_at, Some(revoked_at));
+    s.delete_token("t1").await.unwrap();
+    assert!(s.token("t1").await.unwrap().is_none() && s.token_by_digest("digest-t1").await.unwrap().is_none());
+    assert_eq!(s.tokens().await.unwrap().len(), 1);
+}
+
+async fn audit_pages_newest_first_filters_by_tenant_and_prunes(b: Backend) {
+    let old = Utc::now() - Duration::days(100);
+    let mut last = 0;
+    {
+        let s = b.open().await;
+        for i in 0..10 {
+            let id = s.next_audit_id().await.unwrap();
+            assert!(id > last || i == 0, "ids rise");
+            last = id;
+            let tenant = if i % 2 == 0 { Some("acme") } else { Some("other") };
+            let at = if i < 4 { old + Duration::minutes(i) } else { Utc::now() };
+            s.put_audit(&audit_entry(id, tenant, at)).await.unwrap();
+        }
+        s.flush().await.unwrap();
+    }
+    let s = b.open().await;
+    let next = s.next_audit_id().await.unwrap();
+    assert!(next > last, "ids rise across reopening");
+    let all = s.audit(None, None, 100).await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let page1 = s.audit(None, None, 3).await.unwrap();
+    let page2 = s.audit(None, Some(page1[2].id), 3).await.unwrap();
+    assert_eq!(
+        page1.iter().chain(&page2).map(|e| e.id).collect::<Vec<_>>(),
+        all[..6].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    let acme = s.audit(Some("acme"), None, 100).await.unwrap();
+    assert_eq!(acme.len(), 5);
+    assert!(acme.iter().all(|e| e.tenant.as_deref() == Some("acme")));
+    let acme_page = s.audit(Some("acme"), Some(acme[1].id), 2).await.unwrap();
+    assert_eq!(acme_page, acme[2..4]);
+    assert_eq!(s.audit(None, Some(u64::MAX), 1).await.unwrap()[0].id, all[0].id);
+    // An entry's outcome replaces it.
+    let mut outcome = all[0].clone();
+    outcome.status = Some(403);
+    s.put_audit(&outcome).await.unwrap();
+    assert_eq!(s.audit(None, None, 1).await.unwrap(), [outcome]);
+    assert_eq!(s.prune_audit(Utc::now() - Duration::days(1)).await.unwrap(), 4);
+    assert_eq!(s.audit(None, None, 100).await.unwrap().len(), 6);
+    assert_eq!(s.audit(Some("acme"), None, 100).await.unwrap().len(), 3);
+    assert_eq!(s.prune_audit(Utc::now() - Duration::days(1)).await.unwrap(), 0);
+}
+
+async fn writes_racing_a_user_deletion_leave_nothing_behind(b: Backend) {
+    let s = b.open().await;
+    for round in 0..5 {
+        let email = format!("u{round}@x");
+        s.put_user(&user("acme", &email)).await.unwrap();
+        let writers: Vec<_> = (0..8u64)
+            .map(|i| {
+                let (s, email) = (s.clone(), email.clone());
+                tokio::spawn(async move {
+                    let st = CalendarState { sync_token: Some(format!("t{i}")), ..Default::default() };
+                    let sync =
+                        s.apply_sync("acme", &email, false, &upserts([event(&format!("e{i}"), None)]), &st).await;
+                    let msg = s
+                        .enqueue_message(
+                            &PresenceRecord { sequence: i + 1, last: None, receiver: None },
+                            &message("acme", &email, i + 1),
+                        )
+                        .await;
+                    for r in [sync.map(|_| ()), msg] {
+                        assert!(matches!(r, Ok(()) | Err(StoreError::Gone)), "{r:?}");
+                    }
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(s.delete_user("acme", &email).await.unwrap());
+        for w in writers {
+            w.await.unwrap();
+        }
+        // Writes that lost the race were refused; the ones that won were deleted with the user.
+        let late =
+            s.apply_sync("acme", &email, false, &upserts([event("late", None)]), &CalendarState::default()).await;
+        assert!(matches!(late, Err(StoreError::Gone)));
+        assert!(s.events("acme", &email).await.unwrap().is_empty(), "round {round}");
+        assert!(s.calendar_state("acme", &email).await.unwrap().is_none(), "round {round}");
+        assert!(s.outbox().await.unwrap().iter().all(|m| m.user != email), "round {round}");
+        assert!(s.presence_record("acme", &email).await.unwrap().is_none(), "round {round}");
+    }
+}
+
+async fn listings_for_copying_see_every_record(b: Backend) {
+    let s = b.open().await;
+    s.put_user(&user("acme", "a@x")).await.unwrap();
+    s.put_user(&user("beta", "b@x")).await.unwrap();
+    let users: Vec<(String, String)> = s.all_users().await.unwrap().into_iter().map(|u| (u.tenant, u.email)).collect();
+    assert_eq!(users, [("acme".to_owned(), "a@x".to_owned()), ("beta".to_owned(), "b@x".to_owned())]);
+    s.put_credentials("acme", &credentials("a")).await.unwrap();
+    s.put_credentials("beta", &credentials("b")).await.unwrap();
+    let creds: Vec<(String, String)> =
+        s.all_credentials().await.unwrap().into_iter().map(|(t, c)| (t, c.sealed)).collect();
+    assert_eq!(creds, [("acme".to_owned(), "sealed-a".to_owned()), ("beta".to_owned(), "sealed-b".to_owned())]);
+    let record = PresenceRecord { sequence: 3, last: None, receiver: None };
+    s.put_presence_record("beta", "b@x", &record).await.unwrap();
+    assert_eq!(s.presence_records().await.unwrap(), [("beta".to_owned(), "b@x".to_owned(), record)]);
+    s.apply_contacts("beta", "directory", false, &[Change::Upsert(Box::new(contact("x")))], &BookState::default())
+        .await
+        .unwrap();
+    s.apply_contacts("acme", "personal:a@x", false, &[Change::Upsert(Box::new(contact("y")))], &BookState::default())
+        .await
+        .unwrap();
+    let books: Vec<(String, String)> =
+        s.all_contact_books().await.unwrap().into_iter().map(|(t, b, _)| (t, b)).collect();
+    assert_eq!(books, [("acme".to_owned(), "personal:a@x".to_owned()), ("beta".to_owned(), "directory".to_owned())]);
+    assert_eq!(s.book_contacts("beta", "directory").await.unwrap(), [contact("x")]);
+    assert!(s.book_contacts("beta", "personal:a@x").await.unwrap().is_empty());
+    s.restore_dirty("acme", "a@x", 41).await.unwrap();
+    assert_eq!(s.mark_dirty("acme", "a@x").await.unwrap(), 42, "a restored mark counts on");
+    s.raise_audit_ids(500).await.unwrap();
+    assert!(s.next_audit_id().await.unwrap() > 500);
+}
+
+async fn a_newer_schema_is_refused(b: Backend) {
+    drop(b.open().await);
+    b.write_schema_version(99).await;
+    assert!(matches!(b.try_open().await, Err(StoreError::NewerSchema { found: 99 })));
+    b.write_schema_version(gwsync::store::SCHEMA_VERSION).await;
+    drop(b.open().await);
+}
+
+#[tokio::test]
+async fn a_postgres_error_never_shows_the_password() {
+    // Nothing listens on port 1: connecting fails fast.
+    let url = SecretString::from("postgres://gw:hunter2-secret@127.0.0.1:1/gwsync".to_owned());
+    let e = match PgStore::connect(&url, 1, std::time::Duration::from_secs(2)).await {
+        Ok(_) => panic!("connected to nothing"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("127.0.0.1:1/gwsync") && !e.contains("hunter2"), "{e}");
+    let url = SecretString::from("postgres://gw:hunter2-secret@127.0.0.1:notaport/gwsync".to_owned());
+    let e = PgStore::connect(&url, 1, std::time::Duration::from_secs(2)).await.err().map(|e| e.to_string());
+    assert!(e.as_deref().is_some_and(|e| !e.contains("hunter2")), "{e:?}");
+}
