@@ -98,8 +98,8 @@ pub async fn serve_with_clock(
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let flush = GroupFlush::start(store.clone(), cancel.clone());
-    let cluster = Arc::new(match database_url(&config) {
-        Some(url) => Cluster::postgres(&url, &config.cluster).await.context("joining the replicas on PostgreSQL")?,
+    let cluster = Arc::new(match &config.store.database_url {
+        Some(url) => Cluster::postgres(url, &config.cluster).await.context("joining the replicas on PostgreSQL")?,
         None => Cluster::single(),
     });
     let app = Arc::new(
@@ -195,9 +195,4 @@ pub async fn serve_with_clock(
     drop(store);
     tracing::info!("stopped");
     server_result
-}
-
-/// The shared database's URL, if configured (until the store's configuration names it).
-fn database_url(_config: &Config) -> Option<secrecy::SecretString> {
-    std::env::var("GWSYNC_DATABASE_URL").ok().map(Into::into)
 }

@@ -41,7 +41,9 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         match result {
             // Shutting down: the connection closes as `term` is dropped, which frees the lock.
             None => return,
-            Some(Err(e)) => tracing::warn!(error = %e, "leader election: database unreachable; trying again"),
+            Some(Err(e)) => {
+                tracing::warn!(error = %super::scrub(e, &shared.url), "leader election: database unreachable; trying again")
+            }
             Some(Ok(())) => {}
         }
         tokio::select! {

@@ -48,9 +48,31 @@ pub use notify::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// sqlx errors name no connection string (so no password).
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// Connecting failed (the message never shows the URL or its password).
+    #[error("connecting to the database: {0}")]
+    Connect(String),
+}
+
+/// `error` as text without the database URL or its password (sqlx names the URL in some
+/// configuration errors).
+pub fn scrub(error: impl std::fmt::Display, url: &secrecy::SecretString) -> String {
+    use secrecy::ExposeSecret;
+    let url = url.expose_secret();
+    let mut text = error.to_string().replace(url, "<database_url>");
+    if let Ok(parsed) = url::Url::parse(url)
+        && let Some(password) = parsed.password()
+        && !password.is_empty()
+    {
+        text = text.replace(password, "<password>");
+        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8()
+            && !decoded.is_empty()
+        {
+            text = text.replace(decoded.as_ref(), "<password>");
+        }
+    }
+    text
 }
 
 /// The PostgreSQL side: a small pool of its own (claims, notifications, heartbeats), besides the
@@ -88,7 +110,8 @@ impl Cluster {
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url.expose_secret())
-            .await?;
+            .await
+            .map_err(|e| ClusterError::Connect(scrub(e, url)))?;
         claims::migrate(&pool).await?;
         let id = config.replica_id.clone().unwrap_or_else(default_replica_id);
         let shared = Shared { pool, url: url.clone(), lease: config.claim_lease, leader_retry: config.leader_retry };

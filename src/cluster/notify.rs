@@ -58,7 +58,7 @@ pub async fn listen(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             r = session(&cluster, shared, &mut first) => r,
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, "the replica listener lost the database; reconnecting");
+            tracing::warn!(error = %super::scrub(e, &shared.url), "the replica listener lost the database; reconnecting");
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -20,7 +20,8 @@
 //! a replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) writes a new mark
 //! if notifications arrived since its own (the holder's clearing then fails, and it runs once
 //! more), and tries once more a `rerun_delay` later (the holder may have ended just before the
-//! mark). A holder clears only at the generation it read when it claimed (`claimed`), and runs
+//! mark); meanwhile each notification marks anew. If the mark is gone by then, the holder
+//! covered it and the retry calls no Google API. A holder clears only at the generation it read when it claimed (`claimed`), and runs
 //! again while a mark it did not cover remains.
 //!
 //! Calendars ready to sync wait in one lane per tenant, and claims go round the tenants in
@@ -304,7 +305,10 @@ impl SyncQueue {
                     // A durable mark that is still held covers this notification too: it is
                     // cleared only by the end of a sync that starts after now (a running one
                     // was just told to run again).
-                    if e.marked {
+                    // Except while another replica holds the calendar (shared database):
+                    // this mark may be read by its sync already, so each notification marks
+                    // anew for the holder to see.
+                    if e.marked && !e.elsewhere {
                         e.since_mark = true;
                         return Ok(false);
                     }
