@@ -116,6 +116,10 @@ impl Roles {
                     self.contacts.forget_tenant(&tenant);
                     Ok(())
                 }
+                Event::Contacts { tenant } => {
+                    self.contacts.forget_book(&tenant);
+                    Ok(())
+                }
                 // For the leader only.
                 _ => Ok(()),
             };

@@ -259,6 +259,24 @@ impl Cluster {
         sent.map(|r| r.status().as_u16()).unwrap_or(0)
     }
 
+    /// A notification straight to replica `i` (not through the proxy).
+    async fn notify_replica(&self, i: usize, channel: &(String, String, String)) -> u16 {
+        let (id, token, resource) = channel;
+        let sent = self
+            .http
+            .post(format!("{}/webhooks/google/calendar", self.replica(i).base()))
+            .header("X-Goog-Channel-ID", id)
+            .header("X-Goog-Channel-Token", token)
+            .header("X-Goog-Resource-ID", resource)
+            .header("X-Goog-Resource-State", "exists")
+            .header("X-Goog-Message-Number", "999")
+            .header("Content-Length", "0")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        sent.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
     /// Waits until the stored events of `user` (read through the proxy) include `summary`.
     async fn stored(&self, user: &str, summary: &str) {
         eventually(&format!("{summary} stored for {user}"), async || {
@@ -442,6 +460,38 @@ async fn all_replicas_killed_with_syncs_unfinished_and_restarted_lose_nothing() 
         cluster.stored(u, &format!("Kept {u}")).await;
     }
     let _ = &cluster.database_url;
+    cluster.app.fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_between_pages_leaves_the_calendar_to_another_after_its_lease() {
+    let mut cluster = Cluster::start(&[("GWSYNC_SYNC__PAGE_SIZE", "2")]).await;
+    cluster.setup_tenant(None).await;
+    cluster.add_user(ALICE).await;
+    let channels = cluster.channels(&[ALICE]).await;
+    cluster.quiet(ALICE).await;
+    drop_google_notifications(&cluster.app).await;
+    for n in 0..5 {
+        let (start, end) = far_future(8 + n);
+        insert_event(&cluster.app, ALICE, &format!("Paged {n}"), start, end).await;
+    }
+    // The first page answers; the second hangs, so the replica dies between pages.
+    let since = last_seq(&cluster.app).await;
+    arm_fault(&cluster.app, json!({"method": "calendar.events.list", "skip": 1, "delay_ms": 60_000, "count": 1})).await;
+    let victim = 1;
+    assert_eq!(cluster.notify_replica(victim, &channels[ALICE]).await, 200);
+    eventually("the second page requested (and hanging)", async || {
+        let lists = requests(&cluster.app, Some("calendar.events.list"), since).await;
+        // The fault is used up when the request arrives; the log has it only once answered.
+        let left = faults_left(&cluster.app).await;
+        if lists.len() == 1 && left == 0 { Ok(()) } else { Err(format!("{} lists, {left} faults left", lists.len())) }
+    })
+    .await;
+    cluster.kill(victim);
+    // Its claim runs out (4 s) and another replica finds the mark nobody holds.
+    for n in 0..5 {
+        cluster.stored(ALICE, &format!("Paged {n}")).await;
+    }
     cluster.app.fake.stop().await;
 }
 

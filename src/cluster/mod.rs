@@ -215,6 +215,11 @@ impl Cluster {
         self.send(notify::TENANT, &Event::Tenant { tenant: tenant.to_owned() }).await;
     }
 
+    /// Tells every replica a tenant's phonebook changed (they rebuild their index).
+    pub async fn contacts_changed(&self, tenant: &str) {
+        self.send(notify::CONTACTS, &Event::Contacts { tenant: tenant.to_owned() }).await;
+    }
+
     /// Wakes the leader's channel keeper (a deletion left channels to stop).
     pub async fn wake_keeper(&self) {
         self.send(notify::KEEPER, &Event::Keeper).await;

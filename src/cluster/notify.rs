@@ -24,8 +24,10 @@ pub const PRESENCE_TENANT: &str = "gwsync_presence_tenant";
 pub const TENANT: &str = "gwsync_tenant";
 /// A deletion left channels to stop: the leader's keeper sweeps now.
 pub const KEEPER: &str = "gwsync_keeper";
+/// A tenant's phonebook changed: every replica rebuilds its caller-ID index from the store.
+pub const CONTACTS: &str = "gwsync_contacts";
 
-const CHANNELS: [&str; 4] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER];
+const CHANNELS: [&str; 5] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -39,6 +41,9 @@ pub enum Event {
         tenant: String,
     },
     Keeper,
+    Contacts {
+        tenant: String,
+    },
     /// The listener reconnected: notifications may have been lost meanwhile.
     Missed,
 }
