@@ -99,7 +99,7 @@ impl Cluster {
             ("GWSYNC_CLUSTER__CLAIM_LEASE".into(), "4s".into()),
             ("GWSYNC_CLUSTER__LEADER_RETRY".into(), "500ms".into()),
             ("GWSYNC_SYNC__BACKSTOP_INTERVAL".into(), "7d".into()),
-            ("RUST_LOG".into(), "info".into()),
+            ("RUST_LOG".into(), "info,gwsync::sync=debug".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().expect("client");
@@ -279,12 +279,20 @@ impl Cluster {
 
     /// Waits until the stored events of `user` (read through the proxy) include `summary`.
     async fn stored(&self, user: &str, summary: &str) {
-        eventually(&format!("{summary} stored for {user}"), async || {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
             let r = self.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{user}/events"), None).await;
-            let found = r.body["events"].as_array().into_iter().flatten().any(|e| e["summary"] == summary);
-            if found { Ok(()) } else { Err(format!("{}", r.body)) }
-        })
-        .await;
+            if r.body["events"].as_array().into_iter().flatten().any(|e| e["summary"] == summary) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {summary} stored for {user}: {}\n{}",
+                r.body,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -304,7 +304,10 @@ impl SyncService {
         let key = &claim.key;
         match cluster.claim(key).await {
             Ok(crate::cluster::Claimed::Mine) => {}
-            Ok(crate::cluster::Claimed::Elsewhere) => return Finish::Elsewhere,
+            Ok(crate::cluster::Claimed::Elsewhere) => {
+                tracing::debug!(tenant = %key.tenant, user = %key.user, "calendar claimed by another replica");
+                return Finish::Elsewhere;
+            }
             Err(e) => {
                 tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot claim the calendar; retrying");
                 return Finish::RetryAt(self.clock.now() + chrono::Duration::seconds(5));
@@ -317,7 +320,9 @@ impl SyncService {
                 return Finish::RetryAt(self.clock.now() + chrono::Duration::seconds(5));
             }
         };
-        if self.queue.claimed(key, generation) {
+        let skip = self.queue.claimed(key, generation);
+        tracing::debug!(tenant = %key.tenant, user = %key.user, ?generation, skip, "calendar claimed");
+        if skip {
             // Another replica synced it since its notifications: no Google call.
             return Finish::Done;
         }

@@ -511,6 +511,7 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         let Some(entry) = inner.entries.get_mut(key) else { return Ok(After::Ended) };
         let again = matches!(entry.phase, Phase::Running { again: true });
+        tracing::debug!(tenant = %key.tenant, user = %key.user, ?read, ?remaining, again, "sync ended");
         if !again && remaining.is_none() {
             inner.entries.remove(key);
             inner.shrink_if_idle();
