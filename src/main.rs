@@ -79,6 +79,11 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Work on a stopped store's data directly (no server).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Show the audit log (newest first): changes made through the API and refused requests.
     Audit {
         /// Only this tenant's entries (what its tenant_admin tokens may read).
@@ -92,6 +97,19 @@ enum Command {
         before: Option<u64>,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy everything from a stopped store into an empty one (sled ↔ PostgreSQL), then verify
+    /// by counting each kind of record on both sides. Each side is a data_dir or a
+    /// postgres:// URL (a password in it shows in `ps`: prefer ~/.pgpass).
+    Copy {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -196,6 +214,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { listen } => gwsync::demo::run(listen),
         Command::Serve { config } => serve(config),
+        Command::Store { command: StoreCommand::Copy { from, to } } => store_copy(&from, &to),
         other => operator(other),
     };
     match result {
@@ -216,6 +235,12 @@ fn serve(config: Option<PathBuf>) -> Result<ExitCode> {
             std::net::TcpListener::bind(config.listen).with_context(|| format!("listening on {}", config.listen))?;
         gwsync::serve(config, listener, shutdown_signal()).await
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn store_copy(from: &str, to: &str) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    print!("{}", runtime.block_on(gwsync::store::copy::run(from, to))?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -162,10 +162,18 @@ async fn wait_presence(app: &TestApp, user: &str, what: &str, check: impl Fn(&Va
 /// Waits until the presence API lists exactly these upcoming starts of profiles.
 async fn wait_upcoming_starts(app: &TestApp, user: &str, want: &[(DateTime<Utc>, &str)]) -> Value {
     let want: Vec<(DateTime<Utc>, String)> = want.iter().map(|(t, p)| (*t, p.to_string())).collect();
-    wait_presence(app, user, &format!("upcoming starts {want:?}"), |p| {
+    let presence = wait_presence(app, user, &format!("upcoming starts {want:?}"), |p| {
         upcoming(p).into_iter().filter(|(_, profile)| profile != "-").collect::<Vec<_>>() == want
     })
-    .await
+    .await;
+    // The presence API reads the store, which a sync writes before it hands the new timeline to
+    // the scheduler: wait for the sync to end too, so what fires next is what the API showed.
+    eventually("the syncs to end", async || {
+        let pending = metric_at(app, app.base(), "gwsync_dirty_calendars").await;
+        if pending == 0.0 { Ok(()) } else { Err(format!("{pending} calendars pending")) }
+    })
+    .await;
+    presence
 }
 
 async fn metric_at(app: &TestApp, base: &str, series: &str) -> f64 {

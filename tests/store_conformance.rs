@@ -329,11 +329,14 @@ async fn dirty_marks_clear_only_at_their_generation(b: Backend) {
     assert!(!s.clear_dirty("acme", "u@x", 2).await.unwrap(), "cleared once");
     assert!(s.clear_dirty("acme", "v@x", 1).await.unwrap());
     assert!(s.dirty_calendars().await.unwrap().is_empty());
-    // Concurrent marks each get their own generation.
+    // Concurrent marks may share one (a burst committed together); the stored generation is the
+    // newest any of them returned, and a later mark is above it.
     let marks = futures_util::future::join_all((0..20).map(|_| s.mark_dirty("acme", "u@x"))).await;
-    let mut generations: Vec<u64> = marks.into_iter().map(Result::unwrap).collect();
-    generations.sort_unstable();
-    assert_eq!(generations, (1..=20).collect::<Vec<u64>>());
+    let generations: Vec<u64> = marks.into_iter().map(Result::unwrap).collect();
+    let newest = generations.iter().copied().max().unwrap();
+    assert!(generations.iter().all(|g| (1..=20).contains(g)), "{generations:?}");
+    assert_eq!(s.dirty_calendars().await.unwrap(), [("acme".to_owned(), "u@x".to_owned(), newest)]);
+    assert!(s.mark_dirty("acme", "u@x").await.unwrap() > newest);
 }
 
 async fn deleting_a_user_or_tenant_takes_everything_of_theirs(b: Backend) {
@@ -727,4 +730,188 @@ async fn a_postgres_error_never_shows_the_password() {
     let url = SecretString::from("postgres://gw:hunter2-secret@127.0.0.1:notaport/gwsync".to_owned());
     let e = PgStore::connect(&url, 1, std::time::Duration::from_secs(2)).await.err().map(|e| e.to_string());
     assert!(e.as_deref().is_some_and(|e| !e.contains("hunter2")), "{e:?}");
+}
+
+/// A store with every kind of record, some of them in awkward states.
+async fn fill(s: &SharedStore) {
+    for t in ["acme", "beta"] {
+        s.put_tenant(&tenant(t)).await.unwrap();
+        s.put_credentials(t, &credentials(t)).await.unwrap();
+        for u in ["a@x", "b@x"] {
+            s.put_user(&user(t, u)).await.unwrap();
+            let st = CalendarState { sync_token: Some(format!("tok-{t}-{u}")), events: 3, ..Default::default() };
+            s.apply_sync(t, u, false, &upserts([event("s", None), event("s_1", Some("s")), event("e", None)]), &st)
+                .await
+                .unwrap();
+            s.put_channel(&channel(&format!("ch-{t}-{u}"), t, u)).await.unwrap();
+            for seq in 1..=2 {
+                let record = PresenceRecord { sequence: seq, last: None, receiver: Some("https://pbx".into()) };
+                s.enqueue_message(&record, &message(t, u, seq)).await.unwrap();
+            }
+            s.apply_contacts(
+                t,
+                &personal_book(u),
+                false,
+                &[Change::Upsert(Box::new(contact(u)))],
+                &BookState::default(),
+            )
+            .await
+            .unwrap();
+        }
+        s.mark_dirty(t, "a@x").await.unwrap();
+        s.mark_dirty(t, "a@x").await.unwrap();
+        let dir: Vec<Change> = (0..50).map(|i| Change::Upsert(Box::new(contact(&format!("{t}{i}"))))).collect();
+        let state = BookState { sync_token: Some("people".into()), entries: 50, ..Default::default() };
+        s.apply_contacts(t, "directory", false, &dir, &state).await.unwrap();
+        s.put_token(&token(&format!("tok-{t}"), Some(t))).await.unwrap();
+    }
+    // A user with presence but nothing queued, and a deleted tenant's retired key and orphan.
+    s.put_user(&user("beta", "c@x")).await.unwrap();
+    s.put_presence_record("beta", "c@x", &PresenceRecord { sequence: 9, last: None, receiver: None }).await.unwrap();
+    s.put_tenant(&tenant("gone")).await.unwrap();
+    s.put_credentials("gone", &credentials("gone")).await.unwrap();
+    s.put_user(&user("gone", "z@x")).await.unwrap();
+    s.put_channel(&channel("ch-gone", "gone", "z@x")).await.unwrap();
+    s.delete_tenant("gone").await.unwrap();
+    s.put_token(&token("op", None)).await.unwrap();
+    for i in 0..5 {
+        let id = s.next_audit_id().await.unwrap();
+        s.put_audit(&audit_entry(id, if i % 2 == 0 { Some("acme") } else { None }, Utc::now())).await.unwrap();
+    }
+    s.flush().await.unwrap();
+}
+
+/// Everything a store holds, as JSON, in the order the listings give.
+async fn snapshot(s: &SharedStore) -> serde_json::Value {
+    use serde_json::json;
+    let users = s.all_users().await.unwrap();
+    let mut calendars = Vec::new();
+    for u in &users {
+        calendars.push(json!([
+            u.tenant,
+            u.email,
+            s.calendar_state(&u.tenant, &u.email).await.unwrap(),
+            s.events(&u.tenant, &u.email).await.unwrap(),
+            s.channels_of(&u.tenant, &u.email).await.unwrap(),
+        ]));
+    }
+    let mut books = Vec::new();
+    for (t, b, state) in s.all_contact_books().await.unwrap() {
+        books.push(json!([t, b, state, s.book_contacts(&t, &b).await.unwrap()]));
+    }
+    let mut retired = Vec::new();
+    for t in s.retired_credential_tenants().await.unwrap() {
+        retired.push(json!([t, s.retired_credentials(&t).await.unwrap()]));
+    }
+    json!({
+        "tenants": s.tenants().await.unwrap(),
+        "credentials": s.all_credentials().await.unwrap(),
+        "retired": retired,
+        "users": users,
+        "calendars": calendars,
+        "dirty": s.dirty_calendars().await.unwrap(),
+        "channels": s.channels().await.unwrap(),
+        "presence": s.presence_records().await.unwrap(),
+        "outbox": s.outbox().await.unwrap(),
+        "books": books,
+        "tokens": s.tokens().await.unwrap(),
+        "audit": s.audit(None, None, usize::MAX).await.unwrap(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_everything_from_sled_to_postgres_and_back() {
+    use gwsync::store::copy;
+    let (a, b, c) = (Backend::sled().await, Backend::postgres().await, Backend::sled().await);
+    let (sa, sb, sc) = (a.open().await, b.open().await, c.open().await);
+    fill(&sa).await;
+    let original = snapshot(&sa).await;
+    let counts = copy::copy(&sa, &sb).await.unwrap();
+    assert_eq!(counts, copy::counts(&sa).await.unwrap());
+    assert_eq!((counts.0["users"], counts.0["events"], counts.0["contacts"]), (5, 12, 104));
+    assert_eq!((counts.0["retired_credentials"], counts.0["outbox"], counts.0["presence"]), (1, 4, 5));
+    assert_eq!(snapshot(&sb).await, original, "sled → PostgreSQL keeps every record as it was");
+    assert_eq!(copy::copy(&sb, &sc).await.unwrap(), counts);
+    assert_eq!(snapshot(&sc).await, original, "and back");
+    let newest = sa.audit(None, None, 1).await.unwrap()[0].id;
+    assert!(sb.next_audit_id().await.unwrap() > newest && sc.next_audit_id().await.unwrap() > newest);
+    assert_eq!(sb.mark_dirty("acme", "a@x").await.unwrap(), 3, "generations carry over");
+    let e = copy::copy(&sa, &sb).await.unwrap_err().to_string();
+    assert!(e.contains("not empty"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_copy_command_copies_a_data_dir_into_postgres_and_refuses_a_full_target() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s: SharedStore = Arc::new(SledStore::open(&dir.path().join("db"), 8).unwrap());
+        fill(&s).await;
+    }
+    let url = pg::fresh_database().await;
+    let run = |from: &str, to: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gwsync"))
+            .args(["store", "copy", "--from", from, "--to", to])
+            .output()
+            .unwrap()
+    };
+    let dir_arg = dir.path().to_str().unwrap();
+    let out = run(dir_arg, &url);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["users", "5", "5"]), "{stdout}");
+    let out = run(dir_arg, &url);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not empty"), "{stderr}");
+    let missing = dir.path().join("nothing-here");
+    let out = run(missing.to_str().unwrap(), &url);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no gwsync database"));
+    // A password never shows, even in a failure.
+    let out = run(dir_arg, "postgres://gw:hunter2-secret@127.0.0.1:1/x");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !stderr.contains("hunter2"), "{stderr}");
+    let s = PgStore::connect(&SecretString::from(url), 2, std::time::Duration::from_secs(5)).await.unwrap();
+    assert_eq!(gwsync::store::Store::all_users(&s).await.unwrap().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_its_state_in_postgresql_when_a_database_url_is_set() {
+    let url = pg::fresh_database().await;
+    let data = tempfile::tempdir().unwrap();
+    let config = gwsync::config::Config {
+        data_dir: data.path().to_path_buf(),
+        admin_token: Some(SecretString::from("test-admin-token-0123456789".to_owned())),
+        master_key: Some(SecretString::from("MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=".to_owned())),
+        public_url: Some("https://gwsync.example.com".parse().unwrap()),
+        store: gwsync::config::StoreConfig {
+            database_url: Some(SecretString::from(url.clone())),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gwsync::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(std::time::Instant::now() < deadline, "gwsync on PostgreSQL did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = http
+        .put(format!("{base}/api/v1/tenants/acme"))
+        .bearer_auth("test-admin-token-0123456789")
+        .json(&serde_json::json!({"domain": "acme.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    assert!(!data.path().join("db").exists(), "no sled database beside PostgreSQL");
+    let s = PgStore::connect(&SecretString::from(url), 2, std::time::Duration::from_secs(5)).await.unwrap();
+    let tenants = gwsync::store::Store::tenants(&s).await.unwrap();
+    assert_eq!(tenants.iter().map(|t| t.domain.as_str()).collect::<Vec<_>>(), ["acme.test"]);
 }

@@ -9,6 +9,7 @@
 
 pub mod copy;
 pub mod group_flush;
+pub mod pg_marks;
 pub mod pg_store;
 pub mod sled_store;
 
@@ -96,7 +97,9 @@ pub trait Store: Send + Sync {
     ) -> Result<usize, StoreError>;
     async fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Marks the calendar as needing a sync; returns the mark's generation.
+    /// Marks the calendar as needing a sync, durably; returns the mark's generation, above every
+    /// generation returned before this call began (concurrent calls may share one: PostgreSQL
+    /// commits a burst of marks together).
     async fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError>;
     async fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// The calendar's mark's generation now, if it has one. (This default reads every mark; a
@@ -207,6 +210,8 @@ pub trait Store: Send + Sync {
     async fn all_contact_books(&self) -> Result<Vec<(String, String, crate::model::contact::BookState)>, StoreError>;
     /// The entries of one book.
     async fn book_contacts(&self, tenant: &str, book: &str) -> Result<Vec<crate::model::contact::Contact>, StoreError>;
+    /// Stores a retired key as it was (a copy keeps a deleted tenant's key for the keeper).
+    async fn put_retired_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError>;
     /// Sets a calendar's dirty mark to `generation` (a copy keeps the source's generations).
     async fn restore_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<(), StoreError>;
     /// Makes `next_audit_id` answer above `id` from now on (copied entries keep their ids).

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 
+use super::pg_marks::MarkBatcher;
 use super::{
     CalendarState, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store, StoreError,
     StoredCredentials,
@@ -35,6 +36,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// The shared store: a pool of connections to one database.
 pub struct PgStore {
     pool: PgPool,
+    /// Dirty marks, committed many to a statement (group commit for the webhook).
+    marks: MarkBatcher,
 }
 
 fn pg(e: sqlx::Error) -> StoreError {
@@ -138,7 +141,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Postgres(scrub(format!("connecting to {target}: {e}"), url)))?;
-        let store = PgStore { pool };
+        let store = PgStore { marks: MarkBatcher::start(pool.clone()), pool };
         store.migrate().await?;
         Ok(store)
     }
@@ -434,16 +437,7 @@ impl Store for PgStore {
     }
 
     async fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError> {
-        let generation: i64 = sqlx::query_scalar(
-            "INSERT INTO dirty (tenant, email, generation) VALUES ($1, $2, 1) \
-             ON CONFLICT (tenant, email) DO UPDATE SET generation = dirty.generation + 1 RETURNING generation",
-        )
-        .bind(tenant)
-        .bind(user)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(pg)?;
-        uint(generation, "dirty generation")
+        self.marks.mark(tenant, user).await
     }
 
     async fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
@@ -841,6 +835,17 @@ impl Store for PgStore {
     async fn book_contacts(&self, tenant: &str, book: &str) -> Result<Vec<Contact>, StoreError> {
         self.all("SELECT data FROM contacts WHERE tenant = $1 AND book = $2 ORDER BY resource_name", &[tenant, book])
             .await
+    }
+
+    async fn put_retired_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError> {
+        let data = encode(credentials)?;
+        self.exec(
+            "INSERT INTO retired_credentials (tenant, data) VALUES ($1, $2) \
+             ON CONFLICT (tenant) DO UPDATE SET data = EXCLUDED.data",
+            &[tenant, &data],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn restore_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<(), StoreError> {

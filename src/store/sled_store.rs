@@ -865,6 +865,11 @@ impl Sled {
         self.contacts.scan_prefix(calendar_prefix(tenant, book)).values().map(|v| decode(&v?)).collect()
     }
 
+    fn put_retired_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError> {
+        self.retired_credentials.insert(tenant.as_bytes(), encode(credentials)?)?;
+        Ok(())
+    }
+
     fn restore_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<(), StoreError> {
         self.dirty.insert(user_key(tenant, user), &generation.to_be_bytes())?;
         Ok(())
@@ -988,6 +993,7 @@ sled_store! {
     fn presence_records(&self) -> Result<Vec<(String, String, PresenceRecord)>, StoreError>;
     fn all_contact_books(&self) -> Result<Vec<(String, String, BookState)>, StoreError>;
     fn book_contacts(&self, tenant: &str, book: &str) -> Result<Vec<Contact>, StoreError>;
+    fn put_retired_credentials(&self, tenant: &str, credentials: &StoredCredentials) -> Result<(), StoreError>;
     fn restore_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<(), StoreError>;
     fn raise_audit_ids(&self, id: u64) -> Result<(), StoreError>;
 }

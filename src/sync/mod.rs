@@ -57,8 +57,6 @@ pub struct SyncService {
     pub pacer: Pacer,
     pub clock: Clock,
     pub presence: Arc<Presence>,
-    /// When each calendar last got a notification (shown in the user's status).
-    last_notification: Mutex<HashMap<CalendarKey, DateTime<Utc>>>,
     /// One job per user at a time: a sync with its channel check, a renewal, a channel stop.
     locks: Mutex<HashMap<CalendarKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Each tenant's token endpoint, as a gate in front of its jobs.
@@ -78,7 +76,6 @@ impl SyncService {
             queue,
             clock,
             presence,
-            last_notification: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             tenant_auth: TenantAuth::default(),
             slots: Arc::new(Semaphore::new(app_workers)),
@@ -196,16 +193,6 @@ impl SyncService {
 
     /// A verified notification for a user's calendar; returns once the need to sync is durable.
     pub async fn notified(&self, key: &CalendarKey) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        {
-            let mut last = self.last_notification.lock();
-            match last.get_mut(key) {
-                Some(at) => *at = now,
-                None => {
-                    last.insert(key.clone(), now);
-                }
-            }
-        }
         // The gauge changes only when a calendar becomes pending (no second queue lock on the
         // acknowledgement path otherwise); the jobs set it as they end.
         if self.queue.notify(key).await? {
@@ -215,7 +202,7 @@ impl SyncService {
     }
 
     pub fn last_notification(&self, key: &CalendarKey) -> Option<DateTime<Utc>> {
-        self.last_notification.lock().get(key).copied()
+        self.queue.last_notification(key)
     }
 
     /// A user was added or changed: sync (and register a channel) soon, even if backing off.
@@ -232,7 +219,6 @@ impl SyncService {
         crate::store::flush(&self.app.store).await?;
         self.queue.forget(&key);
         self.presence.forget(&key);
-        self.last_notification.lock().remove(&key);
         self.app.tokens.forget_user(tenant, user);
         self.keeper_wake.notify_one();
         if !self.app.cluster.reconciles_here() {
@@ -251,7 +237,6 @@ impl SyncService {
         for u in users {
             let key = CalendarKey::new(tenant, &u.email);
             self.presence.forget(&key);
-            self.last_notification.lock().remove(&key);
         }
         self.presence.outbox.forget_tenant(tenant);
         self.tenant_auth.forget(tenant);

@@ -84,6 +84,9 @@ struct Inner {
     delayed: BTreeSet<(DateTime<Utc>, CalendarKey)>,
     /// When each recently synced calendar last started a sync (pruned as they age out).
     started: HashMap<CalendarKey, DateTime<Utc>>,
+    /// When each calendar's last verified notification arrived (kept here, under the lock a
+    /// notification takes anyway, so acknowledging one takes a single lock).
+    notified: HashMap<CalendarKey, DateTime<Utc>>,
 }
 
 impl Inner {
@@ -282,9 +285,16 @@ impl SyncQueue {
     /// True if the calendar was not pending before (the pending count changed).
     pub async fn notify(&self, key: &CalendarKey) -> Result<bool, StoreError> {
         let now = Instant::now();
+        let at = self.clock.now();
         let mut added = false;
         {
             let mut inner = self.inner.lock();
+            match inner.notified.get_mut(key) {
+                Some(last) => *last = at,
+                None => {
+                    inner.notified.insert(key.clone(), at);
+                }
+            }
             match inner.entries.get_mut(key) {
                 None => {
                     added = true;
@@ -535,9 +545,15 @@ impl SyncQueue {
     }
 
     /// Drops a calendar (its user was deleted). A claim in flight still ends with `finish`.
+    /// When the calendar's last verified notification arrived.
+    pub fn last_notification(&self, key: &CalendarKey) -> Option<DateTime<Utc>> {
+        self.inner.lock().notified.get(key).copied()
+    }
+
     pub fn forget(&self, key: &CalendarKey) {
         let mut inner = self.inner.lock();
         inner.entries.remove(key);
+        inner.notified.remove(key);
         inner.delayed.retain(|(_, k)| k != key);
     }
 
@@ -545,6 +561,7 @@ impl SyncQueue {
     pub fn forget_tenant(&self, tenant: &str) {
         let mut inner = self.inner.lock();
         inner.entries.retain(|k, _| k.tenant != tenant);
+        inner.notified.retain(|k, _| k.tenant != tenant);
         inner.delayed.retain(|(_, k)| k.tenant != tenant);
         inner.ready.remove(tenant);
         inner.rotation.retain(|t| t != tenant);

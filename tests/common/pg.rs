@@ -38,8 +38,12 @@ pub fn cluster() -> &'static PgCluster {
 
 /// A new, empty database on this binary's cluster; returns its URL.
 pub async fn fresh_database() -> String {
+    database_on(cluster()).await
+}
+
+/// A new, empty database on `cluster`; returns its URL.
+pub async fn database_on(cluster: &PgCluster) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let cluster = cluster();
     let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
     use sqlx::Connection as _;
     let mut admin =
@@ -88,7 +92,17 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// A cluster for tests: durability off (nothing here must survive the machine).
     pub fn start() -> PgCluster {
+        Self::start_with("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    }
+
+    /// A cluster as deployed: every commit on disk before it returns (benchmarks).
+    pub fn start_durable() -> PgCluster {
+        Self::start_with("-c fsync=on -c synchronous_commit=on")
+    }
+
+    fn start_with(durability: &str) -> PgCluster {
         let initdb = find_binary("initdb").unwrap_or_else(|| {
             panic!("PostgreSQL server binaries (initdb, postgres) are not on PATH. Install them: {INSTALL}")
         });
@@ -129,11 +143,10 @@ impl PgCluster {
         );
 
         let port = free_port();
-        // $1 postgres, $2 dir, $3 port. Stops the server (fast shutdown) and removes the
+        // $1 postgres, $2 dir, $3 port, $4 durability settings. Stops the server (fast shutdown) and removes the
         // directory once stdin closes.
         let script = r#"
-            "$1" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 -c fsync=off \
-                -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+            "$1" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 $4 -c max_connections=300 \
                 >"$2/server.log" 2>&1 &
             pid=$!
             read _ignored
@@ -147,6 +160,7 @@ impl PgCluster {
             .arg(&postgres)
             .arg(&dir)
             .arg(port.to_string())
+            .arg(durability)
             .stdin(Stdio::piped())
             .spawn()
             .expect("starting postgres");
