@@ -64,11 +64,14 @@ struct Entry {
     read: Option<u64>,
     /// Shared database: this entry already found its calendar claimed elsewhere once.
     elsewhere: bool,
+    /// Notifications whose durable mark is being written (not committed yet: no replica can
+    /// have read it, so no sync but one starting after them covers them).
+    marking: u32,
 }
 
 impl Entry {
     fn new(phase: Phase, generation: u64, marked: bool, since: Option<Instant>) -> Self {
-        Entry { phase, generation, marked, since, since_mark: false, read: None, elsewhere: false }
+        Entry { phase, generation, marked, since, since_mark: false, read: None, elsewhere: false, marking: 0 }
     }
 }
 
@@ -256,7 +259,7 @@ impl SyncQueue {
         e.read = generation;
         e.elsewhere = false;
         let again = matches!(e.phase, Phase::Running { again: true });
-        generation.is_none() && e.marked && !e.since_mark && !again
+        generation.is_none() && e.marked && !e.since_mark && !again && e.marking == 0
     }
 
     /// Queues every calendar with a durable mark (at start).
@@ -298,7 +301,9 @@ impl SyncQueue {
             match inner.entries.get_mut(key) {
                 None => {
                     added = true;
-                    inner.entries.insert(key.clone(), Entry::new(Phase::Queued, 0, false, Some(now)));
+                    let mut entry = Entry::new(Phase::Queued, 0, false, Some(now));
+                    entry.marking = 1;
+                    inner.entries.insert(key.clone(), entry);
                     if inner.schedule(key, self.clock.now(), self.rerun_delay) {
                         drop(inner);
                         self.ready.notify_one();
@@ -322,22 +327,31 @@ impl SyncQueue {
                         e.since_mark = true;
                         return Ok(false);
                     }
+                    e.marking += 1;
                 }
             }
         }
-        let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
-        self.flush.durable().await?;
+        let written = async {
+            let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
+            self.flush.durable().await?;
+            Ok::<u64, StoreError>(generation)
+        }
+        .await;
         let covered = {
             let mut inner = self.inner.lock();
             match inner.entries.get_mut(key) {
                 Some(e) => {
-                    e.generation = e.generation.max(generation);
-                    e.marked = true;
+                    e.marking = e.marking.saturating_sub(1);
+                    if let Ok(generation) = &written {
+                        e.generation = e.generation.max(*generation);
+                        e.marked = true;
+                    }
                     false
                 }
                 None => true,
             }
         };
+        let generation = written?;
         if covered {
             // The sync this notification queued has already run and covered it.
             self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
@@ -483,7 +497,8 @@ impl SyncQueue {
                 }
                 Finish::Elsewhere => {
                     let bump = entry.since_mark || matches!(entry.phase, Phase::Running { again: true });
-                    if !bump && entry.elsewhere {
+                    // A mark still being written is no one's to cover yet: try once more.
+                    if !bump && entry.elsewhere && entry.marking == 0 {
                         inner.entries.remove(key);
                         inner.shrink_if_idle();
                         return Ok(After::Ended);
