@@ -712,6 +712,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn across_replicas_a_calendar_held_elsewhere_keeps_its_mark_for_the_holder() {
+        let (q, store, _dir, _stop) = queue();
+        let q = q.shared();
+        let k = CalendarKey::new("t", "u@x");
+        // This replica's notification, but another replica holds the calendar.
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        let after = q.finish(&claim, Finish::Elsewhere).await.unwrap();
+        assert_eq!(after, After::Ended, "no claim of its own to keep");
+        let marks = store.dirty_calendars().await.unwrap();
+        assert_eq!(marks.len(), 1, "the mark stays for the holder");
+        // While held elsewhere each notification marks anew (the holder may have read the old).
+        q.notify(&k).await.unwrap();
+        let newer = store.dirty_generation("t", "u@x").await.unwrap();
+        assert!(newer > Some(marks[0].2), "{newer:?} after {marks:?}");
+        // The holder synced and cleared it: the retry here calls no Google API.
+        assert!(store.clear_dirty("t", "u@x", newer.unwrap()).await.unwrap());
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let retry = q.take().await;
+        assert!(q.claimed(&k, None), "covered by the holder's sync: skipped");
+        assert_eq!(q.finish(&retry, Finish::Done).await.unwrap(), After::Ended);
+        assert!(!q.contains(&k));
+    }
+
+    #[tokio::test]
+    async fn across_replicas_the_holder_clears_only_what_it_read_and_runs_again_for_newer_marks() {
+        let (q, store, _dir, _stop) = queue();
+        let q = q.shared();
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        let read = store.dirty_generation("t", "u@x").await.unwrap();
+        assert!(!q.claimed(&k, read), "a mark to cover: it syncs");
+        // Another replica's notification lands during the sync.
+        store.mark_dirty("t", "u@x").await.unwrap();
+        let after = q.finish(&claim, Finish::Done).await.unwrap();
+        assert!(matches!(after, After::Again(_)), "it runs again and keeps its claim: {after:?}");
+        assert_eq!(store.dirty_calendars().await.unwrap().len(), 1, "the newer mark survived");
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let again = q.take().await;
+        let read = store.dirty_generation("t", "u@x").await.unwrap();
+        assert!(!q.claimed(&k, read));
+        assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
+        assert!(store.dirty_calendars().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn tenants_take_turns_and_none_holds_more_than_its_share() {
         let (q, _store, _dir, _stop) = queue();
         for i in 0..20 {
