@@ -5,10 +5,15 @@
 //! would soon hit gwsync's own pacing under Google's 600 requests/minute/user quota);
 //! percentiles from one run.
 //!
+//! Run on both stores: sled, and PostgreSQL (a throwaway cluster the bench starts, fsync on;
+//! needs the server binaries, as the tests do).
+//!
 //!     cargo bench --bench sync_latency
 //!
-//! Targets (DESIGN §9 and issue #4): p50 < 10 ms, p99 < 50 ms.
+//! Targets (DESIGN §9 and issues #4, #14): p50 < 10 ms, p99 < 50 ms.
 
+#[path = "../tests/common/pg.rs"]
+mod pg;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -22,7 +27,28 @@ const USERS: usize = 100;
 #[tokio::main]
 async fn main() {
     gwsync::logging::init_with_default(gwsync::config::LogFormat::Plain, "warn");
-    let bench = Bench::start(USERS).await;
+    let sled = Bench::start(USERS).await;
+    report("sled", measure(&sled).await);
+    sled.stop().await;
+    let database = pg::PgCluster::start_durable();
+    let url = pg::database_on(&database).await;
+    let on_pg = Bench::start_with(USERS, |c| c.store.database_url = Some(url.into())).await;
+    report("PostgreSQL", measure(&on_pg).await);
+    on_pg.stop().await;
+}
+
+fn report(store: &str, mut latencies: Vec<Duration>) {
+    latencies.sort();
+    println!(
+        "{store}: notification → presence updated, {ROUNDS} rounds over {USERS} calendars: p50 {} (target < 10 ms), p90 {}, p99 {} (target < 50 ms), max {}",
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 90.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO))
+    );
+}
+
+async fn measure(bench: &Bench) -> Vec<Duration> {
     let channels = bench.channels().await;
     let mut writers = Vec::with_capacity(channels.len());
     for c in &channels {
@@ -78,13 +104,5 @@ async fn main() {
         }
         latencies.push(started.elapsed());
     }
-    latencies.sort();
-    println!(
-        "notification → presence updated, {ROUNDS} rounds over {USERS} calendars: p50 {} (target < 10 ms), p90 {}, p99 {} (target < 50 ms), max {}",
-        ms(percentile(&latencies, 50.0)),
-        ms(percentile(&latencies, 90.0)),
-        ms(percentile(&latencies, 99.0)),
-        ms(*latencies.last().unwrap_or(&Duration::ZERO))
-    );
-    bench.stop().await;
+    latencies
 }

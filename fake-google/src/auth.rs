@@ -102,6 +102,10 @@ fn authorize_now(
     if let Some(call) = req.extensions_mut().get_mut::<ApiCall>() {
         call.user = Some(token.user.clone());
     }
+    if token.client_email.is_empty() {
+        // A user's sign-in token (openid, email, profile): no Calendar or People scope.
+        return Err(insufficient_scopes(api, method));
+    }
     let Some(account) = world.accounts.get(&token.client_email).cloned() else {
         // The service account was deleted after the token was minted.
         return Err(unauthenticated(api, method, false));

@@ -114,7 +114,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/requests", web::delete().to(clear_requests))
             .route("/channels", web::get().to(get_channels))
             .route("/notifications", web::get().to(get_notifications))
-            .route("/stats", web::get().to(get_stats)),
+            .route("/stats", web::get().to(get_stats))
+            .route("/oauth-clients", web::get().to(list_oauth_clients))
+            .route("/oauth-clients", web::post().to(create_oauth_client))
+            .route("/oauth-clients/{client_id}", web::get().to(get_oauth_client))
+            .route("/oauth-clients/{client_id}", web::put().to(put_oauth_client))
+            .route("/oauth-clients/{client_id}", web::delete().to(delete_oauth_client))
+            .route("/oidc", web::get().to(get_oidc))
+            .route("/oidc", web::put().to(put_oidc))
+            .route("/oidc/keys/rotate", web::post().to(rotate_oidc_keys))
+            .route("/oidc/users/{email}", web::put().to(put_oidc_user)),
     );
 }
 
@@ -125,6 +134,8 @@ async fn index(shared: web::Data<Shared>) -> HttpResponse {
         "token_uri": shared.token_uri(),
         "calendar": format!("{}/calendar/v3/", shared.base_url),
         "people": format!("{}/v1/", shared.base_url),
+        "openid_configuration": format!("{}/.well-known/openid-configuration", shared.base_url),
+        "issuer": crate::oidc::issuer(&shared),
         "now": google_timestamp(shared.clock.now()),
     }))
 }
@@ -295,6 +306,7 @@ async fn remove_user(shared: web::Data<Shared>, path: web::Path<(String, String)
     }
     // A deleted account's tokens stop working at once.
     world.access_tokens.retain(|_, t| t.user != email);
+    world.oidc.forget_user(&email);
     if let Some(book) = world.directory.get_mut(&domain) {
         let profile = book.people.values().find(|p| {
             p.kind == SourceKind::DomainProfile
@@ -826,4 +838,212 @@ async fn get_stats(shared: web::Data<Shared>) -> HttpResponse {
         "live_channels": world.channels.by_id.values().filter(|c| c.is_live(shared.clock.now())).count(),
         "access_tokens": world.access_tokens.len(),
     }))
+}
+
+// ---- Sign in with Google: OAuth clients and the provider ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOAuthClient {
+    #[serde(default = "default_client_name")]
+    name: String,
+    redirect_uris: Vec<String>,
+    /// A fixed id and secret (in Google's formats) instead of random ones, for demos and
+    /// configuration written before the fake starts.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+fn default_client_name() -> String {
+    "gwsync".into()
+}
+
+fn check_redirect_uris(uris: &[String]) -> Result<()> {
+    if uris.is_empty() {
+        return Err(bad("redirect_uris: give at least one"));
+    }
+    uris.iter().try_for_each(|u| crate::oidc::check_redirect_uri(u).map_err(bad))
+}
+
+/// The client as the Cloud console's "Download JSON" gives it, plus its fields at the top level.
+fn client_json(shared: &Shared, c: &crate::oidc::OAuthClient) -> Value {
+    json!({
+        "client_id": c.client_id,
+        "client_secret": c.client_secret,
+        "name": c.name,
+        "redirect_uris": c.redirect_uris,
+        "created_at": c.created_at,
+        "web": {
+            "client_id": c.client_id,
+            "project_id": c.project_id,
+            "auth_uri": format!("{}/o/oauth2/v2/auth", shared.base_url),
+            "token_uri": shared.token_uri(),
+            "auth_provider_x509_cert_url": format!("{}/oauth2/v3/certs", shared.base_url),
+            "client_secret": c.client_secret,
+            "redirect_uris": c.redirect_uris,
+        },
+    })
+}
+
+async fn create_oauth_client(shared: web::Data<Shared>, body: web::Bytes) -> Result<HttpResponse> {
+    let req: NewOAuthClient = parse(&body)?;
+    check_redirect_uris(&req.redirect_uris)?;
+    if req.name.trim().is_empty() {
+        return Err(bad("name must not be empty"));
+    }
+    let mut client = crate::oidc::new_client(req.name.trim(), req.redirect_uris, shared.clock.now());
+    if let Some(id) = req.client_id {
+        crate::oidc::check_client_id(&id).map_err(bad)?;
+        client.client_id = id;
+    }
+    if let Some(secret) = req.client_secret {
+        crate::oidc::check_client_secret(&secret).map_err(bad)?;
+        client.client_secret = secret;
+    }
+    let out = client_json(&shared, &client);
+    let mut world = shared.world.lock();
+    if world.oidc.clients.contains_key(&client.client_id) || world.oidc.deleted_clients.contains(&client.client_id) {
+        return Err(conflict(format!("OAuth client {} exists or was deleted", client.client_id)));
+    }
+    world.oidc.clients.insert(client.client_id.clone(), client);
+    Ok(HttpResponse::Created().json(out))
+}
+
+async fn list_oauth_clients(shared: web::Data<Shared>) -> HttpResponse {
+    let world = shared.world.lock();
+    let clients: Vec<Value> = world.oidc.clients.values().map(|c| client_json(&shared, c)).collect();
+    HttpResponse::Ok().json(json!({ "clients": clients }))
+}
+
+async fn get_oauth_client(shared: web::Data<Shared>, path: web::Path<String>) -> Result<HttpResponse> {
+    let world = shared.world.lock();
+    let c = world.oidc.clients.get(path.as_str()).ok_or_else(|| not_found(format!("no OAuth client {path}")))?;
+    Ok(HttpResponse::Ok().json(client_json(&shared, c)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuthClientChange {
+    redirect_uris: Option<Vec<String>>,
+    name: Option<String>,
+}
+
+async fn put_oauth_client(
+    shared: web::Data<Shared>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
+    let change: OAuthClientChange = parse(&body)?;
+    if let Some(uris) = &change.redirect_uris {
+        check_redirect_uris(uris)?;
+    }
+    let mut world = shared.world.lock();
+    let c = world.oidc.clients.get_mut(path.as_str()).ok_or_else(|| not_found(format!("no OAuth client {path}")))?;
+    if let Some(uris) = change.redirect_uris {
+        c.redirect_uris = uris;
+    }
+    if let Some(name) = change.name.filter(|n| !n.trim().is_empty()) {
+        c.name = name.trim().to_owned();
+    }
+    let c = c.clone();
+    Ok(HttpResponse::Ok().json(client_json(&shared, &c)))
+}
+
+async fn delete_oauth_client(shared: web::Data<Shared>, path: web::Path<String>) -> Result<HttpResponse> {
+    let mut world = shared.world.lock();
+    world.oidc.delete_client(path.as_str()).ok_or_else(|| not_found(format!("no OAuth client {path}")))?;
+    world.access_tokens.retain(|_, t| t.client_id != *path || !t.client_email.is_empty());
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn oidc_json(shared: &Shared) -> Value {
+    let issuer = crate::oidc::issuer(shared);
+    let world = shared.world.lock();
+    json!({
+        "issuer": issuer,
+        "discovery": format!("{}/.well-known/openid-configuration", shared.base_url),
+        "keys": world.oidc.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
+        "signing_kid": world.oidc.keys.last().map(|k| k.kid.clone()),
+        "code_lifetime_secs": world.oidc.code_lifetime_secs,
+        "pending_codes": world.oidc.pending_codes(),
+        "clients": world.oidc.clients.len(),
+    })
+}
+
+async fn get_oidc(shared: web::Data<Shared>) -> HttpResponse {
+    HttpResponse::Ok().json(oidc_json(&shared))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OidcChange {
+    /// The issuer to put into ID tokens and discovery; null goes back to the base URL.
+    #[serde(default, with = "double_option")]
+    issuer: Option<Option<String>>,
+    /// How long a code can be exchanged, e.g. "10m".
+    code_lifetime: Option<String>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+async fn put_oidc(shared: web::Data<Shared>, body: web::Bytes) -> Result<HttpResponse> {
+    let change: OidcChange = parse(&body)?;
+    let lifetime = change
+        .code_lifetime
+        .map(|l| {
+            humantime::parse_duration(&l)
+                .map_err(|e| bad(format!("code_lifetime must be a duration such as 10m: {e}")))
+                .and_then(|d| i64::try_from(d.as_secs()).map_err(|_| bad("code_lifetime is too long")))
+        })
+        .transpose()?;
+    if let Some(Some(iss)) = &change.issuer
+        && url::Url::parse(iss).is_err()
+    {
+        return Err(bad(format!("issuer '{iss}' is not an absolute URL")));
+    }
+    {
+        let mut world = shared.world.lock();
+        if let Some(iss) = change.issuer {
+            world.oidc.issuer = iss.map(|i| i.trim_end_matches('/').to_owned());
+        }
+        if let Some(l) = lifetime {
+            world.oidc.code_lifetime_secs = l;
+        }
+    }
+    Ok(HttpResponse::Ok().json(oidc_json(&shared)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    #[serde(default = "yes")]
+    keep_previous: bool,
+}
+
+async fn rotate_oidc_keys(shared: web::Data<Shared>, body: web::Bytes) -> Result<HttpResponse> {
+    let req: Rotate = if body.is_empty() { Rotate { keep_previous: true } } else { parse(&body)? };
+    let keys = crate::oidc::rotate_keys(&shared, req.keep_previous).await.map_err(|e| bad(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({ "signing_kid": keys.last(), "keys": keys })))
+}
+
+async fn put_oidc_user(shared: web::Data<Shared>, path: web::Path<String>, body: web::Bytes) -> Result<HttpResponse> {
+    let change: crate::oidc::ProfileOverride = parse(&body)?;
+    let email = path.to_ascii_lowercase();
+    let mut world = shared.world.lock();
+    if !world.user_exists(&email) {
+        return Err(not_found(format!("no user {email}")));
+    }
+    let sub = world.oidc.subject(&email);
+    let entry = world.oidc.profiles.entry(email.clone()).or_default();
+    macro_rules! merge {
+        ($($f:ident),*) => { $( if change.$f.is_some() { entry.$f = change.$f.clone(); } )* };
+    }
+    merge!(email_verified, name, given_name, family_name, picture);
+    let out = json!({ "email": email, "sub": sub, "profile": entry.clone() });
+    Ok(HttpResponse::Ok().json(out))
 }

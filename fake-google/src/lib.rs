@@ -23,6 +23,7 @@ pub mod errors;
 pub mod jwt;
 pub mod keys;
 pub mod oauth;
+pub mod oidc;
 pub mod params;
 pub mod people;
 pub mod push;
@@ -117,6 +118,15 @@ impl FakeGoogle {
                     }
                 })
                 .route("/token", web::post().to(oauth::token))
+                .route("/.well-known/openid-configuration", web::get().to(oidc::discovery))
+                .route("/o/oauth2/v2/auth", web::get().to(oidc::authorize))
+                .route("/o/oauth2/auth", web::get().to(oidc::authorize))
+                .route("/o/oauth2/v2/auth/choose", web::post().to(oidc::choose))
+                .route("/oauth2/v3/certs", web::get().to(oidc::jwks))
+                .route("/v1/userinfo", web::get().to(oidc::userinfo))
+                .route("/v1/userinfo", web::post().to(oidc::userinfo))
+                .route("/oauth2/v3/userinfo", web::get().to(oidc::userinfo))
+                .route("/revoke", web::post().to(oidc::revoke))
                 .route("/discovery/v1/apis/{api}/{version}/rest", web::get().to(discovery_document))
                 .route("/$discovery/rest", web::get().to(people_discovery_document))
                 .configure(control::configure)
@@ -149,6 +159,23 @@ impl FakeGoogle {
     /// What the key files it hands out carry as `token_uri`.
     pub fn token_uri(&self) -> String {
         self.shared.token_uri()
+    }
+
+    /// The OpenID Connect issuer: the base URL unless [`FakeGoogle::set_issuer`] changed it.
+    /// Its discovery document is at `{base_url}/.well-known/openid-configuration`.
+    pub fn issuer(&self) -> String {
+        oidc::issuer(&self.shared)
+    }
+
+    /// Sets the `iss` of ID tokens and the discovery document's `issuer` (None: the base URL).
+    pub fn set_issuer(&self, issuer: Option<String>) {
+        self.shared.world.lock().oidc.issuer = issuer;
+    }
+
+    /// Registers an OAuth client (Web application) for Sign in with Google and returns it; the
+    /// same as `POST /_fake/oauth-clients`.
+    pub fn add_oauth_client(&self, name: &str, redirect_uris: &[&str]) -> Result<oidc::OAuthClient, String> {
+        oidc::add_client(&self.shared, name, redirect_uris.iter().map(|u| (*u).to_owned()).collect())
     }
 
     /// The fake's clock; `advance` it to age channels and tokens.

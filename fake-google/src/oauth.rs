@@ -54,6 +54,7 @@ pub async fn token(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes
 
     match field("grant_type") {
         Some(GRANT_TYPE) => {}
+        Some("authorization_code") => return crate::oidc::exchange_code(&shared, &req, &form).await,
         Some(other) => {
             return Err(GoogleError::oauth(400, "unsupported_grant_type", &format!("Invalid grant_type: {other}")));
         }
@@ -145,6 +146,14 @@ pub async fn token(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes
 fn is_well_formed_scope(s: &str) -> bool {
     matches!(s, "openid" | "email" | "profile")
         || (s.starts_with("https://") && s.len() > "https://".len() && s.chars().all(|c| c.is_ascii_graphic()))
+}
+
+/// A user's access token from a sign-in, in the shape Google gives those (`ya29.a0…`).
+pub fn new_access_token_for_user() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    let tail: String = (0..180).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    format!("ya29.a0{tail}")
 }
 
 fn new_access_token() -> String {

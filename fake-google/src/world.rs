@@ -162,6 +162,8 @@ pub struct World {
     pub quota: Quota,
     pub requests: RequestLog,
     pub notifications: DeliveryLog,
+    /// Sign in with Google: OAuth clients, signing keys, codes, subjects.
+    pub oidc: crate::oidc::OidcState,
 }
 
 impl World {
@@ -183,6 +185,7 @@ impl World {
             quota: Quota::default(),
             requests: RequestLog::default(),
             notifications: DeliveryLog::default(),
+            oidc: crate::oidc::OidcState::default(),
         }
     }
 

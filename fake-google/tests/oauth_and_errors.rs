@@ -130,8 +130,12 @@ async fn token_success_has_googles_shape() {
 #[tokio::test]
 async fn token_rejects_other_grant_types() {
     let env = Env::new().await;
+    let r = post_token_form(&env, &[("grant_type", "password"), ("code", "abc")]).await;
+    assert_oauth_error(&r, 400, "unsupported_grant_type", Some("Invalid grant_type: password"));
+    // authorization_code is Sign in with Google's grant (tests/oidc.rs); without a client it fails
+    // on client authentication first, as at Google.
     let r = post_token_form(&env, &[("grant_type", "authorization_code"), ("code", "abc")]).await;
-    assert_oauth_error(&r, 400, "unsupported_grant_type", Some("Invalid grant_type: authorization_code"));
+    assert_oauth_error(&r, 400, "invalid_request", Some("Could not determine client ID from request."));
     let r = post_token_form(&env, &[("assertion", "x.y.z")]).await;
     assert_oauth_error(&r, 400, "unsupported_grant_type", None);
     env.fake.stop().await;
