@@ -44,6 +44,7 @@ pub async fn credentials_saved(
     store::flush(&app.store).await?;
     app.forget_tenant(tenant);
     sync.tenant_auth.forget(tenant);
+    app.cluster.tenant_changed(tenant).await;
     tracing::info!(tenant, client_email = %stored.info.client_email, client_id = %stored.info.client_id, "service-account key stored");
     for u in app.store.users(tenant).await? {
         sync.user_saved(tenant, &u.email);

@@ -33,6 +33,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Long admin requests running in the background.
     pub jobs: crate::jobs::Jobs,
+    /// This replica's place among replicas on one database (with sled: alone, the leader).
+    pub cluster: Arc<crate::cluster::Cluster>,
     /// Set once the workers run; cleared when shutdown begins (`/readyz`).
     pub ready: std::sync::atomic::AtomicBool,
     accounts: Mutex<HashMap<String, Arc<ServiceAccount>>>,
@@ -72,6 +74,7 @@ impl AppState {
             jobs: crate::jobs::Jobs::new(clock.clone()),
             clock,
             ready: std::sync::atomic::AtomicBool::new(false),
+            cluster: Arc::new(crate::cluster::Cluster::single()),
             admin_token_digest: sha256(admin_token.expose_secret().as_bytes()),
             tokens: TokenSource::new(outbound.clone())?.with_timeout(config.sync.token_timeout),
             google,
@@ -82,6 +85,12 @@ impl AppState {
             public_url,
             accounts: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// On a replica of a shared database.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Whether `presented` is the admin token, in constant time.

@@ -202,6 +202,28 @@ impl Default for AuditConfig {
     }
 }
 
+/// Replicas sharing one PostgreSQL database (`cluster` module); unused with sled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How often a replica that is not the leader tries to become it.
+    #[serde(with = "humantime_serde")]
+    pub leader_retry: Duration,
+    /// How long a sync claim lasts without being extended (a dead replica's claims fall out
+    /// after it); orphaned dirty marks are looked for every half of it.
+    #[serde(with = "humantime_serde")]
+    pub claim_lease: Duration,
+    /// This replica's name in claims and the member table (default: host, pid and a random
+    /// suffix, so a restarted process is a new member).
+    pub replica_id: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { leader_retry: Duration::from_secs(1), claim_lease: Duration::from_secs(30), replica_id: None }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -238,6 +260,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub contacts: ContactsConfig,
     pub audit: AuditConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -260,6 +283,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             contacts: ContactsConfig::default(),
             audit: AuditConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -344,10 +368,28 @@ impl Config {
             ("sync.rerun_delay", "GWSYNC_SYNC__RERUN_DELAY", sync.rerun_delay, Duration::from_secs(3600)),
             ("sync.backstop_interval", "GWSYNC_SYNC__BACKSTOP_INTERVAL", sync.backstop_interval, 7 * day),
             ("shutdown_timeout", "GWSYNC_SHUTDOWN_TIMEOUT", self.shutdown_timeout, Duration::from_secs(3600)),
+            (
+                "cluster.leader_retry",
+                "GWSYNC_CLUSTER__LEADER_RETRY",
+                self.cluster.leader_retry,
+                Duration::from_secs(60),
+            ),
+            ("cluster.claim_lease", "GWSYNC_CLUSTER__CLAIM_LEASE", self.cluster.claim_lease, Duration::from_secs(3600)),
         ] {
             if value > max {
                 return Err(invalid(key, env, format!("must be at most {}", humantime::format_duration(max))));
             }
+        }
+        if self.cluster.leader_retry < Duration::from_millis(100) {
+            return Err(invalid("cluster.leader_retry", "GWSYNC_CLUSTER__LEADER_RETRY", "must be at least 100ms"));
+        }
+        if self.cluster.claim_lease < Duration::from_secs(2) {
+            return Err(invalid("cluster.claim_lease", "GWSYNC_CLUSTER__CLAIM_LEASE", "must be at least 2s"));
+        }
+        if let Some(id) = &self.cluster.replica_id
+            && (id.is_empty() || id.len() > 200)
+        {
+            return Err(invalid("cluster.replica_id", "GWSYNC_CLUSTER__REPLICA_ID", "must be 1 to 200 characters"));
         }
         if self.store.cache_capacity_mb == 0 || self.store.cache_capacity_mb > 65_536 {
             return Err(invalid("store.cache_capacity_mb", "GWSYNC_STORE__CACHE_CAPACITY_MB", "must be 1 to 65536"));

@@ -7,12 +7,14 @@
 //! - `model` — tenants, users, key files, events, and their validation
 //! - `store` — durable state (sled) behind a trait, with group commit
 //! - `clock` — the injectable clock every timer reads
+//! - `cluster` — replicas on one PostgreSQL database: the leader lock, sync claims, LISTEN/NOTIFY
 //! - `backoff` — retry schedules for Google and the phone system
 //! - `google` — tokens per user, typed Google errors, Calendar and People calls
 //! - `sync` — the work queue, calendar sync with sync tokens, push channels and their renewal
 //! - `presence` — trigger words, recurrence, each user's timeline, and the signed outbox to the
 //!   phone system
 //! - `contacts` — the contacts poller, the phonebook index, caller-ID lookup and exports
+//! - `roles` — what a replica runs as it gains and loses the leader role
 //! - `admin` — what the admin API's writes set in motion (the service layer under `http`)
 //! - `app` — the state handlers and workers share
 //! - `access` — roles, API tokens per tenant and role, who may call which route, the audit log
@@ -31,6 +33,7 @@ pub mod app;
 pub mod backoff;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod contacts;
 pub mod demo;
@@ -43,6 +46,7 @@ pub mod metrics;
 pub mod model;
 pub mod outbound;
 pub mod presence;
+pub mod roles;
 pub mod secrets;
 pub mod store;
 pub mod sync;
@@ -60,10 +64,12 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::app::AppState;
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::presence::engine::Presence;
 use crate::presence::outbox::Outbox;
+use crate::roles::Roles;
 use crate::store::SharedStore;
 use crate::store::group_flush::GroupFlush;
 use crate::sync::SyncService;
@@ -92,28 +98,50 @@ pub async fn serve_with_clock(
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let flush = GroupFlush::start(store.clone(), cancel.clone());
+    let cluster = Arc::new(match &config.store.database_url {
+        Some(url) => Cluster::postgres(url, &config.cluster).await.context("joining the replicas on PostgreSQL")?,
+        None => Cluster::single(),
+    });
     let app = Arc::new(
         AppState::new(config.clone(), store.clone(), master_key, &admin_token, public_url, clock.clone())
-            .map_err(anyhow::Error::msg)?,
+            .map_err(anyhow::Error::msg)?
+            .with_cluster(cluster.clone()),
     );
     let outbox = Arc::new(Outbox::new(app.clone()).map_err(anyhow::Error::msg)?);
-    let queued = outbox.load().await.context("loading the outbox")?;
     let presence = Arc::new(Presence::new(app.clone(), outbox.clone()));
-    let users = presence.recompute_all().await.context("computing presence")?;
-    tracing::info!(users, queued_switches = queued, "presence ready");
-    tracker.spawn(outbox.clone().run(tracker.clone(), cancel.clone()));
-    tracker.spawn(presence.clone().run(cancel.clone()));
     let contacts = Arc::new(Contacts::new(app.clone()));
     let access = Arc::new(Access::new(app.clone()));
+    if !cluster.is_shared() {
+        // One process: it leads from the start, and reconciles before it listens.
+        let queued = outbox.load().await.context("loading the outbox")?;
+        let users = presence.recompute_all().await.context("computing presence")?;
+        tracing::info!(users, queued_switches = queued, "presence ready");
+        tracker.spawn(outbox.clone().run(tracker.clone(), cancel.clone()));
+        tracker.spawn(presence.clone().run(cancel.clone()));
+        tracker.spawn(contacts.clone().run(cancel.clone()));
+    }
     tracker.spawn(access.clone().run(cancel.clone()));
-    tracker.spawn(contacts.clone().run(cancel.clone()));
-    let sync = Arc::new(SyncService::new(
-        app.clone(),
-        SyncQueue::new(store.clone(), flush, config.sync.rerun_delay, config.sync.tenant_workers, clock.clone()),
-        clock,
-        presence.clone(),
-    ));
+    let mut queue =
+        SyncQueue::new(store.clone(), flush, config.sync.rerun_delay, config.sync.tenant_workers, clock.clone());
+    if cluster.is_shared() {
+        queue = queue.shared();
+    }
+    let sync = Arc::new(SyncService::new(app.clone(), queue, clock, presence.clone()));
     sync.start(&tracker, &cancel).await.context("starting the sync workers")?;
+    if cluster.is_shared() {
+        let roles = Arc::new(Roles {
+            cluster: cluster.clone(),
+            sync: sync.clone(),
+            presence: presence.clone(),
+            contacts: contacts.clone(),
+        });
+        roles.start(&tracker, &cancel);
+        cluster.start(&tracker, &cancel);
+        tracing::info!(
+            replica = cluster.replica_id(),
+            "replica on a shared database; the leader lock decides who schedules"
+        );
+    }
     let addr = listener.local_addr()?;
 
     let (app_data, sync_data, contacts_data) =

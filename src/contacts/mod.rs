@@ -107,6 +107,11 @@ impl Contacts {
         Ok(book)
     }
 
+    /// Drops the tenant's index (another replica changed its books); rebuilt on next use.
+    pub fn forget_book(&self, tenant: &str) {
+        self.books.write().remove(tenant);
+    }
+
     pub fn forget_tenant(&self, tenant: &str) {
         self.books.write().remove(tenant);
         self.next_poll.lock().remove(tenant);
@@ -204,6 +209,8 @@ impl Contacts {
         }
         crate::store::flush(store).await?;
         let index = self.reindex(&tenant.id).await?;
+        // Other replicas answer lookups from their own index: they rebuild it from the store.
+        self.app.cluster.contacts_changed(&tenant.id).await;
         summary.entries = index.entries.len();
         let interval = Duration::from_std(tenant.contacts.poll_interval).unwrap_or(Duration::minutes(15));
         // ±10 % so tenants polled together drift apart; rate limits come back sooner, with backoff.

@@ -1,5 +1,6 @@
 //! Health endpoints for load balancers and orchestrators: `/healthz` (the process answers),
-//! `/readyz` (the store is open and the service is ready), and `/metrics` (Prometheus).
+//! `/readyz` (the store is open and the service is ready; on a replica of a shared database also
+//! whether it reaches the database and which roles it holds), and `/metrics` (Prometheus).
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -21,8 +22,21 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "not_ready", "reason": "starting or shutting down" }));
     }
+    let cluster = &state.cluster;
+    if cluster.is_shared() {
+        // A replica: which roles it holds, and whether it reaches the shared database.
+        let reachable = cluster.database_reachable().await;
+        let body = json!({
+            "status": if reachable { "ready" } else { "not_ready" },
+            "store": "postgres",
+            "database": if reachable { "reachable" } else { "unreachable" },
+            "replica": cluster.replica_id(),
+            "roles": cluster.roles(),
+        });
+        return if reachable { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) };
+    }
     match state.store.tenants().await {
-        Ok(_) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Ok(_) => HttpResponse::Ok().json(json!({ "status": "ready", "store": "sled", "roles": cluster.roles() })),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "reason": e.to_string() })),
     }
 }

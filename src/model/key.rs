@@ -1,7 +1,7 @@
 //! The identity of one phone user's calendar across the system: the sync queue, presence,
 //! the outbox and the store all speak of a user as `(tenant, Google address)`.
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct CalendarKey {
     pub tenant: String,
     pub user: String,

@@ -111,6 +111,11 @@ impl Presence {
     /// Recomputes all users of a tenant. With `new_receiver` (its phone system was added or
     /// moved) the receiver is assumed to know nothing, so every user's current state is sent.
     pub async fn recompute_tenant(&self, tenant: &str, new_receiver: bool) -> Result<(), StoreError> {
+        if !self.app.cluster.reconciles_here() {
+            // Only the leader reconciles (two replicas would race on users' sequences).
+            self.app.cluster.tenant_presence_changed(tenant, new_receiver).await;
+            return Ok(());
+        }
         let store = &self.app.store;
         for u in store.users(tenant).await? {
             let key = CalendarKey::new(tenant, &u.email);
@@ -159,6 +164,11 @@ impl Presence {
 
     /// Recomputes one user's timeline from their stored events and profiles, and reconciles.
     pub async fn recompute(&self, key: &CalendarKey) -> Result<(), StoreError> {
+        if !self.app.cluster.reconciles_here() {
+            // Only the leader reconciles (two replicas would race on the user's sequence).
+            self.app.cluster.presence_changed(key).await;
+            return Ok(());
+        }
         let _user = self.user_lock(key).await;
         self.recompute_locked(key).await
     }
@@ -186,6 +196,14 @@ impl Presence {
         self.reconcile(key, &timeline, now).await?;
         self.reschedule(key, &timeline, now);
         Ok(())
+    }
+
+    /// Forgets every timeline and wake-up (this replica stopped leading: another one
+    /// schedules now, and taking over again recomputes everything).
+    pub fn clear(&self) {
+        self.timelines.lock().clear();
+        self.capped.lock().clear();
+        *self.schedule.lock() = Schedule::default();
     }
 
     /// Series of the user that hit an expansion limit in the scheduling window.

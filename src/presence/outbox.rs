@@ -193,6 +193,13 @@ impl Outbox {
         Ok(n)
     }
 
+    /// Forgets the in-memory queue (this replica stopped leading; its deliveries were
+    /// stopped). Taking over again loads it from the store.
+    pub fn clear(&self) {
+        *self.index.lock() = Index::default();
+        self.update_gauges();
+    }
+
     /// A message was written to the store: deliver it in its turn (it supersedes the user's
     /// older ones).
     pub fn queued(&self, m: &OutboxMessage) {

@@ -102,6 +102,11 @@ pub trait Store: Send + Sync {
     /// commits a burst of marks together).
     async fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError>;
     async fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
+    /// The calendar's mark's generation now, if it has one. (This default reads every mark; a
+    /// backend shared by replicas reads the one row.)
+    async fn dirty_generation(&self, tenant: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.dirty_calendars().await?.into_iter().find(|(t, u, _)| t == tenant && u == user).map(|(_, _, g)| g))
+    }
     /// Clears the mark if it is still at `generation` (no notification came since); false if not.
     async fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
 

@@ -476,6 +476,17 @@ impl Store for PgStore {
         rows.into_iter().map(|(t, u, g)| Ok((t, u, uint(g, "dirty generation")?))).collect()
     }
 
+    async fn dirty_generation(&self, tenant: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        let generation: Option<i64> =
+            sqlx::query_scalar("SELECT generation FROM dirty WHERE tenant = $1 AND email = $2")
+                .bind(tenant)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(pg)?;
+        generation.map(|g| uint(g, "dirty generation")).transpose()
+    }
+
     async fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM dirty WHERE tenant = $1 AND email = $2 AND generation = $3")
             .bind(tenant)

@@ -97,11 +97,66 @@ impl SyncService {
         tracker.spawn(async move { svc.dispatch(jobs, stop).await });
         let (svc, stop) = (self.clone(), shutdown.clone());
         tracker.spawn(async move { svc.retry_timer(stop).await });
+        if self.app.cluster.is_shared() {
+            // The backstop and the keeper run on the leader (`roles`); marks a dead replica
+            // left are picked up here.
+            let (svc, stop) = (self.clone(), shutdown.clone());
+            tracker.spawn(async move { svc.adopt_orphans(stop).await });
+        } else {
+            self.start_leader_tasks(tracker, shutdown);
+        }
+        Ok(())
+    }
+
+    /// The backstop and the channel keeper: on the leader only.
+    pub fn start_leader_tasks(self: &Arc<Self>, tracker: &TaskTracker, shutdown: &CancellationToken) {
         let (svc, stop) = (self.clone(), shutdown.clone());
         tracker.spawn(async move { backstop::run(svc, stop).await });
         let (svc, stop) = (self.clone(), shutdown.clone());
         tracker.spawn(async move { keeper::run(svc, stop).await });
-        Ok(())
+    }
+
+    /// Shared database: every half lease, queues here the dirty marks no replica holds a
+    /// claim on (a replica died, or stopped, before syncing them).
+    async fn adopt_orphans(&self, shutdown: CancellationToken) {
+        let every = self.app.cluster.lease().unwrap_or(Duration::from_secs(30)) / 2;
+        let tick = every.min(Duration::from_secs(3));
+        let mut next_scan = tokio::time::Instant::now() + every;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(tick) => {}
+            }
+            // The budgets are the cluster's: share them among the live replicas.
+            self.pacer.set_replicas(self.app.cluster.members());
+            if tokio::time::Instant::now() < next_scan {
+                continue;
+            }
+            next_scan = tokio::time::Instant::now() + every;
+            let found = async {
+                let marks = self.app.store.dirty_calendars().await.map_err(|e| e.to_string())?;
+                if marks.is_empty() {
+                    return Ok(0);
+                }
+                let claimed = self.app.cluster.claimed().await.map_err(|e| e.to_string())?;
+                let mut adopted = 0;
+                for (tenant, user, generation) in marks {
+                    let key = CalendarKey { tenant, user };
+                    if !claimed.contains(&key) && self.queue.adopt(&key, generation) {
+                        adopted += 1;
+                    }
+                }
+                Ok::<usize, String>(adopted)
+            };
+            match found.await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(calendars = n, "syncing calendars whose claims ran out");
+                    self.app.metrics.dirty_calendars.set(self.queue.pending() as i64);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot look for calendars nobody syncs"),
+            }
+        }
     }
 
     /// Takes the user's job lock (released when the guard drops).
@@ -166,6 +221,9 @@ impl SyncService {
         self.presence.forget(&key);
         self.app.tokens.forget_user(tenant, user);
         self.keeper_wake.notify_one();
+        if !self.app.cluster.reconciles_here() {
+            self.app.cluster.wake_keeper().await;
+        }
         Ok(())
     }
 
@@ -185,6 +243,10 @@ impl SyncService {
         self.publish_tenant_health();
         self.app.forget_tenant(tenant);
         self.keeper_wake.notify_one();
+        self.app.cluster.tenant_changed(tenant).await;
+        if !self.app.cluster.reconciles_here() {
+            self.app.cluster.wake_keeper().await;
+        }
         Ok(existed)
     }
 
@@ -201,14 +263,86 @@ impl SyncService {
                 // one leaves its dirty mark for the next start.
                 let outcome = tokio::select! {
                     // Unfinished: the claim is not ended, so its durable mark stays.
-                    () = stop.cancelled() => return,
-                    outcome = svc.run(&claim) => outcome,
+                    () = stop.cancelled() => {
+                        // Another replica may take it over at once (its mark stays).
+                        let _ = svc.app.cluster.release(&claim.key).await;
+                        return;
+                    }
+                    outcome = svc.run_claimed(&claim) => outcome,
                 };
-                if let Err(e) = svc.queue.finish(&claim, outcome).await {
-                    tracing::error!(tenant = %claim.key.tenant, user = %claim.key.user, error = %e, "could not record the end of a sync");
+                match svc.queue.finish(&claim, outcome).await {
+                    Ok(after) => svc.after_claim(&claim.key, after).await,
+                    Err(e) => {
+                        tracing::error!(tenant = %claim.key.tenant, user = %claim.key.user, error = %e, "could not record the end of a sync");
+                    }
                 }
                 svc.app.metrics.dirty_calendars.set(svc.queue.pending() as i64);
             });
+        }
+    }
+
+    /// `run`, on a shared database after claiming the calendar across replicas (`cluster`),
+    /// keeping the claim alive while the job runs.
+    async fn run_claimed(&self, claim: &Claim) -> Finish {
+        let cluster = &self.app.cluster;
+        let Some(lease) = cluster.lease() else { return self.run(claim).await };
+        let key = &claim.key;
+        match cluster.claim(key).await {
+            Ok(crate::cluster::Claimed::Mine) => {}
+            Ok(crate::cluster::Claimed::Elsewhere) => {
+                tracing::debug!(tenant = %key.tenant, user = %key.user, "calendar claimed by another replica");
+                return Finish::Elsewhere;
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot claim the calendar; retrying");
+                return Finish::RetryAt(self.clock.now() + chrono::Duration::seconds(5));
+            }
+        }
+        let generation = match self.app.store.dirty_generation(&key.tenant, &key.user).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot read the dirty mark; retrying");
+                return Finish::RetryAt(self.clock.now() + chrono::Duration::seconds(5));
+            }
+        };
+        let skip = self.queue.claimed(key, generation);
+        tracing::debug!(tenant = %key.tenant, user = %key.user, ?generation, skip, "calendar claimed");
+        if skip {
+            // Another replica synced it since its notifications: no Google call.
+            return Finish::Done;
+        }
+        let keep_alive = async {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match cluster.hold(key, std::time::Duration::ZERO).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(tenant = %key.tenant, user = %key.user, "the calendar's claim ran out during its sync")
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot extend the calendar's claim")
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            outcome = self.run(claim) => outcome,
+            () = keep_alive => unreachable!("the keep-alive loop never ends"),
+        }
+    }
+
+    /// Lets the calendar's claim go, or keeps it until its next run.
+    async fn after_claim(&self, key: &CalendarKey, after: queue::After) {
+        let cluster = &self.app.cluster;
+        let result = match after {
+            queue::After::Ended => cluster.release(key).await,
+            queue::After::Again(at) => {
+                let wait = at.map(|t| (t - self.clock.now()).to_std().unwrap_or_default()).unwrap_or_default();
+                cluster.hold(key, wait).await.map(|_| ())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot update the calendar's claim");
         }
     }
 

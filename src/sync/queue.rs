@@ -15,6 +15,15 @@
 //!
 //! Failed syncs wait (backoff) in `delayed` with their mark kept.
 //!
+//! Replicas on one database (`shared`): a durable mark covers later notifications only up to
+//! the moment the replica that syncs reads its generation, and that may be another replica. So
+//! a replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) writes a new mark
+//! if notifications arrived since its own (the holder's clearing then fails, and it runs once
+//! more), and tries once more a `rerun_delay` later (the holder may have ended just before the
+//! mark); meanwhile each notification marks anew. If the mark is gone by then, the holder
+//! covered it and the retry calls no Google API. A holder clears only at the generation it read when it claimed (`claimed`), and runs
+//! again while a mark it did not cover remains.
+//!
 //! Calendars ready to sync wait in one lane per tenant, and claims go round the tenants in
 //! turn, each tenant holding at most `per_tenant` claims at once: a tenant with thousands of
 //! calendars queued (or whose jobs hang) delays no other tenant's next sync.
@@ -48,6 +57,22 @@ struct Entry {
     marked: bool,
     /// When the oldest notification this entry covers arrived (for the lag metric).
     since: Option<Instant>,
+    /// Shared database: a notification arrived after the durable mark was written (it may be
+    /// about a change that a sync by another replica, which read the mark already, missed).
+    since_mark: bool,
+    /// Shared database: the mark's generation read when this replica claimed the calendar.
+    read: Option<u64>,
+    /// Shared database: this entry already found its calendar claimed elsewhere once.
+    elsewhere: bool,
+    /// Notifications whose durable mark is being written (not committed yet: no replica can
+    /// have read it, so no sync but one starting after them covers them).
+    marking: u32,
+}
+
+impl Entry {
+    fn new(phase: Phase, generation: u64, marked: bool, since: Option<Instant>) -> Self {
+        Entry { phase, generation, marked, since, since_mark: false, read: None, elsewhere: false, marking: 0 }
+    }
 }
 
 #[derive(Default)]
@@ -152,6 +177,8 @@ pub struct Claim {
 
 pub enum Finish {
     Done,
+    /// Shared database: another replica holds the calendar's claim; the mark stays for it.
+    Elsewhere,
     /// Try again at this time, keeping the mark.
     RetryAt(DateTime<Utc>),
     /// Give up until something changes (the user is re-saved, or gwsync restarts).
@@ -169,6 +196,17 @@ pub struct SyncQueue {
     delayed_changed: Notify,
     store: SharedStore,
     flush: Arc<GroupFlush>,
+    /// Replicas share the database (see the module doc).
+    shared: bool,
+}
+
+/// What follows the end of a claim, for the replica's claim on the calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Nothing more for now: let the claim go.
+    Ended,
+    /// It runs again (now, after its settling window, or at its retry): keep the claim.
+    Again(Option<DateTime<Utc>>),
 }
 
 impl SyncQueue {
@@ -188,7 +226,40 @@ impl SyncQueue {
             delayed_changed: Notify::new(),
             store,
             flush,
+            shared: false,
         }
+    }
+
+    /// For a replica of a shared database (see the module doc).
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
+    /// Queues a calendar whose mark nobody holds (a replica died holding it), unless it is
+    /// queued here already; true if it was queued.
+    pub fn adopt(&self, key: &CalendarKey, generation: u64) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.entries.contains_key(key) {
+            return false;
+        }
+        inner.entries.insert(key.clone(), Entry::new(Phase::Queued, generation, true, None));
+        inner.push_ready(key.clone());
+        drop(inner);
+        self.ready.notify_one();
+        true
+    }
+
+    /// This replica claimed the calendar and read its mark's generation (none: no mark).
+    /// True if the sync can be skipped: the notifications it stands for were all covered by a
+    /// sync another replica made since.
+    pub fn claimed(&self, key: &CalendarKey, generation: Option<u64>) -> bool {
+        let mut inner = self.inner.lock();
+        let Some(e) = inner.entries.get_mut(key) else { return false };
+        e.read = generation;
+        e.elsewhere = false;
+        let again = matches!(e.phase, Phase::Running { again: true });
+        generation.is_none() && e.marked && !e.since_mark && !again && e.marking == 0
     }
 
     /// Queues every calendar with a durable mark (at start).
@@ -199,9 +270,7 @@ impl SyncQueue {
         for (tenant, user, generation) in marks {
             let key = CalendarKey { tenant, user };
             if !inner.entries.contains_key(&key) {
-                inner
-                    .entries
-                    .insert(key.clone(), Entry { phase: Phase::Queued, generation, marked: true, since: None });
+                inner.entries.insert(key.clone(), Entry::new(Phase::Queued, generation, true, None));
                 inner.push_ready(key);
             }
         }
@@ -232,10 +301,9 @@ impl SyncQueue {
             match inner.entries.get_mut(key) {
                 None => {
                     added = true;
-                    inner.entries.insert(
-                        key.clone(),
-                        Entry { phase: Phase::Queued, generation: 0, marked: false, since: Some(now) },
-                    );
+                    let mut entry = Entry::new(Phase::Queued, 0, false, Some(now));
+                    entry.marking = 1;
+                    inner.entries.insert(key.clone(), entry);
                     if inner.schedule(key, self.clock.now(), self.rerun_delay) {
                         drop(inner);
                         self.ready.notify_one();
@@ -252,25 +320,38 @@ impl SyncQueue {
                     // A durable mark that is still held covers this notification too: it is
                     // cleared only by the end of a sync that starts after now (a running one
                     // was just told to run again).
-                    if e.marked {
+                    // Except while another replica holds the calendar (shared database):
+                    // this mark may be read by its sync already, so each notification marks
+                    // anew for the holder to see.
+                    if e.marked && !e.elsewhere {
+                        e.since_mark = true;
                         return Ok(false);
                     }
+                    e.marking += 1;
                 }
             }
         }
-        let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
-        self.flush.durable().await?;
+        let written = async {
+            let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
+            self.flush.durable().await?;
+            Ok::<u64, StoreError>(generation)
+        }
+        .await;
         let covered = {
             let mut inner = self.inner.lock();
             match inner.entries.get_mut(key) {
                 Some(e) => {
-                    e.generation = e.generation.max(generation);
-                    e.marked = true;
+                    e.marking = e.marking.saturating_sub(1);
+                    if let Ok(generation) = &written {
+                        e.generation = e.generation.max(*generation);
+                        e.marked = true;
+                    }
                     false
                 }
                 None => true,
             }
         };
+        let generation = written?;
         if covered {
             // The sync this notification queued has already run and covered it.
             self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
@@ -284,9 +365,7 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         match inner.entries.get_mut(key) {
             None => {
-                inner
-                    .entries
-                    .insert(key.clone(), Entry { phase: Phase::Queued, generation: 0, marked: false, since: None });
+                inner.entries.insert(key.clone(), Entry::new(Phase::Queued, 0, false, None));
                 inner.push_ready(key.clone());
                 drop(inner);
                 self.ready.notify_one();
@@ -348,7 +427,10 @@ impl SyncQueue {
     }
 
     /// Ends a claim.
-    pub async fn finish(&self, claim: &Claim, outcome: Finish) -> Result<(), StoreError> {
+    pub async fn finish(&self, claim: &Claim, outcome: Finish) -> Result<After, StoreError> {
+        if self.shared {
+            return self.finish_shared(claim, outcome).await;
+        }
         let key = &claim.key;
         let now = self.clock.now();
         // The durable mark to clear, decided under the lock and cleared after it.
@@ -357,9 +439,11 @@ impl SyncQueue {
             inner.release_claim(&key.tenant);
             // The tenant may have been at its limit: its next calendar can go.
             self.ready.notify_one();
-            let Some(entry) = inner.entries.get_mut(key) else { return Ok(()) };
+            let Some(entry) = inner.entries.get_mut(key) else { return Ok(After::Ended) };
             let again = matches!(entry.phase, Phase::Running { again: true });
             match outcome {
+                // Only with a shared database.
+                Finish::Elsewhere => None,
                 Finish::Done | Finish::GiveUp if again => {
                     entry.phase = Phase::Queued;
                     let ready = inner.schedule(key, now, self.rerun_delay);
@@ -391,7 +475,88 @@ impl SyncQueue {
             // queued by its own `notify`.
             self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
         }
-        Ok(())
+        Ok(After::Ended)
+    }
+
+    /// `finish` on a shared database (module doc).
+    async fn finish_shared(&self, claim: &Claim, outcome: Finish) -> Result<After, StoreError> {
+        let key = &claim.key;
+        let now = self.clock.now();
+        let (read, bump) = {
+            let mut inner = self.inner.lock();
+            inner.release_claim(&key.tenant);
+            self.ready.notify_one();
+            let Some(entry) = inner.entries.get_mut(key) else { return Ok(After::Ended) };
+            match outcome {
+                Finish::RetryAt(at) => {
+                    entry.phase = Phase::Delayed;
+                    inner.delayed.insert((at, key.clone()));
+                    drop(inner);
+                    self.delayed_changed.notify_one();
+                    return Ok(After::Again(Some(at)));
+                }
+                Finish::Elsewhere => {
+                    let bump = entry.since_mark || matches!(entry.phase, Phase::Running { again: true });
+                    // A mark still being written is no one's to cover yet: try once more.
+                    if !bump && entry.elsewhere && entry.marking == 0 {
+                        inner.entries.remove(key);
+                        inner.shrink_if_idle();
+                        return Ok(After::Ended);
+                    }
+                    // Once more after the settling window: the holder may have ended just
+                    // before this replica's mark.
+                    entry.elsewhere = true;
+                    entry.since_mark = false;
+                    entry.phase = Phase::Delayed;
+                    let at = now + self.rerun_delay;
+                    inner.delayed.insert((at, key.clone()));
+                    (None, bump)
+                }
+                Finish::Done | Finish::GiveUp => (entry.read.take(), false),
+            }
+        };
+        if bump {
+            let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
+            self.flush.durable().await?;
+            if let Some(e) = self.inner.lock().entries.get_mut(key) {
+                e.generation = e.generation.max(generation);
+                e.marked = true;
+            }
+        }
+        if matches!(outcome, Finish::Elsewhere) {
+            self.delayed_changed.notify_one();
+            return Ok(After::Ended);
+        }
+        if let Some(generation) = read {
+            self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
+        }
+        // A mark this sync did not cover (written after the claim, here or on another
+        // replica): run again.
+        let remaining = self.store.dirty_generation(&key.tenant, &key.user).await?;
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.entries.get_mut(key) else { return Ok(After::Ended) };
+        let again = matches!(entry.phase, Phase::Running { again: true });
+        tracing::debug!(tenant = %key.tenant, user = %key.user, ?read, ?remaining, again, "sync ended");
+        if !again && remaining.is_none() {
+            inner.entries.remove(key);
+            inner.shrink_if_idle();
+            return Ok(After::Ended);
+        }
+        entry.phase = Phase::Queued;
+        entry.since_mark = false;
+        if let Some(g) = remaining {
+            entry.generation = g;
+            entry.marked = true;
+        }
+        let ready = inner.schedule(key, now, self.rerun_delay);
+        drop(inner);
+        if ready {
+            self.ready.notify_one();
+            Ok(After::Again(None))
+        } else {
+            self.delayed_changed.notify_one();
+            Ok(After::Again(Some(now + self.rerun_delay)))
+        }
     }
 
     /// Drops a calendar (its user was deleted). A claim in flight still ends with `finish`.
@@ -543,6 +708,53 @@ mod tests {
         assert_eq!(restarted.release_due(later), 1);
         let claim = restarted.take().await;
         restarted.finish(&claim, Finish::Done).await.unwrap();
+        assert!(store.dirty_calendars().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_calendar_held_elsewhere_keeps_its_mark_for_the_holder() {
+        let (q, store, _dir, _stop) = queue();
+        let q = q.shared();
+        let k = CalendarKey::new("t", "u@x");
+        // This replica's notification, but another replica holds the calendar.
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        let after = q.finish(&claim, Finish::Elsewhere).await.unwrap();
+        assert_eq!(after, After::Ended, "no claim of its own to keep");
+        let marks = store.dirty_calendars().await.unwrap();
+        assert_eq!(marks.len(), 1, "the mark stays for the holder");
+        // While held elsewhere each notification marks anew (the holder may have read the old).
+        q.notify(&k).await.unwrap();
+        let newer = store.dirty_generation("t", "u@x").await.unwrap();
+        assert!(newer > Some(marks[0].2), "{newer:?} after {marks:?}");
+        // The holder synced and cleared it: the retry here calls no Google API.
+        assert!(store.clear_dirty("t", "u@x", newer.unwrap()).await.unwrap());
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let retry = q.take().await;
+        assert!(q.claimed(&k, None), "covered by the holder's sync: skipped");
+        assert_eq!(q.finish(&retry, Finish::Done).await.unwrap(), After::Ended);
+        assert!(!q.contains(&k));
+    }
+
+    #[tokio::test]
+    async fn across_replicas_the_holder_clears_only_what_it_read_and_runs_again_for_newer_marks() {
+        let (q, store, _dir, _stop) = queue();
+        let q = q.shared();
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        let read = store.dirty_generation("t", "u@x").await.unwrap();
+        assert!(!q.claimed(&k, read), "a mark to cover: it syncs");
+        // Another replica's notification lands during the sync.
+        store.mark_dirty("t", "u@x").await.unwrap();
+        let after = q.finish(&claim, Finish::Done).await.unwrap();
+        assert!(matches!(after, After::Again(_)), "it runs again and keeps its claim: {after:?}");
+        assert_eq!(store.dirty_calendars().await.unwrap().len(), 1, "the newer mark survived");
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let again = q.take().await;
+        let read = store.dirty_generation("t", "u@x").await.unwrap();
+        assert!(!q.claimed(&k, read));
+        assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
         assert!(store.dirty_calendars().await.unwrap().is_empty());
     }
 

@@ -1,0 +1,100 @@
+//! Sync claims across replicas: a row per calendar being synced (or waiting for its retry or
+//! rerun) in `sync_claims`, with the replica holding it and until when.
+//!
+//! Claiming is one statement: `INSERT … ON CONFLICT DO UPDATE … WHERE the old claim ran out or
+//! is ours`, which PostgreSQL applies under the row's lock, so of replicas racing for one
+//! calendar exactly one wins, and none waits for another. (`FOR UPDATE SKIP LOCKED` serves
+//! replicas taking *any* free work from a shared queue; here each replica asks for a calendar
+//! it was notified of, by key, so a claim by key is what fits — and it needs no transaction.)
+//! Leases are on the database's clock, which all replicas share.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::ClusterError;
+use crate::model::CalendarKey;
+
+/// Whether a calendar's sync is this replica's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    Mine,
+    /// Another replica holds it: it will see this replica's dirty mark.
+    Elsewhere,
+}
+
+/// The tables (created if missing; they hold only leases and heartbeats, nothing to migrate).
+pub async fn migrate(pool: &PgPool) -> Result<(), ClusterError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS sync_claims (
+             tenant TEXT NOT NULL,
+             user_email TEXT NOT NULL,
+             holder TEXT NOT NULL,
+             until TIMESTAMPTZ NOT NULL,
+             PRIMARY KEY (tenant, user_email)
+         );
+         CREATE TABLE IF NOT EXISTS cluster_members (
+             id TEXT PRIMARY KEY,
+             last_seen TIMESTAMPTZ NOT NULL
+         );",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+pub async fn claim(pool: &PgPool, key: &CalendarKey, me: &str, lease: Duration) -> Result<Claimed, ClusterError> {
+    let row: Option<String> = sqlx::query_scalar(
+        "INSERT INTO sync_claims (tenant, user_email, holder, until)
+         VALUES ($1, $2, $3, now() + $4 * interval '1 millisecond')
+         ON CONFLICT (tenant, user_email) DO UPDATE
+             SET holder = EXCLUDED.holder, until = EXCLUDED.until
+             WHERE sync_claims.until < now() OR sync_claims.holder = EXCLUDED.holder
+         RETURNING holder",
+    )
+    .bind(&key.tenant)
+    .bind(&key.user)
+    .bind(me)
+    .bind(millis(lease))
+    .fetch_optional(pool)
+    .await?;
+    Ok(if row.is_some() { Claimed::Mine } else { Claimed::Elsewhere })
+}
+
+/// Extends this replica's claim to `for_` from now; false if it is no longer ours.
+pub async fn extend(pool: &PgPool, key: &CalendarKey, me: &str, for_: Duration) -> Result<bool, ClusterError> {
+    let done = sqlx::query(
+        "UPDATE sync_claims SET until = now() + $4 * interval '1 millisecond'
+         WHERE tenant = $1 AND user_email = $2 AND holder = $3",
+    )
+    .bind(&key.tenant)
+    .bind(&key.user)
+    .bind(me)
+    .bind(millis(for_))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn release(pool: &PgPool, key: &CalendarKey, me: &str) -> Result<(), ClusterError> {
+    sqlx::query("DELETE FROM sync_claims WHERE tenant = $1 AND user_email = $2 AND holder = $3")
+        .bind(&key.tenant)
+        .bind(&key.user)
+        .bind(me)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Calendars with a live claim (and, in passing, forgets claims that ran out long ago).
+pub async fn live(pool: &PgPool) -> Result<HashSet<CalendarKey>, ClusterError> {
+    sqlx::query("DELETE FROM sync_claims WHERE until < now() - interval '1 hour'").execute(pool).await?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT tenant, user_email FROM sync_claims WHERE until >= now()").fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(tenant, user)| CalendarKey { tenant, user }).collect())
+}

@@ -1,0 +1,285 @@
+//! Replicas on one database (DESIGN §10): who leads, who syncs which calendar, and how replicas
+//! wake each other.
+//!
+//! With sled (one process) this replica is everything: always the leader, every claim its own,
+//! nothing goes over the network. With PostgreSQL any number of `gwsync serve` replicas share
+//! the database, and each holds some of these roles (`/readyz` lists them):
+//! - **http** and **sync** — every replica: it answers webhooks and the API, and syncs the
+//!   calendars notified to it. A sync first claims its calendar in `sync_claims` (`claims`),
+//!   with a lease a dead replica's claims fall out of; a replica that finds the calendar held
+//!   elsewhere leaves its dirty mark for the holder, whose clearing (only at the generation it
+//!   read when it claimed) then fails, so it runs once more. Marks nobody holds (a killed
+//!   replica's) are picked up by every replica's scan every half lease.
+//! - **leader** — one replica at a time, the holder of a PostgreSQL advisory lock on a
+//!   dedicated connection (`leader`): it runs what must run once — the boundary scheduler and
+//!   the outbox (each user's switches in sequence order), channel renewal and the keeper, the
+//!   backstop and contacts polling. Only the leader reconciles presence: a follower that
+//!   changed a user's data asks it to (`NOTIFY gwsync_presence`), since two replicas reconciling
+//!   one user would race on its sequence. A killed leader's session ends, PostgreSQL frees the
+//!   lock, and the next replica takes over within `cluster.leader_retry`; on taking over it
+//!   loads the outbox and reconciles every user, so every switch that fell due meanwhile goes
+//!   out.
+//! - Replicas wake each other with `LISTEN/NOTIFY` (`notify`); notifications are lost while a
+//!   listener is reconnecting, so after a reconnect the leader reconciles everyone again.
+//! - Google budgets are the cluster's, not each replica's: every replica heartbeats in
+//!   `cluster_members`, and paces each project at its quota divided by the live replicas
+//!   (`members`).
+//!
+//! This module knows only the database and the keys; what runs on becoming leader is wired in
+//! `roles`.
+
+pub mod claims;
+pub mod leader;
+pub mod members;
+pub mod notify;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use crate::model::CalendarKey;
+
+pub use claims::Claimed;
+pub use notify::Event;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Connecting failed (the message never shows the URL or its password).
+    #[error("connecting to the database: {0}")]
+    Connect(String),
+}
+
+/// `error` as text without the database URL or its password (sqlx names the URL in some
+/// configuration errors).
+pub fn scrub(error: impl std::fmt::Display, url: &secrecy::SecretString) -> String {
+    use secrecy::ExposeSecret;
+    let url = url.expose_secret();
+    let mut text = error.to_string().replace(url, "<database_url>");
+    if let Ok(parsed) = url::Url::parse(url)
+        && let Some(password) = parsed.password()
+        && !password.is_empty()
+    {
+        text = text.replace(password, "<password>");
+        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8()
+            && !decoded.is_empty()
+        {
+            text = text.replace(decoded.as_ref(), "<password>");
+        }
+    }
+    text
+}
+
+/// The PostgreSQL side: a small pool of its own (claims, notifications, heartbeats), besides the
+/// leader's and the listener's dedicated connections.
+struct Shared {
+    pool: sqlx::PgPool,
+    url: secrecy::SecretString,
+    lease: Duration,
+    leader_retry: Duration,
+}
+
+/// This replica's place in the cluster; in the app state.
+pub struct Cluster {
+    shared: Option<Shared>,
+    replica_id: String,
+    leader: watch::Sender<bool>,
+    /// Whether the last database check succeeded (PostgreSQL only).
+    reachable: AtomicBool,
+    /// Live replicas, this one included (at least 1).
+    members: AtomicUsize,
+    events: mpsc::UnboundedSender<Event>,
+    events_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+}
+
+impl Cluster {
+    /// One process on sled: always the leader, alone.
+    pub fn single() -> Self {
+        Self::new(None, "local".into(), true)
+    }
+
+    /// A replica on PostgreSQL at `url`; `start` runs its background work.
+    pub async fn postgres(url: &secrecy::SecretString, config: &ClusterConfig) -> Result<Self, ClusterError> {
+        use secrecy::ExposeSecret;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url.expose_secret())
+            .await
+            .map_err(|e| ClusterError::Connect(scrub(e, url)))?;
+        claims::migrate(&pool).await?;
+        let id = config.replica_id.clone().unwrap_or_else(default_replica_id);
+        let shared = Shared { pool, url: url.clone(), lease: config.claim_lease, leader_retry: config.leader_retry };
+        Ok(Self::new(Some(shared), id, false))
+    }
+
+    fn new(shared: Option<Shared>, replica_id: String, leader: bool) -> Self {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        Cluster {
+            shared,
+            replica_id,
+            leader: watch::Sender::new(leader),
+            reachable: AtomicBool::new(true),
+            members: AtomicUsize::new(1),
+            events,
+            events_rx: parking_lot::Mutex::new(Some(events_rx)),
+        }
+    }
+
+    /// Starts the leader election, the listener and the heartbeat (nothing with sled).
+    pub fn start(self: &Arc<Self>, tracker: &tokio_util::task::TaskTracker, shutdown: &CancellationToken) {
+        if self.shared.is_none() {
+            return;
+        }
+        tracker.spawn(leader::run(self.clone(), shutdown.clone()));
+        tracker.spawn(notify::listen(self.clone(), shutdown.clone()));
+        tracker.spawn(members::run(self.clone(), shutdown.clone()));
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Follows leadership (true while this replica leads).
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leader.subscribe()
+    }
+
+    fn set_leader(&self, leading: bool) {
+        self.leader.send_if_modified(|l| std::mem::replace(l, leading) != leading);
+    }
+
+    /// What other replicas asked of this one (taken once, by `roles`).
+    pub fn take_events(&self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        self.events_rx.lock().take()
+    }
+
+    /// Whether this replica reconciles presence itself (else it asks the leader).
+    pub fn reconciles_here(&self) -> bool {
+        self.shared.is_none() || self.is_leader()
+    }
+
+    /// The roles this replica holds now, for `/readyz`.
+    pub fn roles(&self) -> Vec<&'static str> {
+        let mut roles = Vec::with_capacity(3);
+        if self.is_leader() {
+            roles.push("leader");
+        }
+        roles.extend(["sync", "http"]);
+        roles
+    }
+
+    /// Live replicas, this one included.
+    pub fn members(&self) -> usize {
+        self.members.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Whether the database answers now (a quick query; always true with sled).
+    pub async fn database_reachable(&self) -> bool {
+        let Some(shared) = &self.shared else { return true };
+        let ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&shared.pool),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        self.reachable.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// Asks the leader to reconcile a user (a follower changed their data).
+    pub async fn presence_changed(&self, key: &CalendarKey) {
+        self.send(notify::PRESENCE, &Event::Presence(key.clone())).await;
+    }
+
+    /// Asks the leader to reconcile a tenant's users (`new_receiver`: its phone system moved).
+    pub async fn tenant_presence_changed(&self, tenant: &str, new_receiver: bool) {
+        self.send(notify::PRESENCE_TENANT, &Event::PresenceTenant { tenant: tenant.to_owned(), new_receiver }).await;
+    }
+
+    /// Tells every replica a tenant's key or settings changed (they drop what they cached).
+    pub async fn tenant_changed(&self, tenant: &str) {
+        self.send(notify::TENANT, &Event::Tenant { tenant: tenant.to_owned() }).await;
+    }
+
+    /// Tells every replica a tenant's phonebook changed (they rebuild their index).
+    pub async fn contacts_changed(&self, tenant: &str) {
+        self.send(notify::CONTACTS, &Event::Contacts { tenant: tenant.to_owned() }).await;
+    }
+
+    /// Wakes the leader's channel keeper (a deletion left channels to stop).
+    pub async fn wake_keeper(&self) {
+        self.send(notify::KEEPER, &Event::Keeper).await;
+    }
+
+    async fn send(&self, channel: &str, event: &Event) {
+        let Some(shared) = &self.shared else { return };
+        if let Err(e) = notify::send(&shared.pool, channel, event).await {
+            // Not fatal: the leader reconciles everyone when it takes over, the backstop syncs
+            // every calendar, and the keeper sweeps on its interval.
+            tracing::warn!(channel, error = %e, "could not notify the other replicas");
+        }
+    }
+
+    /// Claims a calendar's sync for this replica (with sled: always).
+    pub async fn claim(&self, key: &CalendarKey) -> Result<Claimed, ClusterError> {
+        match &self.shared {
+            None => Ok(Claimed::Mine),
+            Some(s) => claims::claim(&s.pool, key, &self.replica_id, s.lease).await,
+        }
+    }
+
+    /// Keeps this replica's claim for `extra` beyond a lease from now (a job running, or
+    /// waiting for its retry or rerun).
+    pub async fn hold(&self, key: &CalendarKey, extra: Duration) -> Result<bool, ClusterError> {
+        match &self.shared {
+            None => Ok(true),
+            Some(s) => claims::extend(&s.pool, key, &self.replica_id, s.lease + extra).await,
+        }
+    }
+
+    pub async fn release(&self, key: &CalendarKey) -> Result<(), ClusterError> {
+        match &self.shared {
+            None => Ok(()),
+            Some(s) => claims::release(&s.pool, key, &self.replica_id).await,
+        }
+    }
+
+    /// Calendars some replica holds a live claim on.
+    pub async fn claimed(&self) -> Result<std::collections::HashSet<CalendarKey>, ClusterError> {
+        match &self.shared {
+            None => Ok(Default::default()),
+            Some(s) => claims::live(&s.pool).await,
+        }
+    }
+
+    /// The claim lease (how often marks nobody holds are looked for: half of it).
+    pub fn lease(&self) -> Option<Duration> {
+        self.shared.as_ref().map(|s| s.lease)
+    }
+}
+
+/// Host name, process id and a random suffix: unique per process, readable in the tables.
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gwsync".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}

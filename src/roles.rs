@@ -1,0 +1,131 @@
+//! What this replica runs as its roles change (`cluster` module doc): on becoming leader it
+//! loads the outbox, reconciles every user (so every switch that fell due meanwhile goes out)
+//! and starts the leader's tasks — the boundary scheduler, outbox delivery, the backstop, the
+//! channel keeper and contacts polling — under a child token; on losing the lock it cancels
+//! them at once, waits for them, and forgets their in-memory state. It also acts on what other
+//! replicas ask (`cluster::Event`).
+//!
+//! Audit and token housekeeping (`Access::run`) is not here but on every replica: it writes
+//! back the `last_used_at` times this replica saw, which only it knows, and its pruning is
+//! idempotent.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::{Cluster, Event};
+use crate::contacts::Contacts;
+use crate::presence::engine::Presence;
+use crate::sync::SyncService;
+
+pub struct Roles {
+    pub cluster: Arc<Cluster>,
+    pub sync: Arc<SyncService>,
+    pub presence: Arc<Presence>,
+    pub contacts: Arc<Contacts>,
+}
+
+impl Roles {
+    /// Starts following leadership and other replicas' requests (shared database only).
+    pub fn start(self: Arc<Self>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        let (me, stop) = (self.clone(), shutdown.clone());
+        tracker.spawn(async move { me.lead(stop).await });
+        if let Some(events) = self.cluster.take_events() {
+            let (me, stop) = (self.clone(), shutdown.clone());
+            tracker.spawn(async move { me.serve_events(events, stop).await });
+        }
+    }
+
+    async fn lead(&self, shutdown: CancellationToken) {
+        let mut leadership = self.cluster.leadership();
+        loop {
+            // Wait to lead.
+            while !*leadership.borrow_and_update() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = leadership.changed() => if changed.is_err() { return },
+                }
+            }
+            let term = shutdown.child_token();
+            let tasks = TaskTracker::new();
+            self.take_over(&tasks, &term).await;
+            while *leadership.borrow_and_update() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    changed = leadership.changed() => if changed.is_err() { break },
+                }
+            }
+            term.cancel();
+            tasks.close();
+            tasks.wait().await;
+            self.presence.clear();
+            self.presence.outbox.clear();
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tracing::info!("leader tasks stopped");
+        }
+    }
+
+    async fn take_over(&self, tasks: &TaskTracker, term: &CancellationToken) {
+        let outbox = self.presence.outbox.clone();
+        match outbox.load().await {
+            Ok(queued) => tracing::info!(queued_switches = queued, "outbox loaded"),
+            // Its messages stay in the store; each user's next switch supersedes them.
+            Err(e) => tracing::error!(error = %e, "cannot load the outbox"),
+        }
+        tasks.spawn(outbox.run(tasks.clone(), term.clone()));
+        // The scheduler runs while users are reconciled: their wake-ups arrive as they go.
+        tasks.spawn(self.presence.clone().run(term.clone()));
+        let presence = self.presence.clone();
+        let stop = term.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                users = presence.recompute_all() => match users {
+                    Ok(users) => tracing::info!(users, "leading: presence reconciled"),
+                    Err(e) => tracing::error!(error = %e, "reconciling presence on taking over failed"),
+                },
+            }
+        });
+        self.sync.start_leader_tasks(tasks, term);
+        tasks.spawn(self.contacts.clone().run(term.clone()));
+    }
+
+    async fn serve_events(&self, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>, shutdown: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                e = events.recv() => match e { Some(e) => e, None => return },
+            };
+            let leading = self.cluster.is_leader();
+            let result = match event {
+                Event::Presence(key) if leading => self.presence.recompute(&key).await,
+                Event::PresenceTenant { tenant, new_receiver } if leading => {
+                    self.presence.recompute_tenant(&tenant, new_receiver).await
+                }
+                Event::Keeper if leading => {
+                    self.sync.keeper_wake.notify_one();
+                    Ok(())
+                }
+                Event::Missed if leading => self.presence.recompute_all().await.map(|_| ()),
+                Event::Tenant { tenant } => {
+                    self.sync.app.forget_tenant(&tenant);
+                    self.sync.tenant_auth.forget(&tenant);
+                    self.contacts.forget_tenant(&tenant);
+                    Ok(())
+                }
+                Event::Contacts { tenant } => {
+                    self.contacts.forget_book(&tenant);
+                    Ok(())
+                }
+                // For the leader only.
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "acting on another replica's request failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! Three `gwsync serve` replicas (real processes, so a SIGKILL is real) on one throwaway
+//! PostgreSQL database, behind a small round-robin TCP proxy that is the public URL Google
+//! posts to: notifications spread over the replicas sync; a burst over three replicas costs at
+//! most two `events.list` calls; the leader killed mid-run still delivers the next switch in
+//! time, none twice with different content, in order; all replicas killed and restarted lose
+//! nothing.
+//!
+//! The processes run on the system clock (there is no clock to inject into another process):
+//! the switches are a few seconds ahead, and the test polls with timeouts rather than sleeping.
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use common::receiver::Receiver;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+const REPLICAS: usize = 3;
+
+/// A round-robin TCP proxy: each connection goes to the next replica that accepts it.
+struct Proxy {
+    port: u16,
+    backends: Arc<Mutex<Vec<u16>>>,
+    /// Connections passed to each backend port.
+    passed: Arc<Mutex<BTreeMap<u16, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let backends: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let passed: Arc<Mutex<BTreeMap<u16, usize>>> = Arc::default();
+        let next = Arc::new(AtomicUsize::new(0));
+        let (b, p) = (backends.clone(), passed.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let (b, p, next) = (b.clone(), p.clone(), next.clone());
+                tokio::spawn(async move {
+                    let ports = b.lock().clone();
+                    for _ in 0..ports.len() {
+                        let port = ports[next.fetch_add(1, Ordering::SeqCst) % ports.len()];
+                        // A killed replica refuses: the next one gets the connection.
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                            *p.lock().entry(port).or_default() += 1;
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { port, backends, passed, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The three replicas, the database they share and the proxy in front of them.
+struct Cluster {
+    app: TestApp,
+    database_url: String,
+    proxy: Proxy,
+    master_key: String,
+    dirs: tempfile::TempDir,
+    replicas: Vec<Option<ServeProcess>>,
+    ports: Vec<u16>,
+    env: Vec<(String, String)>,
+    /// A client that opens a connection per request, so the proxy spreads requests.
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start(extra: &[(&str, &str)]) -> Cluster {
+        let mut app = TestApp::start().await;
+        app.stop_gwsync().await.expect("the in-process gwsync stops");
+        let database_url = pg::fresh_database().await;
+        let proxy = Proxy::start().await;
+        let mut env: Vec<(String, String)> = vec![
+            ("GWSYNC_DATABASE_URL".into(), database_url.clone()),
+            ("GWSYNC_PUBLIC_URL".into(), proxy.url()),
+            ("GWSYNC_CLUSTER__CLAIM_LEASE".into(), "4s".into()),
+            ("GWSYNC_CLUSTER__LEADER_RETRY".into(), "500ms".into()),
+            ("GWSYNC_SYNC__BACKSTOP_INTERVAL".into(), "7d".into()),
+            ("RUST_LOG".into(), "info,gwsync::sync=debug".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().expect("client");
+        let mut c = Cluster {
+            app,
+            database_url,
+            proxy,
+            master_key: random_master_key(),
+            dirs: tempfile::tempdir().expect("tempdir"),
+            replicas: Vec::new(),
+            ports: (0..REPLICAS).map(|_| free_port()).collect(),
+            env,
+            http,
+        };
+        for i in 0..REPLICAS {
+            let r = c.spawn(i).await;
+            c.replicas.push(Some(r));
+        }
+        *c.proxy.backends.lock() = c.ports.clone();
+        c
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dirs.path().join(format!("replica{i}"))
+    }
+
+    async fn spawn(&self, i: usize) -> ServeProcess {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ServeProcess::spawn(&self.app, &self.data_dir(i), self.ports[i], &self.master_key, &env).await
+    }
+
+    async fn restart(&mut self, i: usize) {
+        let r = self.spawn(i).await;
+        self.replicas[i] = Some(r);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut r) = self.replicas[i].take() {
+            r.kill();
+        }
+    }
+
+    fn replica(&self, i: usize) -> &ServeProcess {
+        self.replicas[i].as_ref().expect("a running replica")
+    }
+
+    fn logs(&self) -> String {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().map(|r| format!("--- replica {i}\n{}", r.log_text())))
+            .collect()
+    }
+
+    /// An admin-API call through the proxy (whichever replica gets it).
+    async fn api(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self
+            .http
+            .request(method.parse().expect("method"), format!("{}{path}", self.proxy.url()))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        reply(req.send().await.expect("api call through the proxy")).await
+    }
+
+    async fn readyz(&self, i: usize) -> Value {
+        let r = self.app.http.get(format!("{}/readyz", self.replica(i).base())).send().await.expect("readyz");
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    /// The replica that leads now (waits for exactly one).
+    async fn leader(&self) -> usize {
+        eventually("exactly one leader", async || {
+            let mut leaders = Vec::new();
+            for i in 0..REPLICAS {
+                if self.replicas[i].is_some() {
+                    let ready = self.readyz(i).await;
+                    if ready["roles"].as_array().is_some_and(|r| r.iter().any(|x| x == "leader")) {
+                        leaders.push(i);
+                    }
+                }
+            }
+            if leaders.len() == 1 { Ok(leaders[0]) } else { Err(format!("leaders: {leaders:?}")) }
+        })
+        .await
+    }
+
+    /// Tenant acme (optionally with a phone system) and its key, through the proxy.
+    async fn setup_tenant(&self, phone: Option<(&str, &str)>) {
+        let mut tenant = json!({"domain": DOMAIN, "directory_admin": IT});
+        if let Some((url, secret)) = phone {
+            tenant["phone_system"] = json!({"url": url, "secret": secret});
+        }
+        let r = self.api("PUT", &format!("/api/v1/tenants/{TENANT}"), Some(tenant)).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = self.api("PUT", &format!("/api/v1/tenants/{TENANT}/credentials"), Some(self.app.key.clone())).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    async fn add_user(&self, user: &str) {
+        let body = json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]});
+        let r = self.api("PUT", &format!("/api/v1/tenants/{TENANT}/users/{user}"), Some(body)).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+
+    /// Live channels at the fake by calendar: (id, token, resource id).
+    async fn channels(&self, users: &[&str]) -> BTreeMap<String, (String, String, String)> {
+        eventually("a live channel per user", async || {
+            let r = self.app.fake_control("GET", "/_fake/channels?state=live", Value::Null).await;
+            let live: BTreeMap<String, (String, String, String)> = r.body["channels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                    (s("calendar"), (s("id"), s("token"), s("resourceId")))
+                })
+                .collect();
+            if users.iter().all(|u| live.contains_key(*u)) { Ok(live) } else { Err(format!("{} live", live.len())) }
+        })
+        .await
+    }
+
+    /// Waits until no replica has a sync of `user` queued or running, for a quiet spell.
+    async fn quiet(&self, user: &str) {
+        let mut idle = 0;
+        eventually("every replica idle", async || {
+            for r in self.replicas.iter().flatten() {
+                let s = r.api(&self.app, "GET", &format!("/api/v1/tenants/{TENANT}/users/{user}"), None).await;
+                if !s.body["sync"]["pending"].is_null() || s.body["sync"]["last_sync"].is_null() {
+                    idle = 0;
+                    return Err(format!("{}", s.body));
+                }
+            }
+            idle += 1;
+            if idle >= 10 { Ok(()) } else { Err("idle, settling".into()) }
+        })
+        .await;
+    }
+
+    /// A notification for a channel, through the proxy; its status.
+    async fn notify(&self, channel: &(String, String, String), n: usize) -> u16 {
+        let (id, token, resource) = channel;
+        let sent = self
+            .http
+            .post(format!("{}/webhooks/google/calendar", self.proxy.url()))
+            .header("X-Goog-Channel-ID", id)
+            .header("X-Goog-Channel-Token", token)
+            .header("X-Goog-Resource-ID", resource)
+            .header("X-Goog-Resource-State", "exists")
+            .header("X-Goog-Message-Number", (1_000 + n).to_string())
+            .header("Content-Length", "0")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        sent.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
+    /// A notification straight to replica `i` (not through the proxy).
+    async fn notify_replica(&self, i: usize, channel: &(String, String, String)) -> u16 {
+        let (id, token, resource) = channel;
+        let sent = self
+            .http
+            .post(format!("{}/webhooks/google/calendar", self.replica(i).base()))
+            .header("X-Goog-Channel-ID", id)
+            .header("X-Goog-Channel-Token", token)
+            .header("X-Goog-Resource-ID", resource)
+            .header("X-Goog-Resource-State", "exists")
+            .header("X-Goog-Message-Number", "999")
+            .header("Content-Length", "0")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        sent.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
+    /// Waits until the stored events of `user` (read through the proxy) include `summary`.
+    async fn stored(&self, user: &str, summary: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let r = self.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{user}/events"), None).await;
+            if r.body["events"].as_array().into_iter().flatten().any(|e| e["summary"] == summary) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {summary} stored for {user}: {}\n{}",
+                r.body,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn insert_event(app: &TestApp, user: &str, summary: &str, start: DateTime<Utc>, end: DateTime<Utc>) {
+    let writer = writer_token(app, user).await;
+    let rfc = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let event = json!({"summary": summary, "start": {"dateTime": rfc(start)}, "end": {"dateTime": rfc(end)}});
+    let r = google(app, "POST", "events", &writer, Some(event)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+async fn drop_google_notifications(app: &TestApp) {
+    let r = app.fake_control("PUT", "/_fake/delivery", json!({"drop": 1.0})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+fn far_future(hour: u32) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = chrono::TimeZone::with_ymd_and_hms(&Utc, 2030, 3, 4, hour, 0, 0).single().expect("a time");
+    (start, start + chrono::Duration::hours(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notifications_spread_over_replicas_sync_and_a_burst_costs_at_most_two_lists() {
+    // The settling window is long enough for the whole burst to land in it.
+    let cluster = Cluster::start(&[("GWSYNC_SYNC__RERUN_DELAY", "3s")]).await;
+    let leader = cluster.leader().await;
+    for i in 0..REPLICAS {
+        let ready = cluster.readyz(i).await;
+        assert_eq!(ready["status"], "ready", "{ready}");
+        assert_eq!(ready["store"], "postgres", "{ready}");
+        assert_eq!(ready["database"], "reachable", "{ready}");
+        let roles = ready["roles"].as_array().cloned().unwrap_or_default();
+        assert!(roles.contains(&json!("sync")) && roles.contains(&json!("http")), "{ready}");
+        assert_eq!(roles.contains(&json!("leader")), i == leader, "{ready}");
+    }
+    cluster.setup_tenant(None).await;
+    cluster.add_user(ALICE).await;
+    cluster.add_user(BOB).await;
+    let channels = cluster.channels(&[ALICE, BOB]).await;
+    cluster.quiet(ALICE).await;
+    cluster.quiet(BOB).await;
+    drop_google_notifications(&cluster.app).await;
+
+    // One change and one notification at a time: each lands on the next replica and syncs.
+    let before: BTreeMap<u16, usize> = cluster.proxy.passed.lock().clone();
+    for n in 0..6 {
+        let summary = format!("Spread {n}");
+        let (start, end) = far_future(8 + n as u32);
+        insert_event(&cluster.app, BOB, &summary, start, end).await;
+        assert_eq!(cluster.notify(&channels[BOB], n).await, 200);
+        cluster.stored(BOB, &summary).await;
+    }
+    let after: BTreeMap<u16, usize> = cluster.proxy.passed.lock().clone();
+    for port in &cluster.ports {
+        let got = after.get(port).copied().unwrap_or(0) - before.get(port).copied().unwrap_or(0);
+        assert!(got > 0, "every replica answered some of the requests: {before:?} → {after:?}");
+    }
+    cluster.quiet(BOB).await;
+
+    // A burst of 100 notifications for one change, over the three replicas.
+    let since = last_seq(&cluster.app).await;
+    let (start, end) = far_future(16);
+    insert_event(&cluster.app, ALICE, "Burst", start, end).await;
+    let sent = futures_util::future::join_all((0..100).map(|n| cluster.notify(&channels[ALICE], 100 + n))).await;
+    assert!(sent.iter().all(|s| *s == 200), "every notification acknowledged: {sent:?}");
+    cluster.stored(ALICE, "Burst").await;
+    cluster.quiet(ALICE).await;
+    let lists: Vec<Value> = requests(&cluster.app, Some("calendar.events.list"), since)
+        .await
+        .into_iter()
+        .filter(|r| r["user"] == ALICE)
+        .collect();
+    assert!(
+        (1..=2).contains(&lists.len()),
+        "a burst over three replicas costs at most two events.list calls, not {}: {lists:#?}\n{}",
+        lists.len(),
+        cluster.logs()
+    );
+    cluster.app.fake.stop().await;
+}
+
+const SECRET_KEY: [u8; 32] = *b"gwsync-replicas-test-key-32bytes";
+
+fn secret() -> String {
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(SECRET_KEY))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_killed_before_a_switch_the_next_leader_delivers_it_in_time() {
+    let mut cluster = Cluster::start(&[]).await;
+    let rx = Receiver::start(&secret(), gwsync::clock::Clock::system()).await;
+    cluster.setup_tenant(Some((&rx.url, &secret()))).await;
+    cluster.add_user(ALICE).await;
+    cluster.channels(&[ALICE]).await;
+    cluster.quiet(ALICE).await;
+    let leader = cluster.leader().await;
+
+    // Lunch a few seconds from now, synced through whichever replica gets the notification.
+    let start = (Utc::now() + chrono::Duration::seconds(8)).with_nanosecond_zero();
+    let end = start + chrono::Duration::seconds(4);
+    insert_event(&cluster.app, ALICE, "lunch", start, end).await;
+    cluster.stored(ALICE, "lunch").await;
+    cluster.kill(leader);
+    assert!(Utc::now() < start, "the leader was killed before the switch (set the lunch later)");
+    let next = cluster.leader().await;
+    assert_ne!(next, leader);
+
+    let delivered = eventually("the lunch switch and its end delivered", async || {
+        let got = rx.delivered_to(ALICE);
+        let lunch = got.iter().position(|a| a.json["profile"] == "Lunch");
+        let ended = lunch.is_some_and(|i| got[i..].iter().any(|a| a.json["profile"].is_null()));
+        if ended { Ok(got) } else { Err(format!("{:?}", got.iter().map(|a| a.json.clone()).collect::<Vec<_>>())) }
+    })
+    .await;
+    let lunch = delivered.iter().find(|a| a.json["profile"] == "Lunch").expect("the lunch switch");
+    let late = lunch.real_at - start;
+    assert!(
+        late < chrono::Duration::seconds(10),
+        "the switch came {late} after its time, over the failover target of 10 s\n{}",
+        cluster.logs()
+    );
+    // In order, and never one sequence with two contents.
+    let mut by_seq: BTreeMap<u64, String> = BTreeMap::new();
+    let mut last = 0;
+    for a in rx.attempts().iter().filter(|a| a.user() == ALICE && a.ok()) {
+        assert!(a.seq() >= last, "out of order: {} after {last}", a.seq());
+        last = a.seq();
+        let body = format!("{}|{}", a.json["profile"], a.json["until"]);
+        if let Some(seen) = by_seq.insert(a.seq(), body.clone()) {
+            assert_eq!(seen, body, "sequence {} sent twice with different content", a.seq());
+        }
+    }
+    cluster.app.fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_replicas_killed_with_syncs_unfinished_and_restarted_lose_nothing() {
+    let mut cluster = Cluster::start(&[]).await;
+    let users: Vec<String> = (0..6).map(|i| format!("r{i}@{DOMAIN}")).collect();
+    for u in &users {
+        let r = cluster.app.fake_control("POST", &format!("/_fake/domains/{DOMAIN}/users"), json!({"email": u})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    cluster.setup_tenant(None).await;
+    for u in &users {
+        cluster.add_user(u).await;
+    }
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let channels = cluster.channels(&names).await;
+    for u in &users {
+        cluster.quiet(u).await;
+    }
+    drop_google_notifications(&cluster.app).await;
+    for u in &users {
+        let (start, end) = far_future(9);
+        insert_event(&cluster.app, u, &format!("Kept {u}"), start, end).await;
+    }
+    // Every sync that starts now hangs in events.list: only the durable marks carry the
+    // notifications over the kill.
+    arm_fault(&cluster.app, json!({"method": "calendar.events.list", "delay_ms": 60_000, "count": 100_000})).await;
+    for (n, u) in users.iter().enumerate() {
+        assert_eq!(cluster.notify(&channels[u], n).await, 200, "acknowledged once the mark is durable");
+    }
+    for i in 0..REPLICAS {
+        cluster.kill(i);
+    }
+    let r = cluster.app.fake_control("DELETE", "/_fake/faults", Value::Null).await;
+    assert!(r.status < 300, "{r:?}");
+    for i in 0..REPLICAS {
+        cluster.restart(i).await;
+    }
+    for u in &users {
+        cluster.stored(u, &format!("Kept {u}")).await;
+    }
+    let _ = &cluster.database_url;
+    cluster.app.fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_between_pages_leaves_the_calendar_to_another_after_its_lease() {
+    let mut cluster = Cluster::start(&[("GWSYNC_SYNC__PAGE_SIZE", "2")]).await;
+    cluster.setup_tenant(None).await;
+    cluster.add_user(ALICE).await;
+    let channels = cluster.channels(&[ALICE]).await;
+    cluster.quiet(ALICE).await;
+    drop_google_notifications(&cluster.app).await;
+    for n in 0..5 {
+        let (start, end) = far_future(8 + n);
+        insert_event(&cluster.app, ALICE, &format!("Paged {n}"), start, end).await;
+    }
+    // The first page answers; the second hangs, so the replica dies between pages.
+    let since = last_seq(&cluster.app).await;
+    arm_fault(&cluster.app, json!({"method": "calendar.events.list", "skip": 1, "delay_ms": 60_000, "count": 1})).await;
+    let victim = 1;
+    assert_eq!(cluster.notify_replica(victim, &channels[ALICE]).await, 200);
+    eventually("the second page requested (and hanging)", async || {
+        let lists = requests(&cluster.app, Some("calendar.events.list"), since).await;
+        // The fault is used up when the request arrives; the log has it only once answered.
+        let left = faults_left(&cluster.app).await;
+        if lists.len() == 1 && left == 0 { Ok(()) } else { Err(format!("{} lists, {left} faults left", lists.len())) }
+    })
+    .await;
+    cluster.kill(victim);
+    // Its claim runs out (4 s) and another replica finds the mark nobody holds.
+    for n in 0..5 {
+        cluster.stored(ALICE, &format!("Paged {n}")).await;
+    }
+    cluster.app.fake.stop().await;
+}
+
+trait WholeSeconds {
+    fn with_nanosecond_zero(self) -> Self;
+}
+
+impl WholeSeconds for DateTime<Utc> {
+    fn with_nanosecond_zero(self) -> Self {
+        chrono::Timelike::with_nanosecond(&self, 0).unwrap_or(self)
+    }
+}
