@@ -5,7 +5,7 @@
 //! - `config` — layered configuration, validated once
 //! - `secrets` — encryption at rest under the master key
 //! - `model` — tenants, users, key files, events, and their validation
-//! - `store` — durable state (sled) behind a trait, with group commit
+//! - `store` — durable state behind a trait: sled (embedded, group commit) or PostgreSQL (shared by replicas)
 //! - `clock` — the injectable clock every timer reads
 //! - `cluster` — replicas on one PostgreSQL database: the leader lock, sync claims, LISTEN/NOTIFY
 //! - `backoff` — retry schedules for Google and the phone system
