@@ -155,6 +155,17 @@ fn split_pair(key: &[u8], what: &str) -> Result<(String, String), StoreError> {
     Ok((a.to_owned(), b.to_owned()))
 }
 
+/// Every record of a tree keyed `tenant \0 name`, with both parts of its key.
+fn pairs<T: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<(String, String, T)>, StoreError> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            let (tenant, name) = split_pair(&k, what)?;
+            Ok((tenant, name, decode(&v)?))
+        })
+        .collect()
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -840,25 +851,11 @@ impl Sled {
     }
 
     fn presence_records(&self) -> Result<Vec<(String, String, PresenceRecord)>, StoreError> {
-        self.presence
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                let (tenant, user) = split_pair(&k, "presence key")?;
-                Ok((tenant, user, decode(&v)?))
-            })
-            .collect()
+        pairs(&self.presence, "presence key")
     }
 
     fn all_contact_books(&self) -> Result<Vec<(String, String, BookState)>, StoreError> {
-        self.contact_books
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                let (tenant, book) = split_pair(&k, "contact book key")?;
-                Ok((tenant, book, decode(&v)?))
-            })
-            .collect()
+        pairs(&self.contact_books, "contact book key")
     }
 
     fn book_contacts(&self, tenant: &str, book: &str) -> Result<Vec<Contact>, StoreError> {
