@@ -208,20 +208,7 @@ impl Cluster {
 
     /// Live channels at the fake by calendar: (id, token, resource id).
     async fn channels(&self, users: &[&str]) -> BTreeMap<String, (String, String, String)> {
-        eventually("a live channel per user", async || {
-            let r = self.app.fake_control("GET", "/_fake/channels?state=live", Value::Null).await;
-            let live: BTreeMap<String, (String, String, String)> = r.body["channels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| {
-                    let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-                    (s("calendar"), (s("id"), s("token"), s("resourceId")))
-                })
-                .collect();
-            if users.iter().all(|u| live.contains_key(*u)) { Ok(live) } else { Err(format!("{} live", live.len())) }
-        })
-        .await
+        self.app.live_channels(users).await
     }
 
     /// Waits until no replica has a sync of `user` queued or running, for a quiet spell.

@@ -104,20 +104,7 @@ async fn every_notification_answered_200_before_a_kill_9_is_synced_after_the_res
         assert_eq!(r.status, 201, "{r:?}");
     }
     // Every user synced once, with a live channel: (id, token, resource id) by user.
-    let channels: BTreeMap<String, (String, String, String)> = eventually("a live channel per user", async || {
-        let r = app.fake_control("GET", "/_fake/channels?state=live", Value::Null).await;
-        let live: BTreeMap<String, (String, String, String)> = r.body["channels"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-                (s("calendar"), (s("id"), s("token"), s("resourceId")))
-            })
-            .collect();
-        if users.iter().all(|u| live.contains_key(u)) { Ok(live) } else { Err(format!("{} live", live.len())) }
-    })
-    .await;
+    let channels: BTreeMap<String, (String, String, String)> = app.live_channels(&users).await;
     for u in &users {
         eventually("every first sync to finish", async || {
             let r = gw.api(&app, "GET", &format!("/api/v1/tenants/{TENANT}/users/{u}"), None).await;

@@ -210,6 +210,32 @@ impl TestApp {
         reply(req.send().await.expect("fake control")).await
     }
 
+    /// Live channels at the fake, by calendar: (id, token, resource id) — once every one of
+    /// `users` has one.
+    pub async fn live_channels<U: AsRef<str>>(
+        &self,
+        users: &[U],
+    ) -> std::collections::BTreeMap<String, (String, String, String)> {
+        eventually("a live channel per user", async || {
+            let r = self.fake_control("GET", "/_fake/channels?state=live", Value::Null).await;
+            let live: std::collections::BTreeMap<String, (String, String, String)> = r.body["channels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                    (s("calendar"), (s("id"), s("token"), s("resourceId")))
+                })
+                .collect();
+            if users.iter().all(|u| live.contains_key(u.as_ref())) {
+                Ok(live)
+            } else {
+                Err(format!("{} live", live.len()))
+            }
+        })
+        .await
+    }
+
     /// An admin-API call with the admin token.
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
         let mut req = self
