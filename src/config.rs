@@ -261,6 +261,31 @@ pub struct Config {
     pub contacts: ContactsConfig,
     pub audit: AuditConfig,
     pub cluster: ClusterConfig,
+    /// The console's "Sign in with Google": the OpenID Connect issuer (env `GWSYNC_OIDC_ISSUER`).
+    pub oidc_issuer: Url,
+    /// The OAuth client ("Web application") the console signs in with; none: only operator
+    /// tokens sign in.
+    pub oidc_client_id: Option<String>,
+    pub oidc_client_secret: Option<SecretString>,
+    /// Who signs in to the console as an operator: comma-separated emails (`GWSYNC_OPERATORS`).
+    #[serde(deserialize_with = "comma_list")]
+    pub operators: String,
+    pub console: ConsoleConfig,
+}
+
+/// The web console (`console` module).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// How long a console sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig { session_ttl: Duration::from_secs(8 * 3600) }
+    }
 }
 
 impl Default for Config {
@@ -284,6 +309,11 @@ impl Default for Config {
             contacts: ContactsConfig::default(),
             audit: AuditConfig::default(),
             cluster: ClusterConfig::default(),
+            oidc_issuer: Url::parse("https://accounts.google.com").expect("constant URL parses"),
+            oidc_client_id: None,
+            oidc_client_secret: None,
+            operators: String::new(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -500,7 +530,36 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "GWSYNC_DATA_DIR", "must name a directory"));
         }
+        if !is_https_or_loopback(&self.oidc_issuer) {
+            return Err(invalid(
+                "oidc_issuer",
+                "GWSYNC_OIDC_ISSUER",
+                "must be https:// (plain http only for a loopback address in tests)",
+            ));
+        }
+        if self.oidc_client_id.is_some() != self.oidc_client_secret.is_some() {
+            return Err(invalid(
+                "oidc_client_id",
+                "GWSYNC_OIDC_CLIENT_ID",
+                "and GWSYNC_OIDC_CLIENT_SECRET are set together (the OAuth client of type Web application)",
+            ));
+        }
+        for email in self.operator_emails() {
+            if !email_address::EmailAddress::is_valid(&email) {
+                return Err(invalid("operators", "GWSYNC_OPERATORS", format!("'{email}' is not an email address")));
+            }
+        }
+        if self.console.session_ttl < Duration::from_secs(60)
+            || self.console.session_ttl > Duration::from_secs(30 * 24 * 3600)
+        {
+            return Err(invalid("console.session_ttl", "GWSYNC_CONSOLE__SESSION_TTL", "must be between 1m and 30d"));
+        }
         Ok(())
+    }
+
+    /// The operators' emails, lower-cased.
+    pub fn operator_emails(&self) -> Vec<String> {
+        self.operators.split(',').map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()).collect()
     }
 
     /// What `serve` needs beyond `validate`: an admin token, a master key and a public URL.

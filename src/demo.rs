@@ -80,6 +80,11 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
     let base = format!("http://{addr}");
     let data = tempfile_dir()?;
     let admin_token = hex(&random_bytes::<16>());
+    // The console's Sign in with Google, against the fake's OpenID provider.
+    let oauth = fake
+        .add_oauth_client("gwsync console", &[&format!("{base}/console/auth/callback")])
+        .map_err(anyhow::Error::msg)
+        .context("registering the console's OAuth client")?;
     let config = Config {
         listen: addr,
         public_url: Some(base.parse()?),
@@ -91,6 +96,10 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
         // The fake Google (the key's token_uri) and the phone system above are this machine's
         // loopback, which the outbound policy refuses unless allowed.
         outbound_allow: "127.0.0.1/32".into(),
+        oidc_issuer: fake.issuer().parse()?,
+        oidc_client_id: Some(oauth.client_id.clone()),
+        oidc_client_secret: Some(SecretString::from(oauth.client_secret.clone())),
+        operators: ADMIN.into(),
         ..Config::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -110,7 +119,7 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
         }
     };
     let secret = format!("whsec_{}", b64.encode(phone_key));
-    api("PUT", "/api/v1/tenants/demo".into(), Some(json!({"domain": DOMAIN, "directory_admin": ADMIN, "default_region": "SE", "phone_system": {"url": receiver, "secret": secret}}))).await?;
+    api("PUT", "/api/v1/tenants/demo".into(), Some(json!({"domain": DOMAIN, "directory_admin": ADMIN, "default_region": "SE", "phone_system": {"url": receiver, "secret": secret}, "admins": [ADMIN], "self_service": true}))).await?;
     check(
         http.put(format!("{base}/api/v1/tenants/demo/credentials"))
             .bearer_auth(&admin_token)
@@ -184,6 +193,7 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
 
     println!();
     println!("gwsync demo: the real service against a bundled fake Google (no key, no network).");
+    println!("  console       {base}/console/   (Sign in with Google → pick {ADMIN}, or a user for their own page)");
     println!("  gwsync API    {base}   (admin token: {admin_token})");
     println!("  fake Google   {google}   (control API under /_fake/)");
     println!(

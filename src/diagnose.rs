@@ -31,6 +31,9 @@ pub struct Step {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// A step of the server's set-up (the operator's to fix), not of the company's.
+    #[serde(default)]
+    pub operator: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,7 +48,13 @@ struct Steps(Vec<Step>);
 
 impl Steps {
     fn pass(&mut self, check: impl Into<String>, detail: impl Into<String>) {
-        self.0.push(Step { check: check.into(), outcome: Outcome::Passed, detail: detail.into(), fix: None });
+        self.0.push(Step {
+            check: check.into(),
+            outcome: Outcome::Passed,
+            detail: detail.into(),
+            fix: None,
+            operator: false,
+        });
     }
     fn fail(&mut self, check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
         self.0.push(Step {
@@ -53,10 +62,17 @@ impl Steps {
             outcome: Outcome::Failed,
             detail: detail.into(),
             fix: Some(fix.into()),
+            operator: false,
         });
     }
     fn skip(&mut self, check: impl Into<String>, why: impl Into<String>) {
-        self.0.push(Step { check: check.into(), outcome: Outcome::Skipped, detail: why.into(), fix: None });
+        self.0.push(Step {
+            check: check.into(),
+            outcome: Outcome::Skipped,
+            detail: why.into(),
+            fix: None,
+            operator: false,
+        });
     }
     fn api_result(&mut self, check: &str, result: Result<String, ApiError>, on_forbidden: Option<&str>) {
         match result {
@@ -191,6 +207,9 @@ pub async fn run(state: &AppState, tenant: &TenantRecord, user: &str, phone: Opt
             format!("GWSYNC_PUBLIC_URL is {url}"),
             "Set GWSYNC_PUBLIC_URL to the https:// address of your reverse proxy: Google delivers notifications only over HTTPS with a valid certificate",
         );
+    }
+    if let Some(last) = steps.0.last_mut() {
+        last.operator = true;
     }
 
     let check = "Phone system receives profile switches";

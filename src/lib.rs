@@ -35,6 +35,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod contacts;
 pub mod demo;
 pub mod diagnose;
@@ -147,9 +148,11 @@ pub async fn serve_with_clock(
     let (app_data, sync_data, contacts_data) =
         (web::Data::from(app.clone()), web::Data::from(sync.clone()), web::Data::from(contacts.clone()));
     let access_data = web::Data::from(access.clone());
+    let console_data = web::Data::new(console::Console::new(&app, addr).map_err(anyhow::Error::msg)?);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_data.clone())
+            .app_data(console_data.clone())
             .app_data(sync_data.clone())
             .app_data(contacts_data.clone())
             .app_data(access_data.clone())

@@ -115,6 +115,8 @@ pub fn tenant(id: &str) -> TenantRecord {
         updated_at: Utc::now(),
         export_token_digest: None,
         status_events: Default::default(),
+        admins: Vec::new(),
+        self_service: false,
     }
 }
 

@@ -103,6 +103,54 @@ pub struct Access {
     pub audit: audit::Recorder,
 }
 
+/// What the console presents to the API for the person signed in to it:
+/// `Authorization: Console <assertion>`, the actor sealed with the master key for a minute.
+/// Only gwsync itself can make one; it never leaves the machine (the console calls its own
+/// listen address).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ConsoleAssertion {
+    token_id: String,
+    name: String,
+    role: Role,
+    tenant: Option<String>,
+    expires_at: DateTime<Utc>,
+}
+
+const CONSOLE_SCHEME: &str = "Console";
+const CONSOLE_CONTEXT: &str = "console-assertion";
+const CONSOLE_ASSERTION_SECS: i64 = 60;
+
+/// The `Authorization` header value the console sends to act as `actor`.
+pub fn console_authorization(app: &AppState, actor: &Actor) -> Option<String> {
+    use base64::Engine;
+    let a = ConsoleAssertion {
+        token_id: actor.token_id.clone(),
+        name: actor.name.clone(),
+        role: actor.role,
+        tenant: actor.tenant.clone(),
+        expires_at: app.clock.now() + chrono::Duration::seconds(CONSOLE_ASSERTION_SECS),
+    };
+    let sealed = app.master_key.seal(CONSOLE_CONTEXT, &serde_json::to_vec(&a).ok()?).ok()?;
+    Some(format!("{CONSOLE_SCHEME} {}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)))
+}
+
+fn console_actor(app: &AppState, header: Option<&str>) -> Option<Actor> {
+    use base64::Engine;
+    let (scheme, value) = header?.split_once(' ')?;
+    if scheme != CONSOLE_SCHEME || value.len() > 4096 {
+        return None;
+    }
+    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value.trim()).ok()?;
+    let plain = app.master_key.open(CONSOLE_CONTEXT, &sealed).ok()?;
+    let a: ConsoleAssertion = serde_json::from_slice(plain.expose_secret()).ok()?;
+    (app.clock.now() < a.expires_at).then_some(Actor {
+        token_id: a.token_id,
+        name: a.name,
+        role: a.role,
+        tenant: a.tenant,
+    })
+}
+
 /// The token of `Authorization: Bearer <token>`, if that is what the header says.
 fn bearer(header: Option<&str>) -> Option<&str> {
     let (scheme, token) = header?.split_once(' ')?;
@@ -118,6 +166,9 @@ impl Access {
 
     /// Who the `Authorization` header says is calling.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Authn, StoreError> {
+        if let Some(actor) = console_actor(&self.app, header) {
+            return Ok(Authn::Valid(actor));
+        }
         let Some(presented) = bearer(header) else { return Ok(Authn::Missing) };
         if self.app.admin_token_matches(presented) {
             return Ok(Authn::Valid(Actor::bootstrap()));

@@ -67,6 +67,8 @@ pub const ROUTES: &[RouteRule] = &[
     r("POST", "/api/v1/tenants/{tenant}/contacts/sync", TenantAdmin, "contacts.sync"),
     r("GET", "/api/v1/tenants/{tenant}/contacts/status", TenantRead, "contacts.status"),
     r("POST", "/api/v1/tenants/{tenant}/contacts/export-token", TenantAdmin, "contacts.export_token"),
+    r("POST", "/api/v1/tenants/{tenant}/phone-system/test", TenantAdmin, "phone_system.test"),
+    r("GET", "/api/v1/tenants/{tenant}/phone-system/deliveries", TenantAdmin, "phone_system.deliveries"),
     r("POST", "/api/v1/tokens", Operator, "token.create"),
     r("GET", "/api/v1/tokens", Operator, "token.list"),
     r("DELETE", "/api/v1/tokens/{id}", Operator, "token.revoke"),
@@ -115,6 +117,10 @@ pub fn decide(rule: Rule, actor: &Actor, path_tenant: Option<&str>) -> Decision 
     if rule == Public || actor.role == Role::Operator {
         return Decision::Allow;
     }
+    // Signed-in users are decided by `decide_self_service`, which sees the path's email.
+    if actor.role == Role::User {
+        return Decision::Forbidden;
+    }
     // A tenant token: another tenant's paths do not exist for it, whatever the rule.
     let own = match (&actor.tenant, path_tenant) {
         (Some(mine), Some(theirs)) if mine != theirs => return Decision::NotFound,
@@ -128,6 +134,23 @@ pub fn decide(rule: Rule, actor: &Actor, path_tenant: Option<&str>) -> Decision 
         TenantAdmin if own && actor.role == Role::TenantAdmin => Decision::Allow,
         TenantRead | TenantAdmin => Decision::Forbidden,
     }
+}
+
+/// What a signed-in user (`Role::User`) may do: read their own status and presence, and save
+/// their own profiles (the handler lets only trigger words change).
+const SELF_SERVICE_ACTIONS: &[&str] = &["user.get", "user.presence", "user.put"];
+
+/// The decision for a `Role::User` actor (`actor.name` is their email) on `row`, whose path
+/// parameters are `params`.
+pub fn decide_self_service(row: &RouteRule, actor: &Actor, params: &[(String, String)]) -> Decision {
+    let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    match (param("tenant"), actor.tenant.as_deref()) {
+        (Some(theirs), Some(mine)) if theirs != mine => return Decision::NotFound,
+        (Some(_), Some(_)) => {}
+        _ => return Decision::Forbidden,
+    }
+    let own = param("email").is_some_and(|e| e.trim().eq_ignore_ascii_case(&actor.name));
+    if own && SELF_SERVICE_ACTIONS.contains(&row.action) { Decision::Allow } else { Decision::Forbidden }
 }
 
 /// The route's parameters from `path` (`{name}` segments of `pattern`), percent-decoded as

@@ -104,7 +104,12 @@ pub async fn guard<B: MessageBody + 'static>(req: ServiceRequest, next: Next<B>)
         }
         Lookup::Found(row) => row,
     };
-    match policy::decide(row.rule, &actor, path_tenant.as_deref()) {
+    let decision = if actor.role == crate::model::access::Role::User {
+        policy::decide_self_service(row, &actor, &params)
+    } else {
+        policy::decide(row.rule, &actor, path_tenant.as_deref())
+    };
+    match decision {
         Decision::Allow => {}
         Decision::Forbidden => {
             let err = ApiError::new(

@@ -10,6 +10,7 @@ pub mod diagnose;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod phone_system;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
@@ -24,19 +25,24 @@ use error::ApiError;
 /// `access::policy::ROUTES`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     extractor_errors(cfg);
-    cfg.configure(health::configure).configure(webhook::configure).configure(contacts::configure_public).service(
-        web::scope("/api/v1")
-            .wrap(from_fn(access::guard))
-            .configure(tenants::configure)
-            .configure(users::configure)
-            .configure(diagnose::configure)
-            .configure(channels::configure)
-            .configure(jobs::configure)
-            .configure(contacts::configure_api)
-            .configure(tokens::configure)
-            .configure(audit::configure)
-            .default_service(web::to(no_such_endpoint)),
-    );
+    cfg.configure(health::configure)
+        .configure(webhook::configure)
+        .configure(contacts::configure_public)
+        .configure(crate::console::configure)
+        .service(
+            web::scope("/api/v1")
+                .wrap(from_fn(access::guard))
+                .configure(tenants::configure)
+                .configure(users::configure)
+                .configure(diagnose::configure)
+                .configure(channels::configure)
+                .configure(jobs::configure)
+                .configure(phone_system::configure)
+                .configure(contacts::configure_api)
+                .configure(tokens::configure)
+                .configure(audit::configure)
+                .default_service(web::to(no_such_endpoint)),
+        );
 }
 
 /// A path, query string or JSON body that does not fit its extractor answers in the API's

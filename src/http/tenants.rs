@@ -44,6 +44,8 @@ pub async fn view(state: &AppState, t: &TenantRecord) -> Result<Value, ApiError>
         },
         "credentials": credentials,
         "status_events": t.status_events,
+        "admins": t.admins,
+        "self_service": t.self_service,
         "created_at": t.created_at,
         "updated_at": t.updated_at,
     }))
@@ -138,13 +140,24 @@ async fn put(
     }
     let phone_system = match valid.phone_system {
         None => None,
-        Some((url, key)) => {
+        Some((url, Some(key))) => {
             let sealed = state
                 .master_key
                 .seal(&webhook_secret_context(&id), &key)
                 .map_err(|e| ApiError::internal("sealing the webhook secret", &e))?;
             Some(StoredPhoneSystem { url, secret_sealed: base64::engine::general_purpose::STANDARD.encode(sealed) })
         }
+        // The URL changes, the secret stays.
+        Some((url, None)) => match previous.as_ref().and_then(|p| p.phone_system.as_ref()) {
+            Some(old) => Some(StoredPhoneSystem { url, secret_sealed: old.secret_sealed.clone() }),
+            None => {
+                return Err(crate::model::invalid(
+                    "phone_system.secret",
+                    "a new phone system needs its secret: whsec_ followed by base64 of 16 to 64 random bytes",
+                )
+                .into());
+            }
+        },
     };
     let now = state.clock.now();
     let record = TenantRecord {
@@ -158,6 +171,8 @@ async fn put(
         updated_at: now,
         export_token_digest: previous.as_ref().and_then(|p| p.export_token_digest.clone()),
         status_events,
+        admins: valid.admins,
+        self_service: valid.self_service,
     };
     crate::admin::tenant_saved(&state, &sync, &contacts, &record, previous.as_ref()).await?;
     let mut body = view(&state, &record).await?;

@@ -6,10 +6,14 @@ use serde_json::{Value, json};
 use super::body;
 use super::error::ApiError;
 use super::tenants::existing;
+use crate::access::Actor;
 use crate::app::AppState;
 use crate::model::CalendarKey;
+use crate::model::access::Role;
 use crate::model::tenant::TenantRecord;
-use crate::model::user::{EffectiveStatusEvents, STATUS_EVENT_TYPES, UserRecord, UserSpec, validate_email};
+use crate::model::user::{
+    EffectiveStatusEvents, Profile, STATUS_EVENT_TYPES, StatusEvents, UserRecord, UserSpec, validate_email,
+};
 use crate::sync::SyncService;
 use crate::sync::channels::is_live;
 
@@ -123,6 +127,7 @@ async fn get(
 async fn put(
     state: web::Data<AppState>,
     sync: web::Data<SyncService>,
+    actor: web::ReqData<Actor>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
     payload: web::Payload,
@@ -132,8 +137,12 @@ async fn put(
     let email = validate_email(&email, &t.domain)?;
     let spec: UserSpec = body::json(&req, payload, state.config.max_body_bytes).await?;
     let (external_id, profiles) = spec.validate()?;
-    let status_events = spec.validate_status_events(&profiles)?;
     let previous = state.store.user(&t.id, &email).await?;
+    if actor.role == Role::User {
+        let asked = spec.status_events.clone().unwrap_or_default();
+        only_trigger_words_changed(previous.as_ref(), &external_id, &profiles, &asked)?;
+    }
+    let status_events = spec.validate_status_events(&profiles)?;
     let now = state.clock.now();
     let record = UserRecord {
         tenant: t.id.clone(),
@@ -150,6 +159,36 @@ async fn put(
     } else {
         HttpResponse::Ok().json(view(&record))
     })
+}
+
+/// A user editing themselves (console self-service) may change the trigger words of their
+/// profiles, nothing else: not the profiles, their order, the phone system's id or the
+/// status-event mapping, which their admin set up.
+fn only_trigger_words_changed(
+    previous: Option<&UserRecord>,
+    external_id: &Option<String>,
+    profiles: &[Profile],
+    status_events: &StatusEvents,
+) -> Result<(), ApiError> {
+    let forbidden = |what: &str| {
+        ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("you may change only the trigger words of your own profiles, not {what}; ask your admin"),
+        )
+    };
+    let Some(p) = previous else { return Err(forbidden("whether you are a phone user")) };
+    if &p.external_id != external_id {
+        return Err(forbidden("external_id"));
+    }
+    let names = |ps: &[Profile]| ps.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    if names(&p.profiles) != names(profiles) {
+        return Err(forbidden("the profiles or their order"));
+    }
+    if &p.status_events != status_events {
+        return Err(forbidden("status_events"));
+    }
+    Ok(())
 }
 
 async fn delete(

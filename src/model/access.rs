@@ -14,6 +14,9 @@ pub enum Role {
     TenantAdmin,
     /// One tenant, read only: users, sync status, presence, contacts. What a phone system holds.
     Integration,
+    /// A tenant's user signed in to the console (the tenant has `self_service`): their own
+    /// status and presence, and their own profiles' trigger words. Never a token's role.
+    User,
 }
 
 impl Role {
@@ -22,6 +25,7 @@ impl Role {
             Role::Operator => "operator",
             Role::TenantAdmin => "tenant_admin",
             Role::Integration => "integration",
+            Role::User => "user",
         }
     }
 }

@@ -27,14 +27,25 @@ pub struct TenantSpec {
     /// The default profiles for its users' calendar status events.
     #[serde(default)]
     pub status_events: Option<super::user::StatusEvents>,
+    /// Who signs in to the console as this tenant's admins (emails in its domain).
+    #[serde(default)]
+    pub admins: Option<Vec<String>>,
+    /// Whether each of its users may sign in to the console and edit their own trigger words.
+    #[serde(default)]
+    pub self_service: Option<bool>,
 }
+
+/// Most console admins a tenant may list.
+pub const MAX_ADMINS: usize = 50;
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneSystemSpec {
     pub url: String,
-    /// Standard Webhooks secret: `whsec_` + base64 of the key bytes.
-    pub secret: String,
+    /// Standard Webhooks secret: `whsec_` + base64 of the key bytes. Left out on a tenant that
+    /// has a phone system already: the stored secret stays.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,9 +76,11 @@ pub struct ValidTenant {
     pub domain: String,
     pub directory_admin: Option<String>,
     pub default_region: String,
-    /// URL and the secret's key bytes.
-    pub phone_system: Option<(Url, Vec<u8>)>,
+    /// URL and the secret's key bytes (none: keep the stored secret).
+    pub phone_system: Option<(Url, Option<Vec<u8>>)>,
     pub contacts: ContactsSettings,
+    pub admins: Vec<String>,
+    pub self_service: bool,
 }
 
 // Hand-written: the derived ones would print the webhook secret.
@@ -90,6 +103,8 @@ impl std::fmt::Debug for ValidTenant {
             .field("default_region", &self.default_region)
             .field("phone_system", &self.phone_system.as_ref().map(|(url, _)| (url.as_str(), "[REDACTED]")))
             .field("contacts", &self.contacts)
+            .field("admins", &self.admins)
+            .field("self_service", &self.self_service)
             .finish()
     }
 }
@@ -174,7 +189,8 @@ impl TenantSpec {
             None => None,
             Some(p) => {
                 let url = outbound.check(&p.url).map_err(|r| refused_url("phone_system.url", r))?;
-                Some((url, decode_webhook_secret(p.secret.trim())?))
+                let secret = p.secret.as_deref().map(|s| decode_webhook_secret(s.trim())).transpose()?;
+                Some((url, secret))
             }
         };
         let mut contacts = ContactsSettings::default();
@@ -191,7 +207,22 @@ impl TenantSpec {
                 contacts.personal_contacts = p;
             }
         }
-        Ok(ValidTenant { domain, directory_admin, default_region, phone_system, contacts })
+        let mut admins = Vec::new();
+        for (i, a) in self.admins.iter().flatten().enumerate() {
+            let field = format!("admins[{i}]");
+            let a = normalise_email(&field, a)?;
+            if super::email_domain(&a) != domain {
+                return Err(invalid(field, format!("{a} is not in the tenant's domain {domain}")));
+            }
+            if !admins.contains(&a) {
+                admins.push(a);
+            }
+        }
+        if admins.len() > MAX_ADMINS {
+            return Err(invalid("admins", format!("list at most {MAX_ADMINS} admins")));
+        }
+        let self_service = self.self_service.unwrap_or(false);
+        Ok(ValidTenant { domain, directory_admin, default_region, phone_system, contacts, admins, self_service })
     }
 }
 
@@ -224,6 +255,12 @@ pub struct TenantRecord {
     /// if they have the profile it names.
     #[serde(default)]
     pub status_events: super::user::StatusEvents,
+    /// Who signs in to the console as its admins.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Whether its users may sign in to the console to edit their own trigger words.
+    #[serde(default)]
+    pub self_service: bool,
 }
 
 impl TenantSpec {

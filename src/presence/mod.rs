@@ -5,6 +5,7 @@
 //! profile when) → `engine` (recompute, schedule, reconcile) → `outbox` (signed delivery, with
 //! `signing`).
 
+pub mod deliveries;
 pub mod engine;
 pub mod matcher;
 pub mod outbox;

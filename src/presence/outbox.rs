@@ -154,6 +154,8 @@ pub struct Outbox {
     index: Mutex<Index>,
     wake: Notify,
     slots: Arc<Semaphore>,
+    /// The last deliveries per tenant (the console's phone-system page).
+    pub recent: super::deliveries::RecentDeliveries,
 }
 
 impl Outbox {
@@ -167,7 +169,61 @@ impl Outbox {
             index: Mutex::new(Index::default()),
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(GLOBAL_CONCURRENCY)),
+            recent: Default::default(),
         })
+    }
+
+    /// Sends the tenant's phone system a signed `gwsync.test` message now (outside the queue:
+    /// it switches nobody) and says how it went.
+    pub async fn send_test(&self, tenant: &crate::model::tenant::TenantRecord) -> super::deliveries::TestOutcome {
+        use super::deliveries::TestOutcome;
+        let started = std::time::Instant::now();
+        let outcome = |delivered: bool, status: Option<u16>, error: Option<String>| TestOutcome {
+            delivered,
+            status,
+            error,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        let Some(target) = &tenant.phone_system else {
+            return outcome(false, None, Some("this company has no phone system URL".into()));
+        };
+        let Some(key_bytes) = base64::engine::general_purpose::STANDARD
+            .decode(&target.secret_sealed)
+            .ok()
+            .and_then(|sealed| self.app.master_key.open(&webhook_secret_context(&tenant.id), &sealed).ok())
+        else {
+            return outcome(false, None, Some("the webhook secret cannot be opened with this master key".into()));
+        };
+        let id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
+        let body = serde_json::json!({ "type": "gwsync.test", "tenant": tenant.id, "sent_at": self.app.clock.now() })
+            .to_string();
+        let timestamp = Utc::now().timestamp();
+        let sig = signature(key_bytes.expose_secret(), &id, timestamp, &body);
+        let client = match self.http.for_url(&target.url) {
+            Ok(c) => c,
+            Err(r) => return outcome(false, None, Some(format!("the phone system's URL is refused: {r}"))),
+        };
+        let sent = client
+            .post(target.url.clone())
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => outcome(true, Some(resp.status().as_u16()), None),
+            Ok(resp) => outcome(
+                false,
+                Some(resp.status().as_u16()),
+                Some(format!("the phone system answered {}", resp.status())),
+            ),
+            Err(e) => match crate::outbound::refusal_in(&e) {
+                Some(r) => outcome(false, None, Some(format!("the phone system's URL is refused: {r}"))),
+                None => outcome(false, None, Some(format!("could not reach the phone system: {}", e.without_url()))),
+            },
+        }
     }
 
     /// Loads what was queued before the last stop. An older gwsync kept every message; of
@@ -550,6 +606,7 @@ impl Outbox {
                     tracing::error!(tenant = %key.tenant, user = %key.user, error = %e, "delivered, but could not remove the message; it may be sent again");
                 }
                 self.app.metrics.delivery("delivered");
+                self.record(&message, "delivered".into());
                 tracing::info!(tenant = %key.tenant, user = %key.user, sequence, attempts = message.attempts + 1, "profile switch delivered");
                 Attempt::Done { delivered: true }
             }
@@ -573,8 +630,22 @@ impl Outbox {
         }
     }
 
+    fn record(&self, message: &OutboxMessage, outcome: String) {
+        self.recent.record(
+            &message.tenant,
+            super::deliveries::Delivery {
+                at: self.app.clock.now(),
+                user: message.user.clone(),
+                sequence: message.sequence,
+                profile: super::deliveries::profile_of(&message.body),
+                outcome,
+            },
+        );
+    }
+
     async fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String, unreachable: bool) -> Attempt {
         self.app.metrics.delivery("failed");
+        self.record(message, why.clone());
         message.attempts = message.attempts.saturating_add(1);
         let delay = crate::backoff::delay(message.attempts - 1, Duration::from_secs(1), MAX_RETRY_DELAY);
         message.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
