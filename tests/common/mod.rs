@@ -3,6 +3,7 @@
 //! data directory. Each test file uses part of it.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod calendar;
 pub mod pg;
 pub mod process;
