@@ -156,6 +156,15 @@ pub async fn setup(
             }
             if query.check.is_some() {
                 ctx["notice"] = json!("Checked again just now.");
+                // The key was uploaded before the delegation was right: read the directory now.
+                if ctx["report"]["passed"] == true {
+                    let status_path = format!("/tenants/{}/contacts/status", seg(&t.id));
+                    let status = console.api.get(&app, &actor, &status_path).await;
+                    if status.is_ok_and(|s| s["entries"].as_u64() == Some(0)) {
+                        let sync = format!("/tenants/{}/contacts/sync", seg(&t.id));
+                        let _ = console.api.call(&app, &actor, Method::POST, &sync, None).await;
+                    }
+                }
             }
             Ok(console.templates.render(StatusCode::OK, "setup.html", ctx))
         }

@@ -1,0 +1,367 @@
+//! The web console in a real browser (headless Debian Chromium, `common::browser`), walked as a
+//! new company would: an operator signs in with Google (the fake's OpenID provider) and adds
+//! the company; its admin signs in, uploads the key, sees the check fail on a missing scope,
+//! fixes the delegation at "Google" and checks again, adds two users from the directory, gives
+//! one a trigger word and sees an event switch her; then that user signs in and edits only her
+//! own words, and an outsider is refused. Every page is checked with axe (WCAG 2.1 A/AA) and
+//! photographed under `target/console-screenshots/` at desktop and phone width.
+//!
+//! gwsync is reached as `http://localhost:…` and fake Google as `http://127.0.0.1:…`: two sites,
+//! as in production, so a SameSite=Strict cookie behaves as it would after a real Google sign-in.
+
+mod common;
+
+use std::net::TcpListener;
+
+use common::browser::{Browser, CookieInfo};
+use common::*;
+use fake_google::FakeGoogle;
+use gwsync::config::Config;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const OPERATOR: &str = "ops@acme.test";
+const COMPANY_ADMIN: &str = "admin@acme.test";
+const OUTSIDER: &str = "carol@acme.test";
+const SESSION: &str = "__Host-gwsync-session";
+
+struct World {
+    fake: FakeGoogle,
+    http: reqwest::Client,
+    key: Value,
+    client_id: String,
+    /// gwsync as the browser reaches it.
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _data: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> World {
+        let fake = FakeGoogle::start().await.expect("fake starts");
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
+        let control = |method: &str, path: &str, body: Value| {
+            let req = http.request(method.parse().expect("method"), format!("{}{path}", fake.base_url())).json(&body);
+            async move { reply(req.send().await.expect("fake control")).await }
+        };
+        let users = [OPERATOR, COMPANY_ADMIN, ALICE, BOB, OUTSIDER];
+        let r = control("POST", "/_fake/domains", json!({"domain": DOMAIN, "users": users, "directory_sharing": true}))
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let key = control("POST", "/_fake/service-accounts", json!({"domain": DOMAIN})).await.body;
+        let client_id = key["client_id"].as_str().expect("client_id").to_owned();
+        // The admin forgot the contacts and directory scopes.
+        let r = control("PUT", &format!("/_fake/delegation/{client_id}"), json!({"scopes": [GWSYNC_SCOPES[0]]})).await;
+        assert_eq!(r.status, 200, "{r:?}");
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let base = format!("http://localhost:{port}");
+        let oauth =
+            fake.add_oauth_client("gwsync console", &[&format!("{base}/console/auth/callback")]).expect("client");
+        let data = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            listen: listener.local_addr().expect("addr"),
+            public_url: Some(base.parse().expect("url")),
+            data_dir: data.path().to_path_buf(),
+            admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+            master_key: Some(SecretString::from("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")),
+            google_api_url: fake.base_url().parse().expect("url"),
+            google_people_url: fake.base_url().parse().expect("url"),
+            outbound_allow: "127.0.0.0/8".into(),
+            oidc_issuer: fake.issuer().parse().expect("issuer"),
+            oidc_client_id: Some(oauth.client_id.clone()),
+            oidc_client_secret: Some(SecretString::from(oauth.client_secret.clone())),
+            operators: OPERATOR.into(),
+            ..Config::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gwsync::serve(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let w = World { fake, http, key, client_id, base, stop: Some(tx), task, _data: data };
+        eventually("gwsync answers", async || {
+            w.http.get(format!("{}/healthz", w.base)).send().await.map(|_| ()).map_err(|e| e.to_string())
+        })
+        .await;
+        w
+    }
+
+    async fn api(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let mut req =
+            self.http.request(method.parse().expect("method"), format!("{}{path}", self.base)).bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        reply(req.send().await.expect("api")).await
+    }
+
+    async fn delegate_everything(&self) {
+        let scopes: Vec<&str> =
+            GWSYNC_SCOPES.iter().copied().chain(["https://www.googleapis.com/auth/calendar.events"]).collect();
+        let r = reply(
+            self.http
+                .put(format!("{}/_fake/delegation/{}", self.fake.base_url(), self.client_id))
+                .json(&json!({"scopes": scopes}))
+                .send()
+                .await
+                .expect("delegate"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    /// An event on `user`'s calendar, written as Google's own clients do.
+    async fn insert_event(&self, user: &str, summary: &str) {
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({
+            "iss": self.key["client_email"], "sub": user, "aud": self.key["token_uri"],
+            "scope": "https://www.googleapis.com/auth/calendar.events", "iat": now, "exp": now + 3600,
+        });
+        let assertion = fake_google::jwt::sign(&self.key, &claims).expect("sign");
+        let r = reply(
+            self.http
+                .post(format!("{}/token", self.fake.base_url()))
+                .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
+                .send()
+                .await
+                .expect("token"),
+        )
+        .await;
+        let token = r.body["access_token"].as_str().unwrap_or_else(|| panic!("no token: {r:?}")).to_owned();
+        let start = chrono::Utc::now() - chrono::Duration::minutes(1);
+        let end = start + chrono::Duration::minutes(45);
+        let r = reply(
+            self.http
+                .post(format!("{}/calendar/v3/calendars/primary/events", self.fake.base_url()))
+                .bearer_auth(token)
+                .json(&json!({"summary": summary, "start": {"dateTime": start.to_rfc3339()}, "end": {"dateTime": end.to_rfc3339()}}))
+                .send()
+                .await
+                .expect("insert"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+        self.fake.stop().await;
+    }
+}
+
+/// Signs `email` in with Google: the console's button, the fake's account chooser, back.
+async fn sign_in(b: &Browser, w: &World, email: &str) {
+    b.goto(&format!("{}/console/signin", w.base)).await;
+    b.click_link("Sign in with Google").await;
+    b.wait_for(&format!("button[value='{email}']")).await.click().await.expect("choose the account");
+}
+
+async fn sign_out(b: &Browser) {
+    b.click_button("Sign out").await;
+    b.wait_for_text("Sign in with Google").await;
+}
+
+/// Checks the page with axe and photographs it at desktop and phone width.
+async fn page_check(b: &Browser, name: &str) {
+    b.assert_accessible(name).await;
+    b.screenshot(name).await;
+    b.phone().await;
+    b.assert_accessible(&format!("{name} at phone width")).await;
+    b.screenshot(&format!("{name}-phone")).await;
+    b.desktop().await;
+}
+
+fn assert_strict(c: &CookieInfo) {
+    assert!(c.http_only && c.secure, "{c:?}");
+    assert_eq!(c.same_site.as_deref(), Some("Strict"), "{c:?}");
+    assert_eq!(c.path, "/", "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_company_is_set_up_in_the_browser_and_each_user_edits_only_their_own_words() {
+    let w = World::start().await;
+    let b = Browser::start().await;
+
+    // Signed out: the sign-in page, with its headers.
+    b.goto(&format!("{}/console/", w.base)).await;
+    b.wait_for_path("/console/signin").await;
+    let head = w.http.get(format!("{}/console/signin", w.base)).send().await.expect("signin");
+    let csp = head.headers()["content-security-policy"].to_str().expect("csp").to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    page_check(&b, "signin").await;
+
+    // The operator adds the company.
+    sign_in(&b, &w, OPERATOR).await;
+    b.wait_for_text("Add a company").await;
+    assert_strict(&b.cookie(SESSION).await.expect("a session cookie"));
+    b.fill("Company id", "Not An Id").await;
+    b.fill("Google Workspace domain", DOMAIN).await;
+    b.click_button("Add company").await;
+    b.wait_for_text("lower-case").await;
+    b.fill("Company id", TENANT).await;
+    b.fill("Admins (who sign in to set it up)", COMPANY_ADMIN).await;
+    b.click_button("Add company").await;
+    b.wait_for_path(&format!("/console/t/{TENANT}/setup")).await;
+    sign_out(&b).await;
+    assert!(b.cookie(SESSION).await.is_none(), "signing out removes the session");
+
+    // Its admin signs in, lands on the setup, uploads the key: a scope is missing.
+    sign_in(&b, &w, COMPANY_ADMIN).await;
+    b.wait_for_path(&format!("/console/t/{TENANT}/setup")).await;
+    page_check(&b, "setup-new").await;
+    let key_file = tempfile::NamedTempFile::new().expect("key file");
+    std::fs::write(key_file.path(), w.key.to_string()).expect("write key");
+    b.upload("JSON key file", key_file.path()).await;
+    b.click_button_in("form[enctype='multipart/form-data']", "Save").await;
+    b.wait_for_text("Some checks failed").await;
+    let text = b.page_text().await;
+    assert!(text.contains(&w.client_id), "the client ID to paste is shown: {text}");
+    assert!(text.contains("https://www.googleapis.com/auth/contacts.readonly"), "the scopes to paste: {text}");
+    assert!(text.contains("FAILED"), "{text}");
+    page_check(&b, "setup-failing").await;
+
+    // Fixed at "Google": Check again passes, and self-service is switched on.
+    w.delegate_everything().await;
+    b.click_button("Check again").await;
+    b.wait_for_text("All checks passed").await;
+    b.set_checked("Self-service: every phone user may sign in and edit their own trigger words", true).await;
+    b.click_button_in(&format!("form[action='/console/t/{TENANT}/setup'][method='post']"), "Save").await;
+    b.wait_for_text("Company setup").await;
+    let tenant = w.api("GET", &format!("/api/v1/tenants/{TENANT}"), None).await;
+    assert_eq!(tenant.body["self_service"], true, "{tenant:?}");
+    assert_eq!(tenant.body["admins"], json!([COMPANY_ADMIN]), "{tenant:?}");
+    b.goto(&format!("{}/console/t/{TENANT}/setup?check=1", w.base)).await;
+    b.wait_for_text("All checks passed").await;
+    page_check(&b, "setup").await;
+
+    // Two users from the directory (read once the delegation is right).
+    eventually("the directory in the phonebook", async || {
+        let s = w.api("GET", &format!("/api/v1/tenants/{TENANT}/contacts/status"), None).await;
+        if s.body["entries"].as_u64().unwrap_or(0) >= 2 { Ok(()) } else { Err(format!("{s:?}")) }
+    })
+    .await;
+    b.click_link("Users").await;
+    b.wait_for_text("Add from the company directory").await;
+    for who in [ALICE, BOB] {
+        b.wait_for(&format!("input[name='pick'][value='{who}']")).await.click().await.expect("pick");
+    }
+    b.click_button("Add selected users").await;
+    b.wait_for(&format!("a[href='/console/t/{TENANT}/users/alice%40acme.test']")).await;
+    let users = w.api("GET", &format!("/api/v1/tenants/{TENANT}/users"), None).await;
+    let emails: Vec<&str> =
+        users.body["users"].as_array().expect("users").iter().filter_map(|u| u["email"].as_str()).collect();
+    assert_eq!(emails, [ALICE, BOB], "{users:?}");
+
+    // Alice's profiles: a trigger word added, a title tested, saved.
+    b.click_link(ALICE).await;
+    b.wait_for_text("Profiles of alice@acme.test").await;
+    b.fill("New trigger word for Lunch", "fika").await;
+    b.find("button[value='add.0']").await.click().await.expect("Add");
+    b.wait_for_text("Not saved yet").await;
+    b.fill("Event title", "Fika med kund").await;
+    b.click_button("Test").await;
+    let result = b.wait_for("#test-result").await.text().await.expect("text");
+    assert!(result.contains("switches to Lunch") && result.contains("fika"), "{result}");
+    b.click_button("Save").await;
+    b.wait_for_text("Saved.").await;
+    page_check(&b, "profiles").await;
+    let alice = w.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}"), None).await;
+    assert_eq!(alice.body["profiles"][0]["triggers"], json!(["lunch", "fika"]), "{alice:?}");
+
+    // An event at "Google" switches her; the users page shows it.
+    w.live_channels_for(&[ALICE]).await;
+    w.insert_event(ALICE, "Fika med kund").await;
+    eventually("Alice switched to Lunch", async || {
+        let p = w.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}/presence"), None).await;
+        if p.body["profile"] == "Lunch" { Ok(()) } else { Err(format!("{p:?}")) }
+    })
+    .await;
+    b.click_link("Users").await;
+    let row = b.wait_for("#users tbody tr").await.text().await.expect("row");
+    assert!(row.contains(ALICE) && row.contains("Lunch"), "{row}");
+    page_check(&b, "users").await;
+
+    // The other pages are there and accessible; a refused URL is shown beside its field.
+    b.click_link("Phone system").await;
+    b.fill("Phone system URL", "https://169.254.169.254/latest").await;
+    b.click_button_in(&format!("form[action='/console/t/{TENANT}/phone']"), "Save").await;
+    let err = b.wait_for("#url-error").await.text().await.expect("text");
+    assert!(err.contains("169.254.169.254") || err.contains("refused") || err.contains("link-local"), "{err}");
+    page_check(&b, "phone").await;
+    b.click_link("Phonebook").await;
+    b.wait_for_text("Number lookup").await;
+    page_check(&b, "phonebook").await;
+    b.click_link("Audit log").await;
+    let audit = b.wait_for_text(COMPANY_ADMIN).await;
+    assert!(audit.contains("user.put") && audit.contains("tenant.credentials.put"), "{audit}");
+    page_check(&b, "audit").await;
+    sign_out(&b).await;
+
+    // Alice signs in to her own page and edits her own words only.
+    sign_in(&b, &w, ALICE).await;
+    b.wait_for_path(&format!("/console/t/{TENANT}/me")).await;
+    b.wait_for_text("My profiles").await;
+    let text = b.page_text().await;
+    assert!(!text.contains("Remove profile") && !text.contains("Phone system id"), "a user edits words only: {text}");
+    b.fill("New trigger word for Meeting", "kaffe").await;
+    b.click_button("Save").await;
+    b.wait_for_text("Saved.").await;
+    page_check(&b, "my-profiles").await;
+    let alice = w.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}"), None).await;
+    assert_eq!(alice.body["profiles"][1]["triggers"], json!(["*möte", "kaffe"]), "{alice:?}");
+    for elsewhere in [
+        format!("/console/t/{TENANT}/users"),
+        format!("/console/t/{TENANT}/users/bob%40acme.test"),
+        format!("/console/t/{TENANT}/setup"),
+    ] {
+        b.goto(&format!("{}{elsewhere}", w.base)).await;
+        b.wait_for_path(&format!("/console/t/{TENANT}/me")).await;
+    }
+    let audit = w.api("GET", &format!("/api/v1/tenants/{TENANT}/audit?limit=5"), None).await;
+    let mine = &audit.body["entries"][0];
+    assert_eq!(
+        (mine["actor"]["name"].as_str(), mine["actor"]["role"].as_str()),
+        (Some(ALICE), Some("user")),
+        "{audit:?}"
+    );
+    sign_out(&b).await;
+
+    // Someone who is neither an admin nor a phone user gets no session.
+    sign_in(&b, &w, OUTSIDER).await;
+    b.wait_for_text("No access").await;
+    assert!(b.cookie(SESSION).await.is_none(), "an outsider has no session");
+    page_check(&b, "refused").await;
+    b.goto(&format!("{}/console/t/{TENANT}/setup", w.base)).await;
+    b.wait_for_path("/console/signin").await;
+
+    b.close().await;
+    w.stop().await;
+}
+
+impl World {
+    /// Waits until gwsync holds a live channel at the fake for each of `users`.
+    async fn live_channels_for(&self, users: &[&str]) {
+        eventually("live channels", async || {
+            let r = reply(
+                self.http
+                    .get(format!("{}/_fake/channels?state=live", self.fake.base_url()))
+                    .send()
+                    .await
+                    .expect("channels"),
+            )
+            .await;
+            let live: Vec<&str> =
+                r.body["channels"].as_array().into_iter().flatten().filter_map(|c| c["calendar"].as_str()).collect();
+            if users.iter().all(|u| live.contains(u)) { Ok(()) } else { Err(format!("{live:?}")) }
+        })
+        .await;
+    }
+}
