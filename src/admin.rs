@@ -1,16 +1,20 @@
 //! What the admin API's writes set in motion, between the HTTP edge and the domain: handlers
 //! validate and build records; these functions make them durable and tell sync, presence and
-//! the phonebook what changed. Deletions are `SyncService::remove_user` / `remove_tenant`
-//! (durable at once, channels stopped in the background). Long work is never done here: it is
-//! queued to the workers or started as a job (`jobs`).
+//! the phonebook what changed. Deletions are durable at once and their channels stopped in the
+//! background (`SyncService::remove_user` / `remove_tenant`). Long work is never done here: it
+//! is queued to the workers or started as a job (`jobs`).
 
-use crate::app::AppState;
+use base64::Engine;
+use rand::Rng;
+
+use crate::app::{AppState, sha256};
 use crate::contacts::Contacts;
 use crate::model::CalendarKey;
 use crate::model::tenant::TenantRecord;
 use crate::model::user::UserRecord;
 use crate::store::{self, StoreError, StoredCredentials};
 use crate::sync::SyncService;
+use crate::sync::channels::hex;
 
 /// A tenant created or changed (`previous`: what it was).
 pub async fn tenant_saved(
@@ -66,4 +70,43 @@ pub async fn user_saved(
     // A changed user is retried at once if failing (the admin may have fixed the alias).
     sync.user_saved(&record.tenant, &record.email);
     sync.presence.recompute(&CalendarKey::new(&record.tenant, &record.email)).await
+}
+
+/// A user deleted: durable at once, nothing more written for them by a job still running, their
+/// channels stopped at Google in the background.
+pub async fn user_deleted(sync: &SyncService, tenant: &str, email: &str) -> Result<(), StoreError> {
+    sync.remove_user(tenant, email).await?;
+    tracing::info!(tenant, user = %email, "user deleted");
+    Ok(())
+}
+
+/// A tenant deleted: durable at once with everything of its users; its channels are stopped in
+/// the background with the key, which stays (sealed) until they are; its phonebook forgotten.
+pub async fn tenant_deleted(sync: &SyncService, contacts: &Contacts, tenant: &str) -> Result<(), StoreError> {
+    sync.remove_tenant(tenant).await?;
+    contacts.forget_tenant(tenant);
+    tracing::info!(tenant, "tenant deleted");
+    Ok(())
+}
+
+/// A new phonebook export token for desk phones, replacing the tenant's old one if it had one.
+pub struct ExportToken {
+    /// The token itself: shown once, only its SHA-256 is kept.
+    pub token: String,
+    /// Whether it replaced an earlier token (which no longer works).
+    pub replaced: bool,
+}
+
+/// Makes the tenant a new export token and stores its digest durably.
+pub async fn export_token_replaced(app: &AppState, tenant: &TenantRecord) -> Result<ExportToken, StoreError> {
+    let replaced = tenant.export_token_digest.is_some();
+    let mut tenant = tenant.clone();
+    let mut secret = [0u8; 24];
+    rand::rng().fill_bytes(&mut secret);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    tenant.export_token_digest = Some(hex(&sha256(token.as_bytes())));
+    app.store.put_tenant(&tenant).await?;
+    store::flush(&app.store).await?;
+    tracing::info!(tenant = %tenant.id, replaced, "phonebook export token made");
+    Ok(ExportToken { token, replaced })
 }

@@ -129,7 +129,9 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
     )
     .await?;
     let profiles = [
-        json!([{"name": "Semester", "triggers": ["semester", "ledig"]}, {"name": "Lunch", "triggers": ["lunch"]}, {"name": "Möte", "triggers": ["*möte", "meeting"]}]),
+        // Kontor's trigger matches her working location's title ("Office"), which still never
+        // switches her: working locations do not count (README, Calendar status events).
+        json!([{"name": "Semester", "triggers": ["semester", "ledig"]}, {"name": "Lunch", "triggers": ["lunch"]}, {"name": "Möte", "triggers": ["*möte", "meeting"]}, {"name": "Kontor", "triggers": ["office", "kontor"]}]),
         json!([{"name": "Möte", "triggers": ["*möte", "meeting"]}, {"name": "Lunch", "triggers": ["lunch"]}]),
         json!([{"name": "Stand-up", "triggers": ["stand-up", "standup"]}, {"name": "Semester", "triggers": ["semester"]}]),
     ];

@@ -1,8 +1,10 @@
 //! Tenant isolation and bounded work, end to end (DESIGN §5, issue 10): companies beside a
 //! normal one whose token endpoint or phone system hangs (a TCP listener on 127.0.0.1 that
 //! accepts and never answers), whose calendars queue up by the dozen, or whose calendar holds
-//! a minutely series from 1970; sequences across deletion; supersession after downtime; and
-//! deletion while Google is still answering. Each test asserts what an operator would notice:
+//! a minutely series from 1970; sequences across deletion; supersession after downtime;
+//! deletion of a user or a company while Google is still answering (a list call, a token grant);
+//! pacing per Google project; diagnose naming a failing phone system; and each tenant's jobs
+//! hidden from other tenants' tokens. Each test asserts what an operator would notice:
 //! the normal company's syncs and switches on time, the bad one's status, metrics and recovery.
 mod common;
 use common::receiver::{HangingServer, Receiver};
@@ -918,5 +920,607 @@ async fn a_company_with_many_calendars_queued_does_not_delay_another_companys_no
     assert!(left >= 28, "B still had most of its calendars queued ({left} not yet listed): this proves nothing");
     let r = app.fake_control("DELETE", "/_fake/faults", Value::Null).await;
     assert!(r.status < 300, "{r:?}");
+    app.stop().await;
+}
+
+// ---- 8. pacing per Google project ----
+
+/// When fake Google logged a request (real time).
+fn logged_at(r: &Value) -> DateTime<Utc> {
+    time(&r["time"])
+}
+
+/// The fake's Calendar calls (not token grants) made for `users` since `since`, oldest first.
+async fn calendar_calls(app: &TestApp, users: &[String], since: u64) -> Vec<Value> {
+    requests(app, None, since)
+        .await
+        .into_iter()
+        .filter(|r| r["method"].as_str().is_some_and(|m| m.starts_with("calendar.")))
+        .filter(|r| r["user"].as_str().is_some_and(|u| users.iter().any(|x| x == u)))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_companys_burst_is_paced_under_its_own_project_quota_and_does_not_slow_another() {
+    // Each company's project allows 120 Calendar calls a minute, at fake Google and in gwsync:
+    // gwsync paces each project at 90 % of it (108/min, one call per ~0.56 s) after a burst of 6.
+    const PER_MINUTE: u32 = 120;
+    let app = TestApp::start_with(|c| c.sync.project_requests_per_minute = PER_MINUTE).await;
+    let r = app
+        .fake_control(
+            "PUT",
+            "/_fake/quota",
+            json!({"project_per_minute": PER_MINUTE, "calendar_per_user_per_minute": 600}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // Two companies, each with its own service account in its own Cloud project; no phonebook,
+    // so every Google call is a calendar's.
+    let a = Company::create_with(&app, "globex", 10, None, false).await;
+    let b = Company::create_with(&app, "initech", 1, None, false).await;
+    assert_ne!(a.key["project_id"], b.key["project_id"], "the companies' projects differ");
+    a.upload_key(&app, &a.key).await;
+    b.upload_key(&app, &b.key).await;
+
+    // A registers 10 users at once: 20 calls (a channel and a full sync each), far more than
+    // its burst.
+    let since = last_seq(&app).await;
+    a.add_users(&app).await;
+    let burst = 6;
+    eventually("A's burst to be spent and its calls paced", async || {
+        let n = calendar_calls(&app, &a.users, since).await.len();
+        if n > burst { Ok(()) } else { Err(format!("{n} calls")) }
+    })
+    .await;
+
+    // B's user registers meanwhile: B's project has its own budget, so it syncs at once.
+    let asked = Utc::now();
+    let started = Instant::now();
+    add_user(&app, b.tenant, &b.users[0]).await;
+    synced(&app, b.tenant, &b.users[0]).await;
+    let took = started.elapsed();
+    let b_calls = calendar_calls(&app, &b.users, since).await;
+    let a_at_b = calendar_calls(&app, &a.users, since).await;
+    assert!(took < Duration::from_secs(2), "B's user took {took:?} to sync beside A's burst");
+    assert_eq!(b_calls.len(), 2, "B: a channel and a full sync: {b_calls:#?}");
+    let b_last = b_calls.iter().map(logged_at).max().expect("B's calls");
+    assert!(
+        b_last - asked < chrono::Duration::seconds(2),
+        "B's calls ended {} after its user was added",
+        b_last - asked
+    );
+    let a_left = 2 * a.users.len() - a_at_b.len();
+    assert!(
+        a_left >= 4,
+        "A still had calls waiting for its budget when B was done ({a_left} left): this proves nothing"
+    );
+
+    // A goes on at its own pace until all its users are synced, never refused by Google.
+    for u in &a.users {
+        synced(&app, a.tenant, u).await;
+    }
+    let a_calls = calendar_calls(&app, &a.users, since).await;
+    assert_eq!(a_calls.len(), 2 * a.users.len(), "{a_calls:#?}");
+    assert!(logged_at(a_calls.last().expect("A's calls")) > b_last, "A's calls went on after B was done");
+    let (first, last) = (logged_at(&a_calls[0]), logged_at(a_calls.last().expect("A's calls")));
+    // 14 calls beyond the burst at one per 0.556 s: at least ~7.8 s (a little less for timing).
+    let paced = (a_calls.len() - burst) as i64 * 60_000 / i64::from(PER_MINUTE * 9 / 10);
+    assert!(
+        (last - first).num_milliseconds() >= paced * 9 / 10,
+        "A's {} calls took {} ms; its pace needs {paced} ms",
+        a_calls.len(),
+        (last - first).num_milliseconds()
+    );
+    let refused: Vec<Value> =
+        requests(&app, None, since).await.into_iter().filter(|r| r["status"] == 429 || r["status"] == 403).collect();
+    assert!(refused.is_empty(), "Google refused calls: {refused:#?}");
+    app.stop().await;
+}
+
+// ---- 9. deletion while a token grant is held ----
+
+/// A tenant's token endpoint (its key's `token_uri`) that holds every grant for one user until
+/// released, then answers it with a real token from fake Google (fake Google's own token
+/// endpoint answers at once: a `delay_ms` fault on `oauth2.token` is taken but not waited out).
+/// Grants for anyone else are answered at once. Each grant is re-signed for fake Google's
+/// audience with the key, as Google would mint it.
+struct HeldGrants {
+    url: String,
+    state: std::sync::Arc<GrantState>,
+    release: tokio::sync::watch::Sender<bool>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+struct GrantState {
+    key: Value,
+    fake_token_uri: String,
+    user: String,
+    /// Grants for `user` waiting now, and answered so far.
+    waiting: std::sync::atomic::AtomicUsize,
+    answered: std::sync::atomic::AtomicUsize,
+    released: tokio::sync::watch::Receiver<bool>,
+    http: reqwest::Client,
+}
+
+async fn held_grant(state: actix_web::web::Data<GrantState>, body: actix_web::web::Bytes) -> actix_web::HttpResponse {
+    use std::sync::atomic::Ordering::SeqCst;
+    let assertion = url::form_urlencoded::parse(&body).find(|(k, _)| k == "assertion").map(|(_, v)| v.into_owned());
+    let asked: Value = assertion
+        .as_deref()
+        .and_then(|a| a.split('.').nth(1))
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let held = asked["sub"] == state.user.as_str();
+    if held {
+        state.waiting.fetch_add(1, SeqCst);
+        let _ = state.released.clone().wait_for(|r| *r).await;
+    }
+    let now = Utc::now().timestamp();
+    let mut claims = json!({"iss": asked["iss"], "sub": asked["sub"], "aud": state.fake_token_uri,
+                            "scope": asked["scope"], "iat": now, "exp": now + 3600});
+    if asked["sub"].is_null() {
+        claims.as_object_mut().expect("object").remove("sub");
+    }
+    let assertion = fake_google::jwt::sign(&state.key, &claims).expect("sign");
+    let answer = state
+        .http
+        .post(&state.fake_token_uri)
+        .form(&[("grant_type", fake_google::oauth::GRANT_TYPE), ("assertion", assertion.as_str())])
+        .send()
+        .await;
+    let response = match answer {
+        Ok(r) => {
+            let status = actix_web::http::StatusCode::from_u16(r.status().as_u16()).expect("status");
+            let body = r.bytes().await.unwrap_or_default();
+            actix_web::HttpResponse::build(status).content_type("application/json").body(body)
+        }
+        Err(e) => actix_web::HttpResponse::BadGateway().body(e.to_string()),
+    };
+    if held {
+        state.waiting.fetch_sub(1, SeqCst);
+        state.answered.fetch_add(1, SeqCst);
+    }
+    response
+}
+
+impl HeldGrants {
+    async fn start(app: &TestApp, key: &Value, user: &str) -> HeldGrants {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/token", listener.local_addr().expect("addr"));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let state = std::sync::Arc::new(GrantState {
+            key: key.clone(),
+            fake_token_uri: app.fake.token_uri(),
+            user: user.to_owned(),
+            waiting: Default::default(),
+            answered: Default::default(),
+            released,
+            http: reqwest::Client::builder().no_proxy().build().expect("client"),
+        });
+        let data = actix_web::web::Data::from(state.clone());
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new().app_data(data.clone()).route("/token", actix_web::web::post().to(held_grant))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        HeldGrants { url, state, release, handle }
+    }
+
+    fn waiting(&self) -> usize {
+        self.state.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn answered(&self) -> usize {
+        self.state.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn release(&self) {
+        let _ = self.release.send(true);
+    }
+
+    async fn stop(&self) {
+        self.release();
+        self.handle.stop(false).await;
+    }
+}
+
+const TOKEN_GRANT: &str = "oauth2.token";
+
+#[tokio::test]
+async fn a_user_deleted_while_their_sync_waits_for_a_token_grant_gets_nothing_written() {
+    let mut app = TestApp::start().await;
+    app.setup_tenant().await;
+    // Acme's key names a token endpoint that holds alice's grants until told.
+    let grants = HeldGrants::start(&app, &app.key, ALICE).await;
+    let mut key = app.key.clone();
+    key["token_uri"] = json!(grants.url);
+    let r = app
+        .raw(
+            "PUT",
+            &format!("/api/v1/tenants/{TENANT}/credentials"),
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            key.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // Alice's calendar has an event: a sync that went on would store it and make her a channel.
+    let writer = writer_token(&app, ALICE).await;
+    let id =
+        create(&app, &writer, "Lunch", minute_ahead(&app, mins(30)), minute_ahead(&app, mins(60)), json!({})).await;
+    assert!(google_calendar(&app, ALICE).await.contains_key(&id));
+
+    // Alice's first sync asks for her token, and the grant is held; she is deleted meanwhile.
+    let since = last_seq(&app).await;
+    add_user(&app, TENANT, ALICE).await;
+    eventually("alice's token grant to reach the token endpoint and be held", async || {
+        if grants.waiting() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{} waiting; {}", grants.waiting(), status_of(&app, TENANT, ALICE).await["sync"]))
+        }
+    })
+    .await;
+    assert!(calendar_calls(&app, &[ALICE.to_owned()], since).await.is_empty(), "the job waits for its token");
+    let asked = Instant::now();
+    delete_user(&app, TENANT, ALICE).await;
+    assert!(asked.elapsed() < Duration::from_secs(1), "deleting took {:?}", asked.elapsed());
+
+    // The grant is answered with a real token from Google: the job has it now …
+    grants.release();
+    eventually("the held grant to be answered", async || {
+        let minted = requests(&app, Some(TOKEN_GRANT), since)
+            .await
+            .into_iter()
+            .any(|r| r["user"] == ALICE && r["status"] == 200);
+        if minted && grants.answered() == 1 {
+            Ok(())
+        } else {
+            Err(format!("minted {minted}, {} answered", grants.answered()))
+        }
+    })
+    .await;
+    // … and a job for a user who still exists goes on to Google with such a token: bob, added
+    // now, is synced and given a channel (alice's job, ahead of his, would show as much).
+    add_user(&app, TENANT, BOB).await;
+    synced(&app, TENANT, BOB).await;
+    assert!(fake_channels(&app, BOB).await.iter().any(|c| c["state"] == "live"));
+    wait_metric(&app, "gwsync_dirty_calendars", 0.0).await;
+
+    // Nothing for alice: no channel at Google, none asked for, nothing stored.
+    assert!(fake_channels(&app, ALICE).await.is_empty(), "Google has a channel for deleted alice");
+    let watched: Vec<Value> =
+        requests(&app, Some(WATCH), since).await.into_iter().filter(|r| r["user"] == ALICE).collect();
+    assert!(watched.is_empty(), "a channel was asked for deleted alice: {watched:#?}");
+    let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}"), None).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}/events"), None).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    grants.stop().await;
+    app.stop_gwsync().await.expect("a clean stop");
+    let store = SledStore::open(&app.data_path().join("db"), 8).expect("open the store");
+    assert!(store.user(TENANT, ALICE).await.expect("read").is_none());
+    assert!(store.calendar_state(TENANT, ALICE).await.expect("read").is_none(), "alice's calendar state was stored");
+    assert!(store.events(TENANT, ALICE).await.expect("read").is_empty(), "alice's events were stored");
+    assert!(store.presence_record(TENANT, ALICE).await.expect("read").is_none(), "alice's presence was stored");
+    assert!(store.channels_of(TENANT, ALICE).await.expect("read").is_empty(), "alice has channel records");
+    assert!(store.calendar_state(TENANT, BOB).await.expect("read").is_some(), "bob's sync was stored");
+    drop(store);
+    app.stop().await;
+}
+
+// ---- 10. diagnose names a failing phone system ----
+
+const PHONE_CHECK: &str = "Phone system receives profile switches";
+
+/// The phone-system step of `GET …/diagnose?user=alice`, and whether the whole report passed.
+async fn phone_step(app: &TestApp) -> (Value, bool) {
+    let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}/diagnose?user={ALICE}"), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let step = r.body["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["check"] == PHONE_CHECK)
+        .cloned()
+        .unwrap_or_else(|| panic!("no phone-system step: {}", r.body));
+    (step, r.body["passed"] == true)
+}
+
+/// `gwsync diagnose --tenant acme --user alice` against the test server: (success, stdout).
+async fn diagnose_cli(app: &TestApp) -> (bool, String) {
+    let server = app.base().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gwsync"));
+        cmd.args(["diagnose", "--tenant", TENANT, "--user", ALICE]);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("GWSYNC_") {
+                cmd.env_remove(&k);
+            }
+        }
+        let out = cmd
+            .env("GWSYNC_SERVER", server)
+            .env("GWSYNC_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run gwsync diagnose");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn diagnose_reports_a_failing_phone_system_with_its_fix_and_passes_once_it_answers() {
+    let app = TestApp::start_with(|c| {
+        c.presence.delivery_timeout = Duration::from_secs(1);
+        c.presence.delivery_alert_after = Duration::from_secs(120);
+    })
+    .await;
+    // The phone system accepts connections and never answers.
+    let hang = HangingServer::start().await;
+    let url = hang.url("/hooks/gwsync");
+    app.setup_tenant().await;
+    connect_phone_system(&app, TENANT, DOMAIN, &url).await;
+    add_user(&app, TENANT, ALICE).await;
+    let start = minute_ahead(&app, mins(10));
+    create(&app, &writer_token(&app, ALICE).await, "Lunch", start, start + mins(60), json!({})).await;
+    wait_switch(&app, TENANT, ALICE, start, "Lunch").await;
+
+    // Nothing has been sent yet: the step passes.
+    let (step, _) = phone_step(&app).await;
+    assert_eq!(step["outcome"], "passed", "{step}");
+    assert!(step["detail"].as_str().is_some_and(|d| d.contains("nothing has failed")), "{step}");
+
+    // Alice's switch is due and goes unanswered: retrying, still a pass (it may be a blip).
+    advance_to(&app, start).await;
+    let failing_since = eventually("the phone system to be retrying", async || {
+        let p = tenant_status(&app, TENANT).await["phone_system"].clone();
+        if p["state"] == "retrying" && !p["failing_since"].is_null() {
+            Ok(time(&p["failing_since"]))
+        } else {
+            Err(p.to_string())
+        }
+    })
+    .await;
+    let (step, _) = phone_step(&app).await;
+    assert_eq!(step["outcome"], "passed", "{step}");
+    assert!(step["detail"].as_str().is_some_and(|d| d.contains("retrying")), "{step}");
+
+    // Failing for longer than delivery_alert_after: the step fails, naming the URL, since when
+    // and the error, with the fix.
+    advance_to(&app, failing_since + secs(121)).await;
+    assert_eq!(tenant_status(&app, TENANT).await["phone_system"]["state"], "failing");
+    let (step, passed) = phone_step(&app).await;
+    assert!(!passed, "a failing step fails the report");
+    assert_eq!(step["outcome"], "failed", "{step}");
+    let detail = step["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&format!("deliveries to {url} fail since")), "{step}");
+    assert!(detail.contains(&failing_since.to_rfc3339()[..16]), "{step}");
+    let fix = step["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("Check that the phone system is up at that URL"), "{step}");
+    assert!(fix.contains("sends every user's current state once it answers"), "{step}");
+
+    // The operator's command prints it the same way and exits non-zero.
+    let (ok, out) = diagnose_cli(&app).await;
+    assert!(!ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(&format!("FAIL  {PHONE_CHECK}: deliveries to {url}")))
+        .unwrap_or_else(|| panic!("no FAIL line for the phone system:\n{out}"));
+    assert!(
+        lines.get(at + 1).is_some_and(|l| l.trim_start().starts_with("fix: Check that the phone system is up")),
+        "the fix follows the failure:\n{out}"
+    );
+
+    // Following the fix: the phone system answers again, gets alice's state, and the step passes.
+    let rx = Receiver::start(&secret(), app.clock.clone()).await;
+    hang.forward_to(rx.addr);
+    eventually("alice's state to reach the phone system", async || {
+        if !rx.delivered_to(ALICE).is_empty() {
+            return Ok(());
+        }
+        // Between probes: the next one is due at the end of the pause.
+        let p = tenant_status(&app, TENANT).await["phone_system"].clone();
+        if !p["paused_until"].is_null() && hang.open() == 0 {
+            advance_to(&app, time(&p["paused_until"]) + chrono::Duration::milliseconds(100)).await;
+        }
+        Err(p.to_string())
+    })
+    .await;
+    let step = eventually("the step to pass again", async || {
+        let (step, _) = phone_step(&app).await;
+        if step["outcome"] == "passed" { Ok(step) } else { Err(step.to_string()) }
+    })
+    .await;
+    let detail = step["detail"].as_str().unwrap_or_default();
+    assert!(!detail.contains("retrying") && !detail.contains("fail since"), "{step}");
+    assert_eq!(tenant_status(&app, TENANT).await["phone_system"]["state"], "ok");
+    hang.stop();
+    rx.stop().await;
+    app.stop().await;
+}
+
+// ---- 11. a tenant's jobs are its own ----
+
+/// A call with `token` instead of the admin token.
+async fn call_as(app: &TestApp, token: &str, method: &str, path: &str) -> Reply {
+    app.raw(method, path, &[("authorization", &format!("Bearer {token}"))], Vec::new()).await
+}
+
+/// A new token (its secret) made with the admin token: on `tenant`, or an operator's.
+async fn mint(app: &TestApp, tenant: Option<&str>, name: &str, role: &str) -> String {
+    let path = tenant.map_or_else(|| "/api/v1/tokens".to_owned(), |t| format!("/api/v1/tenants/{t}/tokens"));
+    let r = app.api("POST", &path, Some(json!({"name": name, "role": role}))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    r.body["token"].as_str().expect("token").to_owned()
+}
+
+#[tokio::test]
+async fn a_tenant_token_cannot_read_another_tenants_job_while_its_owner_and_operators_can() {
+    let app = TestApp::start().await;
+    app.setup_tenant().await;
+    let g = Company::create(&app, "globex", 1, None).await;
+    g.upload_key(&app, &g.key).await;
+    let acme_admin = mint(&app, Some(TENANT), "it-dept", "tenant_admin").await;
+    let acme_pbx = mint(&app, Some(TENANT), "pbx", "integration").await;
+    let globex_admin = mint(&app, Some(g.tenant), "it-dept", "tenant_admin").await;
+    let globex_pbx = mint(&app, Some(g.tenant), "pbx", "integration").await;
+    let operator = mint(&app, None, "ops", "operator").await;
+
+    // Each company's admin starts a phonebook sync: a job of its own.
+    let start = async |token: &str, tenant: &str| {
+        let r = call_as(&app, token, "POST", &format!("/api/v1/tenants/{tenant}/contacts/sync")).await;
+        assert_eq!(r.status, 202, "{r:?}");
+        let status = r.body["status"].as_str().expect("status").to_owned();
+        assert_eq!(r.headers.get("location").and_then(|v| v.to_str().ok()), Some(status.as_str()), "{r:?}");
+        assert_eq!(r.body["job"]["tenant"], tenant, "{r:?}");
+        status
+    };
+    let acme_job = start(&acme_admin, TENANT).await;
+    let globex_job = start(&globex_admin, g.tenant).await;
+
+    // Its own tenant's tokens and every operator token read it, until it is done …
+    for token in [acme_admin.as_str(), acme_pbx.as_str(), operator.as_str(), ADMIN_TOKEN] {
+        let r = call_as(&app, token, "GET", &acme_job).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["kind"], "contacts.sync", "{r:?}");
+        assert_eq!(r.body["tenant"], TENANT, "{r:?}");
+    }
+    let done = eventually("acme's phonebook sync to finish", async || {
+        let r = call_as(&app, &acme_admin, "GET", &acme_job).await;
+        if r.body["state"] == "done" { Ok(r.body) } else { Err(r.body.to_string()) }
+    })
+    .await;
+    assert!(done["result"].is_object(), "{done}");
+    let r = call_as(&app, &globex_admin, "GET", &globex_job).await;
+    assert_eq!(r.status, 200, "globex reads its own job: {r:?}");
+
+    // … another tenant's tokens get exactly what an unknown job answers, and learn nothing of it.
+    let unknown = call_as(&app, &acme_admin, "GET", "/api/v1/jobs/job_nosuch").await;
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    for (token, job) in
+        [(&globex_admin, &acme_job), (&globex_pbx, &acme_job), (&acme_admin, &globex_job), (&acme_pbx, &globex_job)]
+    {
+        let r = call_as(&app, token, "GET", job).await;
+        assert_eq!(r.status, 404, "{job}: {r:?}");
+        assert_eq!(r.code(), unknown.code(), "{r:?}");
+        let id = job.rsplit('/').next().expect("id");
+        assert_eq!(r.message(), unknown.message().replace("job_nosuch", id), "{r:?}");
+        assert!(!r.text.contains("contacts.sync"), "{r:?}");
+    }
+    app.stop().await;
+}
+
+// ---- 12. a company deleted during a sync ----
+
+#[tokio::test]
+async fn a_company_deleted_while_google_answers_a_sync_leaves_nothing_behind() {
+    let mut app = TestApp::start().await;
+    app.setup_tenant().await;
+    add_user(&app, TENANT, ALICE).await;
+    let g = Company::create(&app, "globex", 2, None).await;
+    g.upload_key(&app, &g.key).await;
+    g.add_users(&app).await;
+    synced(&app, TENANT, ALICE).await;
+    for u in &g.users {
+        synced(&app, g.tenant, u).await;
+    }
+    // Its phonebook synced, an export token and a token of its own: all of it must go too.
+    let r = app.api("POST", &format!("/api/v1/tenants/{}/contacts/sync", g.tenant), None).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let job = r.body["status"].as_str().expect("status").to_owned();
+    eventually("globex's phonebook to be synced", async || {
+        let r = app.api("GET", &job, None).await;
+        if r.body["state"] == "done" { Ok(()) } else { Err(format!("{r:?}")) }
+    })
+    .await;
+    let r = app.api("GET", &format!("/api/v1/tenants/{}/contacts/status", g.tenant), None).await;
+    assert!(r.body["books"].as_array().is_some_and(|b| !b.is_empty()), "globex has a phonebook: {r:?}");
+    let r = app.api("POST", &format!("/api/v1/tenants/{}/contacts/export-token", g.tenant), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = app
+        .api(
+            "POST",
+            &format!("/api/v1/tenants/{}/tokens", g.tenant),
+            Some(json!({"name": "pbx", "role": "integration"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+
+    // Google holds the next events.list of globex's first user; the company is deleted meanwhile.
+    let held = &g.users[0];
+    arm_fault(&app, json!({"method": LIST, "user": held, "delay_ms": 2000})).await;
+    let since = last_seq(&app).await;
+    let writer = g.writer(&app, held).await;
+    create(&app, &writer, "Lunch", minute_ahead(&app, mins(30)), minute_ahead(&app, mins(60)), json!({})).await;
+    eventually("the sync to be held by Google", async || {
+        if faults_left(&app).await == 0 { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+    assert!(
+        requests(&app, Some(LIST), since).await.iter().all(|r| r["user"] != held.as_str()),
+        "the list call is still held"
+    );
+    let asked = Instant::now();
+    let r = app.api("DELETE", &format!("/api/v1/tenants/{}", g.tenant), None).await;
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "deleting took {:?}", asked.elapsed());
+
+    // The held call completes, with events a sync would store …
+    eventually("the held list call to be answered", async || {
+        let answered =
+            requests(&app, Some(LIST), since).await.iter().any(|r| r["user"] == held.as_str() && r["status"] == 200);
+        if answered { Ok(()) } else { Err("not yet".into()) }
+    })
+    .await;
+    // … and the company's channels are stopped at Google, with its key, which is then discarded
+    // (the keeper publishes its channel counts after that).
+    for u in &g.users {
+        all_stopped(&app, u).await;
+    }
+    eventually("the keeper's sweep to end", async || {
+        let orphaned = metric(&app, r#"gwsync_channels{state="orphaned"}"#).await;
+        if orphaned >= 1.0 { Ok(()) } else { Err(format!("{orphaned} orphaned")) }
+    })
+    .await;
+    wait_metric(&app, "gwsync_dirty_calendars", 0.0).await;
+    let r = app.api("GET", &format!("/api/v1/tenants/{}", g.tenant), None).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(fake_channels(&app, ALICE).await.iter().any(|c| c["state"] == "live"), "acme's channel is untouched");
+
+    // Nothing of globex is left in the store; acme is whole.
+    app.stop_gwsync().await.expect("a clean stop");
+    let store = SledStore::open(&app.data_path().join("db"), 8).expect("open the store");
+    let t = g.tenant;
+    assert!(store.tenant(t).await.expect("read").is_none());
+    assert!(store.credentials(t).await.expect("read").is_none(), "its key is kept");
+    assert!(store.retired_credentials(t).await.expect("read").is_none(), "its retired key is kept");
+    assert!(store.users(t).await.expect("read").is_empty());
+    for u in &g.users {
+        assert!(store.user(t, u).await.expect("read").is_none(), "{u}");
+        assert!(store.calendar_state(t, u).await.expect("read").is_none(), "{u}'s calendar state was stored");
+        assert!(store.events(t, u).await.expect("read").is_empty(), "{u}'s events were stored");
+        assert!(store.presence_record(t, u).await.expect("read").is_none(), "{u}'s presence was stored");
+        assert!(store.channels_of(t, u).await.expect("read").is_empty(), "{u} has channel records");
+    }
+    assert!(store.channels().await.expect("read").iter().all(|c| c.tenant != t), "globex has channel records");
+    assert!(store.contact_books(t).await.expect("read").is_empty(), "globex's phonebook is kept");
+    assert!(store.contacts(t).await.expect("read").is_empty(), "globex's contacts are kept");
+    assert!(
+        store.tokens().await.expect("read").iter().all(|k| k.tenant.as_deref() != Some(t)),
+        "globex's tokens are kept"
+    );
+    assert!(store.outbox().await.expect("read").is_empty());
+    assert!(store.tenant(TENANT).await.expect("read").is_some());
+    assert!(!store.channels_of(TENANT, ALICE).await.expect("read").is_empty());
+    drop(store);
     app.stop().await;
 }

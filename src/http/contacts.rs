@@ -4,7 +4,6 @@
 
 use actix_web::{HttpResponse, web};
 use base64::Engine;
-use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -14,7 +13,6 @@ use super::error::ApiError;
 use super::tenants::existing;
 use crate::app::{AppState, sha256};
 use crate::contacts::{Contacts, export};
-use crate::store;
 use crate::sync::channels::hex;
 
 const DEFAULT_PAGE: usize = 50;
@@ -125,14 +123,8 @@ async fn status(
 
 /// Creates (or replaces) the token desk phones use for the exports; shown once.
 async fn export_token(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let mut t = existing(&state, &path).await?;
-    let replaced = t.export_token_digest.is_some();
-    let mut secret = [0u8; 24];
-    rand::rng().fill_bytes(&mut secret);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    t.export_token_digest = Some(hex(&sha256(token.as_bytes())));
-    state.store.put_tenant(&t).await?;
-    store::flush(&state.store).await?;
+    let t = existing(&state, &path).await?;
+    let crate::admin::ExportToken { token, replaced } = crate::admin::export_token_replaced(&state, &t).await?;
     let base = state.public_url.as_str().trim_end_matches('/');
     let mut resp = HttpResponse::Ok().json(json!({
         "token": token,

@@ -187,11 +187,7 @@ async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path).await?;
-    // Durable at once; the channels are stopped by the keeper in the background, with the key
-    // that stays until they are.
-    sync.remove_tenant(&t.id).await?;
-    contacts.forget_tenant(&t.id);
-    tracing::info!(tenant = %t.id, "tenant deleted");
+    crate::admin::tenant_deleted(&sync, &contacts, &t.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

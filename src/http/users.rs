@@ -199,8 +199,7 @@ async fn delete(
     let (tenant, email) = path.into_inner();
     let t = existing(&state, &tenant).await?;
     let u = existing_user(&state, &t, &email).await?;
-    sync.remove_user(&t.id, &u.email).await?;
-    tracing::info!(tenant = %t.id, user = %u.email, "user deleted");
+    crate::admin::user_deleted(&sync, &t.id, &u.email).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
