@@ -76,7 +76,9 @@ pub fn scrub(error: impl std::fmt::Display, url: &secrecy::SecretString) -> Stri
 }
 
 /// The PostgreSQL side: a small pool of its own (claims, notifications, heartbeats), besides the
-/// leader's and the listener's dedicated connections.
+/// leader's and the listener's dedicated connections. Its tables (`sync_claims`,
+/// `cluster_members`) are the store's: `migrations/0002_cluster.sql`, applied when the store
+/// connects, which is before the cluster does.
 struct Shared {
     pool: sqlx::PgPool,
     url: secrecy::SecretString,
@@ -103,7 +105,8 @@ impl Cluster {
         Self::new(None, "local".into(), true)
     }
 
-    /// A replica on PostgreSQL at `url`; `start` runs its background work.
+    /// A replica on PostgreSQL at `url`, whose store has connected (and so migrated) already;
+    /// `start` runs its background work.
     pub async fn postgres(url: &secrecy::SecretString, config: &ClusterConfig) -> Result<Self, ClusterError> {
         use secrecy::ExposeSecret;
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -112,7 +115,6 @@ impl Cluster {
             .connect(url.expose_secret())
             .await
             .map_err(|e| ClusterError::Connect(scrub(e, url)))?;
-        claims::migrate(&pool).await?;
         let id = config.replica_id.clone().unwrap_or_else(default_replica_id);
         let shared = Shared { pool, url: url.clone(), lease: config.claim_lease, leader_retry: config.leader_retry };
         Ok(Self::new(Some(shared), id, false))
