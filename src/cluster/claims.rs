@@ -72,6 +72,27 @@ pub async fn release(pool: &PgPool, key: &CalendarKey, me: &str) -> Result<(), C
     Ok(())
 }
 
+/// Lets this replica's claim go once `after` has passed (at once if it is zero). Until then the
+/// calendar stays this replica's: a notification landing on another replica within this one's
+/// settling window finds it held, leaves its mark and tries again after the window, instead of
+/// syncing at once — the window holds across replicas, as it does within one.
+pub async fn release_after(pool: &PgPool, key: &CalendarKey, me: &str, after: Duration) -> Result<(), ClusterError> {
+    if after.is_zero() {
+        return release(pool, key, me).await;
+    }
+    sqlx::query(
+        "UPDATE sync_claims SET until = now() + $4 * interval '1 millisecond'
+         WHERE tenant = $1 AND user_email = $2 AND holder = $3",
+    )
+    .bind(&key.tenant)
+    .bind(&key.user)
+    .bind(me)
+    .bind(millis(after))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Calendars with a live claim (and, in passing, forgets claims that ran out long ago).
 pub async fn live(pool: &PgPool) -> Result<HashSet<CalendarKey>, ClusterError> {
     sqlx::query("DELETE FROM sync_claims WHERE until < now() - interval '1 hour'").execute(pool).await?;
