@@ -1,9 +1,10 @@
 //! Three `gwsync serve` replicas (real processes, so a SIGKILL is real) on one throwaway
 //! PostgreSQL database, behind a small round-robin TCP proxy that is the public URL Google
 //! posts to: notifications spread over the replicas sync; a burst over three replicas costs at
-//! most two `events.list` calls; the leader killed mid-run still delivers the next switch in
+//! most two `events.list` calls, and so does one change notified on each replica in turn
+//! within the settling window; the leader killed mid-run still delivers the next switch in
 //! time, none twice with different content, in order; all replicas killed and restarted lose
-//! nothing.
+//! nothing; a database from before the cluster migration migrates cleanly.
 //!
 //! The processes run on the system clock (there is no clock to inject into another process):
 //! the switches are a few seconds ahead, and the test polls with timeouts rather than sleeping.
@@ -359,6 +360,126 @@ async fn notifications_spread_over_replicas_sync_and_a_burst_costs_at_most_two_l
         cluster.logs()
     );
     cluster.app.fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_notified_on_each_replica_in_turn_within_the_settling_window_costs_at_most_two_lists() {
+    // Each replica gets its notification only once the one before has synced (or found the
+    // calendar held): the settling window keeps this to two syncs only if it holds across
+    // replicas, not just within each.
+    const WINDOW: Duration = Duration::from_secs(6);
+    let cluster = Cluster::start(&[("GWSYNC_SYNC__RERUN_DELAY", "6s")]).await;
+    cluster.setup_tenant(None).await;
+    cluster.add_user(ALICE).await;
+    let channels = cluster.channels(&[ALICE]).await;
+    cluster.quiet(ALICE).await;
+    drop_google_notifications(&cluster.app).await;
+    let path = format!("/api/v1/tenants/{TENANT}/users/{ALICE}");
+    // Every replica's window of the first sync is over.
+    eventually("the first sync's settling window over", async || {
+        let s = cluster.api("GET", &path, None).await;
+        let last = s.body["sync"]["last_sync"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        match last {
+            Some(t) if Utc::now() - t.with_timezone(&Utc) > chrono::Duration::from_std(WINDOW).expect("window") => {
+                Ok(())
+            }
+            _ => Err(format!("{}", s.body["sync"])),
+        }
+    })
+    .await;
+
+    let since = last_seq(&cluster.app).await;
+    let (start, end) = far_future(10);
+    insert_event(&cluster.app, ALICE, "In turn", start, end).await;
+    let first = tokio::time::Instant::now();
+    for i in 0..REPLICAS {
+        assert_eq!(cluster.notify_replica(i, &channels[ALICE]).await, 200);
+        eventually("the replica done with its notification (synced, or waiting)", async || {
+            let s = cluster.replica(i).api(&cluster.app, "GET", &path, None).await;
+            match s.body["sync"]["pending"].as_str() {
+                None | Some("waiting") => Ok(()),
+                Some(other) => Err(other.to_owned()),
+            }
+        })
+        .await;
+    }
+    assert!(first.elapsed() < WINDOW, "the notifications landed within the settling window (make it longer)");
+    cluster.stored(ALICE, "In turn").await;
+    cluster.quiet(ALICE).await;
+    let lists = requests(&cluster.app, Some("calendar.events.list"), since)
+        .await
+        .into_iter()
+        .filter(|r| r["user"] == ALICE)
+        .count();
+    assert!(
+        (1..=2).contains(&lists),
+        "one change notified on each replica in turn costs at most two events.list calls, not {lists}\n{}",
+        cluster.logs()
+    );
+    cluster.app.fake.stop().await;
+}
+
+/// A database from before the cluster tables were a migration (each replica created
+/// `sync_claims` and `cluster_members` at start): migration 2 applies over them and keeps their
+/// rows; the schema version then counts migrations, so a build without migration 2 is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_the_cluster_migration_migrates_cleanly() {
+    use gwsync::store::StoreError;
+    use gwsync::store::pg_store::PgStore;
+    use sqlx::Connection as _;
+
+    let url = pg::fresh_database().await;
+    let open = async || PgStore::connect(&secrecy::SecretString::from(url.clone()), 2, Duration::from_secs(10)).await;
+    drop(open().await.expect("a new database migrates"));
+    let mut db = sqlx::PgConnection::connect(&url).await.expect("connect");
+    // What the previous build left: migration 1 applied, schema 1, and the tables its cluster
+    // module made, in use.
+    sqlx::raw_sql(
+        "DELETE FROM _sqlx_migrations WHERE version = 2;
+         UPDATE gwsync_meta SET value = 1 WHERE key = 'schema_version';
+         DROP TABLE sync_claims; DROP TABLE cluster_members;
+         CREATE TABLE IF NOT EXISTS sync_claims (
+             tenant TEXT NOT NULL,
+             user_email TEXT NOT NULL,
+             holder TEXT NOT NULL,
+             until TIMESTAMPTZ NOT NULL,
+             PRIMARY KEY (tenant, user_email)
+         );
+         CREATE TABLE IF NOT EXISTS cluster_members (
+             id TEXT PRIMARY KEY,
+             last_seen TIMESTAMPTZ NOT NULL
+         );
+         INSERT INTO sync_claims VALUES ('acme', 'alice@acme.test', 'old-replica', now() + interval '1 minute');
+         INSERT INTO cluster_members VALUES ('old-replica', now());",
+    )
+    .execute(&mut db)
+    .await
+    .expect("the previous build's layout");
+
+    drop(open().await.expect("the previous build's database migrates"));
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(&mut db)
+        .await
+        .expect("migrations");
+    assert_eq!(versions, [1, 2]);
+    let schema: i64 = sqlx::query_scalar("SELECT value FROM gwsync_meta WHERE key = 'schema_version'")
+        .fetch_one(&mut db)
+        .await
+        .expect("schema version");
+    assert_eq!(schema, 2, "the schema version is the latest migration");
+    let kept: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM sync_claims WHERE holder = 'old-replica'),
+                (SELECT count(*) FROM cluster_members WHERE id = 'old-replica')",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("rows");
+    assert_eq!(kept, (1, 1), "the claims and heartbeats in use are kept");
+
+    // A build with fewer migrations than the database refuses it before touching it.
+    sqlx::query("UPDATE gwsync_meta SET value = 3 WHERE key = 'schema_version'").execute(&mut db).await.expect("3");
+    assert!(matches!(open().await, Err(StoreError::NewerSchema { found: 3 })));
+    db.close().await.ok();
 }
 
 const SECRET_KEY: [u8; 32] = *b"gwsync-replicas-test-key-32bytes";

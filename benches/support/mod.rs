@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod replicas;
+pub mod wrk;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

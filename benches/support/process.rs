@@ -32,6 +32,12 @@ pub fn spawn(port: u16, data: &std::path::Path, log: &std::path::Path, fake: &st
         .env("GWSYNC_GOOGLE_API_URL", fake)
         .env("GWSYNC_GOOGLE_PEOPLE_URL", fake)
         .env("RUST_LOG", "warn");
+    // gwsync refuses GWSYNC_ variables it does not know: the benches' own settings stay here.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("GWSYNC_BENCH_") {
+            cmd.env_remove(k);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

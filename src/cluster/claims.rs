@@ -6,7 +6,8 @@
 //! calendar exactly one wins, and none waits for another. (`FOR UPDATE SKIP LOCKED` serves
 //! replicas taking *any* free work from a shared queue; here each replica asks for a calendar
 //! it was notified of, by key, so a claim by key is what fits — and it needs no transaction.)
-//! Leases are on the database's clock, which all replicas share.
+//! Leases are on the database's clock, which all replicas share. The table comes from the
+//! store's migrations (`migrations/0002_cluster.sql`), applied before the cluster starts.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -22,26 +23,6 @@ pub enum Claimed {
     Mine,
     /// Another replica holds it: it will see this replica's dirty mark.
     Elsewhere,
-}
-
-/// The tables (created if missing; they hold only leases and heartbeats, nothing to migrate).
-pub async fn migrate(pool: &PgPool) -> Result<(), ClusterError> {
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS sync_claims (
-             tenant TEXT NOT NULL,
-             user_email TEXT NOT NULL,
-             holder TEXT NOT NULL,
-             until TIMESTAMPTZ NOT NULL,
-             PRIMARY KEY (tenant, user_email)
-         );
-         CREATE TABLE IF NOT EXISTS cluster_members (
-             id TEXT PRIMARY KEY,
-             last_seen TIMESTAMPTZ NOT NULL
-         );",
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 fn millis(d: Duration) -> i64 {
@@ -88,6 +69,27 @@ pub async fn release(pool: &PgPool, key: &CalendarKey, me: &str) -> Result<(), C
         .bind(me)
         .execute(pool)
         .await?;
+    Ok(())
+}
+
+/// Lets this replica's claim go once `after` has passed (at once if it is zero). Until then the
+/// calendar stays this replica's: a notification landing on another replica within this one's
+/// settling window finds it held, leaves its mark and tries again after the window, instead of
+/// syncing at once — the window holds across replicas, as it does within one.
+pub async fn release_after(pool: &PgPool, key: &CalendarKey, me: &str, after: Duration) -> Result<(), ClusterError> {
+    if after.is_zero() {
+        return release(pool, key, me).await;
+    }
+    sqlx::query(
+        "UPDATE sync_claims SET until = now() + $4 * interval '1 millisecond'
+         WHERE tenant = $1 AND user_email = $2 AND holder = $3",
+    )
+    .bind(&key.tenant)
+    .bind(&key.user)
+    .bind(me)
+    .bind(millis(after))
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -8,8 +8,10 @@
 //!   calendars notified to it. A sync first claims its calendar in `sync_claims` (`claims`),
 //!   with a lease a dead replica's claims fall out of; a replica that finds the calendar held
 //!   elsewhere leaves its dirty mark for the holder, whose clearing (only at the generation it
-//!   read when it claimed) then fails, so it runs once more. Marks nobody holds (a killed
-//!   replica's) are picked up by every replica's scan every half lease.
+//!   read when it claimed) then fails, so it runs once more. A holder keeps its claim to the
+//!   end of its settling window (`sync.rerun_delay` from its sync's start), so a burst spread
+//!   over the replicas costs two syncs in the cluster, as in one process. Marks nobody holds
+//!   (a killed replica's) are picked up by every replica's scan every half lease.
 //! - **leader** — one replica at a time, the holder of a PostgreSQL advisory lock on a
 //!   dedicated connection (`leader`): it runs what must run once — the boundary scheduler and
 //!   the outbox (each user's switches in sequence order), channel renewal and the keeper, the
@@ -76,7 +78,9 @@ pub fn scrub(error: impl std::fmt::Display, url: &secrecy::SecretString) -> Stri
 }
 
 /// The PostgreSQL side: a small pool of its own (claims, notifications, heartbeats), besides the
-/// leader's and the listener's dedicated connections.
+/// leader's and the listener's dedicated connections. Its tables (`sync_claims`,
+/// `cluster_members`) are the store's: `migrations/0002_cluster.sql`, applied when the store
+/// connects, which is before the cluster does.
 struct Shared {
     pool: sqlx::PgPool,
     url: secrecy::SecretString,
@@ -103,7 +107,8 @@ impl Cluster {
         Self::new(None, "local".into(), true)
     }
 
-    /// A replica on PostgreSQL at `url`; `start` runs its background work.
+    /// A replica on PostgreSQL at `url`, whose store has connected (and so migrated) already;
+    /// `start` runs its background work.
     pub async fn postgres(url: &secrecy::SecretString, config: &ClusterConfig) -> Result<Self, ClusterError> {
         use secrecy::ExposeSecret;
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -112,7 +117,6 @@ impl Cluster {
             .connect(url.expose_secret())
             .await
             .map_err(|e| ClusterError::Connect(scrub(e, url)))?;
-        claims::migrate(&pool).await?;
         let id = config.replica_id.clone().unwrap_or_else(default_replica_id);
         let shared = Shared { pool, url: url.clone(), lease: config.claim_lease, leader_retry: config.leader_retry };
         Ok(Self::new(Some(shared), id, false))
@@ -255,6 +259,15 @@ impl Cluster {
         match &self.shared {
             None => Ok(()),
             Some(s) => claims::release(&s.pool, key, &self.replica_id).await,
+        }
+    }
+
+    /// Lets the calendar's claim go after `settling`, the rest of this replica's settling
+    /// window for it (`claims::release_after`); with sled, nothing to do.
+    pub async fn release_after(&self, key: &CalendarKey, settling: Duration) -> Result<(), ClusterError> {
+        match &self.shared {
+            None => Ok(()),
+            Some(s) => claims::release_after(&s.pool, key, &self.replica_id, settling).await,
         }
     }
 

@@ -36,6 +36,16 @@ use crate::model::user::UserRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
+/// The schema version this build writes and reads on PostgreSQL: its latest migration
+/// (`migrations/NNNN_*.sql`). It starts at `SCHEMA_VERSION` (the record format both stores
+/// share, 1) and advances with each migration, so a build that lacks a migration refuses a
+/// database that has it (`NewerSchema`) before touching it, as sled refuses a newer data
+/// directory; the record format itself has not changed.
+fn pg_schema_version() -> u32 {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    u32::try_from(latest).unwrap_or(u32::MAX).max(SCHEMA_VERSION)
+}
+
 /// The shared store: a pool of connections to one database.
 pub struct PgStore {
     pool: PgPool,
@@ -174,8 +184,9 @@ impl PgStore {
     /// The schema check, then the migrations (sqlx serialises concurrent replicas with an
     /// advisory lock), then the version row.
     async fn migrate(&self) -> Result<(), StoreError> {
+        let this_build = pg_schema_version();
         if let Some(found) = self.schema_version().await?
-            && found > SCHEMA_VERSION
+            && found > this_build
         {
             return Err(StoreError::NewerSchema { found });
         }
@@ -184,7 +195,7 @@ impl PgStore {
             "INSERT INTO gwsync_meta (key, value) VALUES ('schema_version', $1) \
              ON CONFLICT (key) DO UPDATE SET value = GREATEST(gwsync_meta.value, EXCLUDED.value)",
         )
-        .bind(i64::from(SCHEMA_VERSION))
+        .bind(i64::from(this_build))
         .execute(&self.pool)
         .await
         .map_err(pg)?;

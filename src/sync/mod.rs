@@ -335,7 +335,9 @@ impl SyncService {
     async fn after_claim(&self, key: &CalendarKey, after: queue::After) {
         let cluster = &self.app.cluster;
         let result = match after {
-            queue::After::Ended => cluster.release(key).await,
+            // Held for the rest of the settling window: other replicas' notifications in it
+            // wait for one sync after it, as this replica's own do.
+            queue::After::Ended => cluster.release_after(key, self.queue.settling_left(key)).await,
             queue::After::Again(at) => {
                 let wait = at.map(|t| (t - self.clock.now()).to_std().unwrap_or_default()).unwrap_or_default();
                 cluster.hold(key, wait).await.map(|_| ())

@@ -22,7 +22,11 @@
 //! more), and tries once more a `rerun_delay` later (the holder may have ended just before the
 //! mark); meanwhile each notification marks anew. If the mark is gone by then, the holder
 //! covered it and the retry calls no Google API. A holder clears only at the generation it read when it claimed (`claimed`), and runs
-//! again while a mark it did not cover remains.
+//! again while a mark it did not cover remains; notifications it took during its sync keep the
+//! mark for the rerun they ask for. The settling window holds across replicas: a holder with
+//! nothing more to run keeps its claim for the rest of its window (`settling_left`), so a
+//! notification on another replica in that window is held elsewhere and waits for one sync
+//! after the window, rather than syncing at once (each replica's window is its own).
 //!
 //! Calendars ready to sync wait in one lane per tenant, and claims go round the tenants in
 //! turn, each tenant holding at most `per_tenant` claims at once: a tenant with thousands of
@@ -512,7 +516,14 @@ impl SyncQueue {
                     inner.delayed.insert((at, key.clone()));
                     (None, bump)
                 }
-                Finish::Done | Finish::GiveUp => (entry.read.take(), false),
+                Finish::Done | Finish::GiveUp => {
+                    let read = entry.read.take();
+                    // Notifications here during the sync wrote no mark of their own (this one
+                    // covered them): it stays until the rerun they asked for ends, so that rerun
+                    // is neither lost in a crash nor skipped as covered.
+                    let again = matches!(entry.phase, Phase::Running { again: true });
+                    (read.filter(|_| !again), false)
+                }
             }
         };
         if bump {
@@ -640,6 +651,13 @@ impl SyncQueue {
         self.delayed_changed.notified().await;
     }
 
+    /// What is left of the calendar's settling window (a `rerun_delay` from its last start
+    /// here); zero once it is over.
+    pub fn settling_left(&self, key: &CalendarKey) -> std::time::Duration {
+        let started = self.inner.lock().started.get(key).copied();
+        started.and_then(|t| (t + self.rerun_delay - self.clock.now()).to_std().ok()).unwrap_or_default()
+    }
+
     /// The phase of a calendar, for the user's status.
     pub fn phase(&self, key: &CalendarKey) -> Option<&'static str> {
         self.inner.lock().entries.get(key).map(|e| match e.phase {
@@ -756,6 +774,41 @@ mod tests {
         assert!(!q.claimed(&k, read));
         assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
         assert!(store.dirty_calendars().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn across_replicas_notifications_during_the_holders_sync_keep_its_mark_for_the_rerun() {
+        let (q, store, _dir, _stop) = queue();
+        let q = q.shared();
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        let read = store.dirty_generation("t", "u@x").await.unwrap();
+        assert!(!q.claimed(&k, read));
+        // A notification here during the sync: the held mark covers it, it writes none.
+        q.notify(&k).await.unwrap();
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), read);
+        let after = q.finish(&claim, Finish::Done).await.unwrap();
+        assert!(matches!(after, After::Again(_)), "it runs again: {after:?}");
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), read, "the mark stays for the rerun");
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let again = q.take().await;
+        let read = store.dirty_generation("t", "u@x").await.unwrap();
+        assert!(!q.claimed(&k, read), "the rerun syncs: the notification came after the first sync read its mark");
+        assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
+        assert!(store.dirty_calendars().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_settling_window_is_what_is_left_of_rerun_delay_since_the_last_start() {
+        let (q, _store, _dir, _stop) = queue();
+        let k = CalendarKey::new("t", "u@x");
+        assert_eq!(q.settling_left(&k), std::time::Duration::ZERO, "never started");
+        q.enqueue(&k);
+        let claim = q.take().await;
+        let left = q.settling_left(&k);
+        assert!(left > std::time::Duration::ZERO && left <= std::time::Duration::from_millis(250), "{left:?}");
+        q.finish(&claim, Finish::Done).await.unwrap();
     }
 
     #[tokio::test]
