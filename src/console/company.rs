@@ -132,6 +132,7 @@ pub async fn create(
 #[derive(Deserialize)]
 pub struct SetupQuery {
     check: Option<String>,
+    saved: Option<String>,
 }
 
 pub async fn setup(
@@ -151,6 +152,9 @@ pub async fn setup(
                 .await
                 .map_err(|f| api_page_error(&console, &f))?;
             let mut ctx = setup_context(&viewer, standing, &view);
+            if query.saved.is_some() {
+                ctx["notice"] = json!("Saved.");
+            }
             if query.check.is_some() || !view["credentials"].is_null() {
                 diagnose_into(&app, &console, &viewer, &actor, &t.id, &t.domain, &mut ctx).await;
             }
@@ -232,14 +236,18 @@ pub async fn save(
             let actor = viewer.actor(Some(&t.id), standing);
             let tenant_path = format!("/tenants/{}", seg(&t.id));
             let view = console.api.get(&app, &actor, &tenant_path).await.map_err(|f| api_page_error(&console, &f))?;
-            let directory_admin = form.text("directory_admin");
+            let mut directory_admin = form.text("directory_admin");
+            // Left empty by an admin of the domain: they are the directory user.
+            if directory_admin.is_empty() && crate::model::email_domain(viewer.email()) == form.text("domain") {
+                directory_admin = viewer.email().to_owned();
+            }
             let mut spec = spec_of(&view);
             spec["domain"] = json!(form.text("domain"));
             spec["directory_admin"] = if directory_admin.is_empty() { Value::Null } else { json!(directory_admin) };
             spec["admins"] = json!(list(&form.text("admins")));
             spec["self_service"] = json!(form.get("self_service") == Some("on"));
             match console.api.call(&app, &actor, Method::PUT, &tenant_path, Some(Body::Json(spec))).await {
-                Ok(_) => Ok(render::see_other(&format!("/console/t/{}/setup", t.id))),
+                Ok(_) => Ok(render::see_other(&format!("/console/t/{}/setup?saved=1", t.id))),
                 Err(f) => {
                     let mut ctx = setup_context(&viewer, standing, &view);
                     ctx["form"]["domain"] = json!(form.text("domain"));

@@ -2,7 +2,7 @@
 //! into the binary, so `cargo run` serves the console with no front-end build), and the headers
 //! every console answer carries: a strict Content-Security-Policy (scripts and styles only from
 //! the console's own files, no inline code, forms only to itself, no framing), no caching, no
-//! referrer (the sign-in callback's URL holds a code).
+//! referrer to other sites (the sign-in callback's URL holds a code).
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -39,6 +39,12 @@ impl Templates {
     pub fn new() -> Result<Templates, String> {
         let mut env = Environment::new();
         env.add_filter("when", when);
+        // A missing value (JSON null) prints as nothing, not as "none".
+        env.set_formatter(
+            |out, state, value| {
+                if value.is_none() { Ok(()) } else { minijinja::escape_formatter(out, state, value) }
+            },
+        );
         for (name, source) in TEMPLATES {
             env.add_template(name, source).map_err(|e| format!("console template {name}: {e}"))?;
         }
@@ -71,7 +77,7 @@ fn when(value: String) -> String {
 pub fn with_headers(mut b: HttpResponseBuilder) -> HttpResponseBuilder {
     b.insert_header((header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .insert_header((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .insert_header((header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .insert_header((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
     b
