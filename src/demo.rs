@@ -170,7 +170,7 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
         ),
         (
             USERS[0],
-            json!({"summary": "Borta", "eventType": "outOfOffice", "start": {"dateTime": minute(5)}, "end": {"dateTime": minute(125)},
+            json!({"summary": "Borta", "eventType": "outOfOffice", "start": {"dateTime": minute(3)}, "end": {"dateTime": minute(125)},
             "outOfOfficeProperties": {"autoDeclineMode": "declineOnlyNewConflictingInvitations", "declineMessage": "Tillbaka om två timmar"}}),
         ),
         (
@@ -203,7 +203,7 @@ async fn demo(listen: Option<SocketAddr>) -> Result<()> {
         USERS.join(", ")
     );
     println!(
-        "  status events {} is out of office (\"Borta\") from +5 min: Semester by its event type; her working location \"Office\" never switches",
+        "  status events {} is out of office (\"Borta\") from +3 min: Semester by its event type; her working location \"Office\" never switches",
         USERS[0]
     );
     println!(

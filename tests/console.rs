@@ -365,3 +365,109 @@ impl World {
         .await;
     }
 }
+
+/// The session cookie a console answer sets, as `name=value`.
+fn session_from(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(SESSION) && !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_sign_in_with_a_token_forms_need_their_csrf_token_and_other_companies_do_not_exist() {
+    let w = World::start().await;
+    let http =
+        reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let post = |path: &str, cookie: Option<&str>, form: Vec<(&str, String)>| {
+        let mut req = http.post(format!("{}{path}", w.base)).header("Origin", w.base.clone()).form(&form);
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c.to_owned());
+        }
+        req.send()
+    };
+    // A wrong token is not a token.
+    let r = post("/console/signin/token", None, vec![("token", "gws_wrong".into())]).await.expect("post");
+    assert_eq!(r.status(), 401);
+    assert!(session_from(&r).is_none());
+
+    // The bootstrap token signs an operator in.
+    let r = post("/console/signin/token", None, vec![("token", ADMIN_TOKEN.into())]).await.expect("post");
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    let cookie = session_from(&r).expect("a session");
+    let page = http.get(format!("{}/console/", w.base)).header("Cookie", &cookie).send().await.expect("get");
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Add a company"), "{html}");
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("csrf").to_owned();
+
+    // A form without the session's CSRF token, or from another origin, changes nothing.
+    let company =
+        |id: &str| vec![("id", id.to_owned()), ("domain", DOMAIN.to_owned()), ("admins", COMPANY_ADMIN.to_owned())];
+    let mut forged = company("forged");
+    forged.push(("csrf", "not-the-token".into()));
+    let r = post("/console/tenants", Some(&cookie), forged).await.expect("post");
+    assert_eq!(r.status(), 403);
+    let mut cross = company("cross");
+    cross.push(("csrf", csrf.clone()));
+    let r = http
+        .post(format!("{}/console/tenants", w.base))
+        .header("Origin", "https://evil.example")
+        .header("Cookie", &cookie)
+        .form(&cross)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let tenants = w.api("GET", "/api/v1/tenants", None).await;
+    assert_eq!(tenants.body["tenants"], json!([]), "nothing was made: {tenants:?}");
+
+    // With it, two companies; each admin sees only their own.
+    for (id, domain, admin) in [("acme", DOMAIN, COMPANY_ADMIN), ("other", "other.test", "boss@other.test")] {
+        let form = vec![
+            ("id", id.to_owned()),
+            ("domain", domain.to_owned()),
+            ("admins", admin.to_owned()),
+            ("csrf", csrf.clone()),
+        ];
+        let r = post("/console/tenants", Some(&cookie), form).await.expect("post");
+        assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    }
+    let audit = w.api("GET", "/api/v1/tenants/acme/audit", None).await;
+    assert_eq!(
+        audit.body["entries"][0]["actor"]["name"], "GWSYNC_ADMIN_TOKEN",
+        "made by the signed-in token: {audit:?}"
+    );
+    // A company's own token does not sign in to the console (its admins use Google).
+    let theirs = w.api("POST", "/api/v1/tenants/acme/tokens", Some(json!({"name": "x", "role": "tenant_admin"}))).await;
+    let r = post("/console/signin/token", None, vec![("token", theirs.body["token"].as_str().expect("token").into())])
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    assert!(session_from(&r).is_none());
+    // A revoked operator token's session ends at once.
+    let made = w.api("POST", "/api/v1/tokens", Some(json!({"name": "ops", "role": "operator"}))).await;
+    let r = post("/console/signin/token", None, vec![("token", made.body["token"].as_str().expect("token").into())])
+        .await
+        .expect("post");
+    let ops = session_from(&r).expect("a session");
+    let ok = http.get(format!("{}/console/t/other/setup", w.base)).header("Cookie", &ops).send().await.expect("get");
+    assert_eq!(ok.status(), 200);
+    let id = made.body["id"].as_str().expect("id");
+    assert_eq!(w.api("DELETE", &format!("/api/v1/tokens/{id}"), None).await.status, 204);
+    let gone = http.get(format!("{}/console/t/other/setup", w.base)).header("Cookie", &ops).send().await.expect("get");
+    assert_eq!(gone.status(), 303, "a revoked token's session is over");
+    assert_eq!(gone.headers()["location"], "/console/signin");
+    // acme's admin (through a session as Google would give it) cannot open the other company.
+    let b = Browser::start().await;
+    sign_in(&b, &w, COMPANY_ADMIN).await;
+    b.wait_for_path("/console/t/acme/setup").await;
+    b.goto(&format!("{}/console/t/other/setup", w.base)).await;
+    let text = b.wait_for_text("There is no such company").await;
+    assert!(!text.contains("other.test"), "{text}");
+    b.goto(&format!("{}/console/t/nonexistent/users", w.base)).await;
+    b.wait_for_text("There is no such company").await;
+    b.close().await;
+    w.stop().await;
+}

@@ -1,6 +1,6 @@
 //! README's first command works: `gwsync demo` needs no key, config or network, serves the
 //! API, and prints the profile switches its built-in phone system verified — among them Anna's
-//! out-of-office (by its event type, at +5 min), while her working location "Office" switches
+//! out-of-office (by its event type, at +3 min), while her working location "Office" switches
 //! nothing although her profile Kontor has the trigger `office`.
 
 use std::io::{BufRead, BufReader};

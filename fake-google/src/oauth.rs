@@ -66,6 +66,24 @@ pub async fn token(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes
     let bad_signature = || GoogleError::oauth(400, "invalid_grant", "Invalid JWT Signature.");
     let jwt = Assertion::parse(assertion).map_err(|_| bad_signature())?;
 
+    // An armed fault may hold the answer (`delay_ms`), as a slow token endpoint does, without
+    // holding the rest of the fake.
+    let mut delay = None;
+    let answer = jwt_grant(&shared, &req, &jwt, &mut delay);
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    answer
+}
+
+/// The JWT-bearer grant of a service account (with `sub`: domain-wide delegation).
+fn jwt_grant(
+    shared: &Shared,
+    req: &HttpRequest,
+    jwt: &Assertion,
+    delay: &mut Option<std::time::Duration>,
+) -> Result<HttpResponse, GoogleError> {
+    let bad_signature = || GoogleError::oauth(400, "invalid_grant", "Invalid JWT Signature.");
     let mut world = shared.world.lock();
     let iss = jwt.claim_str("iss").unwrap_or_default().to_owned();
     let Some(account) = world.accounts.get(&iss).cloned() else {
@@ -116,10 +134,13 @@ pub async fn token(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes
     if let Some(call) = req.extensions_mut().get_mut::<ApiCall>() {
         call.user = Some(user.clone());
     }
-    if let Some(fault) = world.take_fault("oauth2.token", Some(&user))
-        && fault.status.is_some()
-    {
-        return Err(crate::auth::fault_response(&fault, crate::params::Api::People));
+    if let Some(fault) = world.take_fault("oauth2.token", Some(&user)) {
+        if fault.delay_ms > 0 {
+            *delay = Some(std::time::Duration::from_millis(fault.delay_ms));
+        }
+        if fault.status.is_some() {
+            return Err(crate::auth::fault_response(&fault, crate::params::Api::People));
+        }
     }
 
     let access_token = new_access_token();

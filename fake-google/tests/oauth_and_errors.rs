@@ -800,6 +800,32 @@ async fn fault_on_the_token_endpoint() {
     env.fake.stop().await;
 }
 
+#[tokio::test]
+async fn a_token_grant_can_be_held_without_holding_anyone_else() {
+    let env = Env::new().await;
+    let fault = json!({"method": "oauth2.token", "user": ALICE, "delay_ms": 2000, "count": 1});
+    control_ok(&env, "POST", "/_fake/faults", fault, 201).await;
+    let alice_claims = env.claims(Some(ALICE), &[CALENDAR_READONLY]);
+    let bob_claims = env.claims(Some(BOB), &[CALENDAR_READONLY]);
+    let alice = {
+        let held = env.token_request(&env.key, &alice_claims);
+        let other = env.token_request(&env.key, &bob_claims);
+        tokio::pin!(held);
+        // Bob's grant is answered while Alice's is still held.
+        let bob = tokio::select! {
+            r = &mut held => panic!("the held grant came first: {r:?}"),
+            r = other => r,
+        };
+        assert_eq!(bob.status, 200, "{bob:?}");
+        let still = tokio::time::timeout(std::time::Duration::from_millis(300), &mut held).await;
+        assert!(still.is_err(), "Alice's grant is still held after Bob's: {still:?}");
+        held.await
+    };
+    assert_eq!(alice.status, 200, "a held grant is then given: {alice:?}");
+    assert!(alice.body["access_token"].is_string(), "{alice:?}");
+    env.fake.stop().await;
+}
+
 // ---- control API ----
 
 #[tokio::test]
