@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::api::{Body, seg};
 use super::viewer::Standing;
-use super::{Console, Need, base, done, read_form, render, show_failure, signed_in, tenant_page};
+use super::{Console, Need, admin_post, base, done, read_form, render, show_failure, signed_in, tenant_page};
 use crate::app::AppState;
 use crate::google::Scope;
 use crate::model::key_file::MAX_KEY_FILE_BYTES;
@@ -231,9 +231,7 @@ pub async fn save(
 ) -> HttpResponse {
     done(
         async {
-            let (viewer, t, standing) = tenant_page(&req, &app, &console, &path, Need::Admin).await?;
-            let form = read_form(&req, &viewer, &console, body).await?;
-            let actor = viewer.actor(Some(&t.id), standing);
+            let (viewer, t, standing, actor, form) = admin_post(&req, &app, &console, &path, body).await?;
             let tenant_path = format!("/tenants/{}", seg(&t.id));
             let view = console.api.get(&app, &actor, &tenant_path).await.map_err(|f| api_page_error(&console, &f))?;
             let mut directory_admin = form.text("directory_admin");

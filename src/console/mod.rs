@@ -202,6 +202,21 @@ async fn tenant_page(
     }
 }
 
+/// A form posted to one of a tenant's admin pages: who sent it (their CSRF token checked), the
+/// tenant, their standing in it, the API actor they are, and the form.
+async fn admin_post(
+    req: &HttpRequest,
+    app: &AppState,
+    console: &Console,
+    tenant: &str,
+    body: web::Bytes,
+) -> Result<(Viewer, TenantRecord, Standing, crate::access::Actor, Form), HttpResponse> {
+    let (viewer, t, standing) = tenant_page(req, app, console, tenant, Need::Admin).await?;
+    let form = read_form(req, &viewer, console, body).await?;
+    let actor = viewer.actor(Some(&t.id), standing);
+    Ok((viewer, t, standing, actor, form))
+}
+
 /// A form's fields, in order (a name may repeat).
 pub struct Form(Vec<(String, String)>);
 

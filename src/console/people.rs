@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::api::{ApiFailure, Body, seg};
 use super::viewer::{Standing, Viewer};
-use super::{Console, Form, Need, base, done, read_form, render, show_failure, tenant_page};
+use super::{Console, Form, Need, admin_post, base, done, read_form, render, show_failure, tenant_page};
 use crate::access::Actor;
 use crate::app::AppState;
 use crate::model::tenant::TenantRecord;
@@ -133,9 +133,7 @@ pub async fn add(
 ) -> HttpResponse {
     done(
         async {
-            let (viewer, t, standing) = tenant_page(&req, &app, &console, &path, Need::Admin).await?;
-            let form = read_form(&req, &viewer, &console, body).await?;
-            let actor = viewer.actor(Some(&t.id), standing);
+            let (viewer, t, standing, actor, form) = admin_post(&req, &app, &console, &path, body).await?;
             let picked: Vec<String> = if form.get("action") == Some("picked") {
                 form.all("pick").into_iter().map(str::to_owned).collect()
             } else {

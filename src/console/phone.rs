@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::api::{Body, seg};
 use super::viewer::{Standing, Viewer};
-use super::{Console, Need, base, done, read_form, render, show_failure, tenant_page};
+use super::{Console, Need, admin_post, base, done, render, show_failure, tenant_page};
 use crate::app::AppState;
 use crate::model::tenant::TenantRecord;
 
@@ -72,9 +72,7 @@ pub async fn save(
 ) -> HttpResponse {
     done(
         async {
-            let (viewer, t, standing) = tenant_page(&req, &app, &console, &path, Need::Admin).await?;
-            let form = read_form(&req, &viewer, &console, body).await?;
-            let actor = viewer.actor(Some(&t.id), standing);
+            let (viewer, t, standing, actor, form) = admin_post(&req, &app, &console, &path, body).await?;
             let tenant_path = format!("/tenants/{}", seg(&t.id));
             let view =
                 console.api.get(&app, &actor, &tenant_path).await.map_err(|f| {
@@ -126,9 +124,7 @@ pub async fn test(
 ) -> HttpResponse {
     done(
         async {
-            let (viewer, t, standing) = tenant_page(&req, &app, &console, &path, Need::Admin).await?;
-            read_form(&req, &viewer, &console, body).await?;
-            let actor = viewer.actor(Some(&t.id), standing);
+            let (viewer, t, standing, actor, _form) = admin_post(&req, &app, &console, &path, body).await?;
             let result = console
                 .api
                 .call(&app, &actor, Method::POST, &format!("/tenants/{}/phone-system/test", seg(&t.id)), None)
@@ -165,9 +161,7 @@ pub async fn create_token(
 ) -> HttpResponse {
     done(
         async {
-            let (viewer, t, standing) = tenant_page(&req, &app, &console, &path, Need::Admin).await?;
-            let form = read_form(&req, &viewer, &console, body).await?;
-            let actor = viewer.actor(Some(&t.id), standing);
+            let (viewer, t, standing, actor, form) = admin_post(&req, &app, &console, &path, body).await?;
             let expires = form.text("expires_in");
             let spec = json!({
                 "name": form.text("name"),
@@ -207,9 +201,7 @@ pub async fn revoke_token(
     let (tenant, id) = path.into_inner();
     done(
         async {
-            let (viewer, t, standing) = tenant_page(&req, &app, &console, &tenant, Need::Admin).await?;
-            read_form(&req, &viewer, &console, body).await?;
-            let actor = viewer.actor(Some(&t.id), standing);
+            let (viewer, t, standing, actor, _form) = admin_post(&req, &app, &console, &tenant, body).await?;
             let result = console
                 .api
                 .call(&app, &actor, Method::DELETE, &format!("/tenants/{}/tokens/{}", seg(&t.id), seg(&id)), None)

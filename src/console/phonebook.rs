@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::api::seg;
 use super::viewer::{Standing, Viewer};
-use super::{Console, Need, base, done, read_form, tenant_page};
+use super::{Console, Need, admin_post, base, done, tenant_page};
 use crate::app::AppState;
 use crate::model::tenant::TenantRecord;
 
@@ -83,9 +83,7 @@ pub async fn sync(
 ) -> HttpResponse {
     done(
         async {
-            let (viewer, t, standing) = tenant_page(&req, &app, &console, &path, Need::Admin).await?;
-            read_form(&req, &viewer, &console, body).await?;
-            let actor = viewer.actor(Some(&t.id), standing);
+            let (viewer, t, standing, actor, _form) = admin_post(&req, &app, &console, &path, body).await?;
             let result = console
                 .api
                 .call(&app, &actor, Method::POST, &format!("/tenants/{}/contacts/sync", seg(&t.id)), None)
@@ -110,9 +108,7 @@ pub async fn export(
     body: web::Bytes,
 ) -> HttpResponse {
     done(async {
-        let (viewer, t, standing) = tenant_page(&req, &app, &console, &path, Need::Admin).await?;
-        read_form(&req, &viewer, &console, body).await?;
-        let actor = viewer.actor(Some(&t.id), standing);
+        let (viewer, t, standing, actor, _form) = admin_post(&req, &app, &console, &path, body).await?;
         let result = console.api.call(&app, &actor, Method::POST, &format!("/tenants/{}/contacts/export-token", seg(&t.id)), None).await;
         let mut ctx = context(&app, &console, &viewer, &t, standing, &Query::default()).await;
         match result {
