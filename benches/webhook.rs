@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use support::Bench;
+use support::wrk::{Round, median, require_wrk, show};
 
 const CONNECTIONS: usize = 32;
 const SECONDS: u64 = 10;
@@ -35,60 +36,6 @@ const USERS: usize = 200;
 /// Before the measured rounds, each server gets this much load (connections, caches, the first
 /// dirty marks), unreported.
 const WARM_UP: Duration = Duration::from_secs(2);
-
-/// What wrk's `done` printed for one round.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    requests: u64,
-    seconds: f64,
-    errors: u64,
-    non2xx: u64,
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Round {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.seconds
-    }
-
-    fn parse(output: &str) -> Option<Round> {
-        let line = output.lines().find(|l| l.starts_with("wrk-result "))?;
-        let field = |name: &str| -> Option<u64> {
-            line.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-        };
-        let micros = |name: &str| field(name).map(Duration::from_micros);
-        Some(Round {
-            requests: field("requests")?,
-            seconds: field("micros")? as f64 / 1e6,
-            errors: field("errors")?,
-            non2xx: field("non2xx")?,
-            p50: micros("p50")?,
-            p90: micros("p90")?,
-            p99: micros("p99")?,
-            max: micros("max")?,
-        })
-    }
-}
-
-/// Fails the bench, with the fix, unless `wrk` can be run.
-fn require_wrk() {
-    match Command::new("wrk").arg("--version").output() {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "this benchmark drives the servers with wrk, which is not installed; install it with\n\n    apt-get install wrk\n\n(Debian/Ubuntu; `brew install wrk` on macOS) and run it again"
-            );
-            std::process::exit(2);
-        }
-        Err(e) => {
-            eprintln!("wrk cannot be started: {e}");
-            std::process::exit(2);
-        }
-    }
-}
 
 /// One wrk run against `url` (wrk blocks; it runs off the async threads).
 async fn wrk(url: &str, channels_file: &std::path::Path, duration: Duration) -> Round {
@@ -132,34 +79,6 @@ async fn syncs(bench: &Bench) -> u64 {
         .filter(|l| l.starts_with("gwsync_syncs_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn show(name: &str, r: &Round) {
-    println!(
-        "{name:<8} {:>8.0} req/s   p50 {:>8}   p90 {:>8}   p99 {:>8}   max {:>9}   errors {} non-2xx {}",
-        r.rps(),
-        ms(r.p50),
-        ms(r.p90),
-        ms(r.p99),
-        ms(r.max),
-        r.errors,
-        r.non2xx
-    );
-}
-
-/// The median over the rounds: one round disturbed by the shared machine moves it little.
-fn median(rounds: &[Round], f: impl Fn(&Round) -> f64) -> f64 {
-    let mut v: Vec<f64> = rounds.iter().map(f).collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// One server under test: where wrk sends, its channels file, and what it measured.

@@ -24,7 +24,8 @@ impl Round {
         self.requests as f64 / self.seconds
     }
 
-    fn parse(output: &str) -> Option<Round> {
+    /// The `wrk-result` line the bench's Lua scripts print in `done`.
+    pub fn parse(output: &str) -> Option<Round> {
         let line = output.lines().find(|l| l.starts_with("wrk-result "))?;
         let field = |name: &str| -> Option<u64> {
             line.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
