@@ -295,7 +295,34 @@ async fn a_new_company_is_set_up_in_the_browser_and_each_user_edits_only_their_o
     b.click_button_in(&format!("form[action='/console/t/{TENANT}/phone']"), "Save").await;
     let err = b.wait_for("#url-error").await.text().await.expect("text");
     assert!(err.contains("169.254.169.254") || err.contains("refused") || err.contains("link-local"), "{err}");
+    // A phone system: the secret is made here and shown once; kept when the URL moves; the
+    // test message and the switches arrive signed with it, and the page lists the deliveries.
+    let phone_form = format!("form[action='/console/t/{TENANT}/phone']");
+    b.fill("Phone system URL", "http://127.0.0.1:9/not-yet").await;
+    b.click_button_in(&phone_form, "Save").await;
+    let secret = b.wait_for("#secret").await.text().await.expect("secret");
+    assert!(secret.trim().starts_with("whsec_"), "{secret}");
+    let receiver = common::receiver::Receiver::start(secret.trim(), gwsync::clock::Clock::system()).await;
+    b.fill("Phone system URL", &receiver.url).await;
+    b.set_checked("Generate a new signing secret (shown once)", false).await;
+    b.click_button_in(&phone_form, "Save").await;
+    eventually("the phone system moved", async || {
+        let t = w.api("GET", &format!("/api/v1/tenants/{TENANT}"), None).await;
+        if t.body["phone_system"]["url"] == receiver.url.as_str() { Ok(()) } else { Err(format!("{t:?}")) }
+    })
+    .await;
+    let switched = receiver.wait_delivered_to(ALICE, 1).await;
+    assert!(switched.iter().all(|a| a.verified.is_ok()), "signed with the secret shown once: {switched:?}");
+    assert_eq!(switched[0].json["profile"], "Lunch", "her current state: {switched:?}");
+    b.click_button("Send a test switch").await;
+    let result = b.wait_for("#test-switch").await.text().await.expect("text");
+    assert!(result.contains("accepted"), "{result}");
+    let test = receiver.attempts().into_iter().find(|a| a.json["type"] == "gwsync.test").expect("a test message");
+    assert!(test.verified.is_ok(), "{test:?}");
+    let deliveries = b.page_text().await;
+    assert!(deliveries.contains(ALICE) && deliveries.contains("delivered"), "the last deliveries: {deliveries}");
     page_check(&b, "phone").await;
+    receiver.stop().await;
     b.click_link("Phonebook").await;
     b.wait_for_text("Number lookup").await;
     page_check(&b, "phonebook").await;
