@@ -270,11 +270,13 @@ async fn a_new_company_is_set_up_in_the_browser_and_each_user_edits_only_their_o
     b.click_button("Test").await;
     let result = b.wait_for("#test-result").await.text().await.expect("text");
     assert!(result.contains("switches to Lunch") && result.contains("fika"), "{result}");
+    b.select("Out of office switches to", "Meeting").await;
     b.click_button("Save").await;
     b.wait_for_text("Saved.").await;
     page_check(&b, "profiles").await;
     let alice = w.api("GET", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}"), None).await;
     assert_eq!(alice.body["profiles"][0]["triggers"], json!(["lunch", "fika"]), "{alice:?}");
+    assert_eq!(alice.body["status_events"]["out_of_office"], "Meeting", "{alice:?}");
 
     // An event at "Google" switches her; the users page shows it.
     w.live_channels_for(&[ALICE]).await;
