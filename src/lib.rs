@@ -125,7 +125,7 @@ pub async fn serve_with_clock(
     let mut queue =
         SyncQueue::new(store.clone(), flush, config.sync.rerun_delay, config.sync.tenant_workers, clock.clone());
     if cluster.is_shared() {
-        queue = queue.shared();
+        queue = queue.shared(cluster.coalescing());
     }
     let sync = Arc::new(SyncService::new(app.clone(), queue, clock, presence.clone()));
     sync.start(&tracker, &cancel).await.context("starting the sync workers")?;

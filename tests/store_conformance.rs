@@ -90,6 +90,7 @@ conformance!(
     records_survive_reopening_and_tenants_delete_with_their_users,
     a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions,
     dirty_marks_clear_only_at_their_generation,
+    a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_it,
     deleting_a_user_or_tenant_takes_everything_of_theirs,
     a_newer_message_supersedes_older_ones_and_deleted_users_get_nothing_written,
     a_recreated_tenant_has_no_key_while_the_retired_one_stays_readable,
@@ -339,6 +340,64 @@ async fn dirty_marks_clear_only_at_their_generation(b: Backend) {
     assert!(generations.iter().all(|g| (1..=20).contains(g)), "{generations:?}");
     assert_eq!(s.dirty_calendars().await.unwrap(), [("acme".to_owned(), "u@x".to_owned(), newest)]);
     assert!(s.mark_dirty("acme", "u@x").await.unwrap() > newest);
+}
+
+async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_it(b: Backend) {
+    use gwsync::store::MarkRead;
+    use std::time::{Duration, Instant};
+    let s = b.open().await;
+    let (t, u) = ("acme", "u@x");
+    s.put_tenant(&tenant(t)).await.unwrap();
+    s.put_user(&user(t, u)).await.unwrap();
+    s.put_calendar_state(t, u, &CalendarState::default()).await.unwrap();
+    // The settling window a sync reads with; short, because it is the database's clock.
+    let spacing = Duration::from_millis(200);
+    assert_eq!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::Read(None), "no mark: nothing to read");
+    let first = s.mark_unread(t, u).await.unwrap();
+    assert_eq!((first.generation, first.unread_until), (1, None), "a new mark, which a sync may read at once");
+    assert_eq!(s.mark_unread(t, u).await.unwrap().generation, 1, "no sync read it: it covers this one too");
+    let burst = futures_util::future::join_all((0..20).map(|_| s.mark_unread(t, u))).await;
+    assert!(burst.into_iter().all(|m| m.unwrap().generation == 1), "a burst rests on the one unread mark");
+    assert_eq!(s.dirty_calendars().await.unwrap(), [(t.to_owned(), u.to_owned(), 1)]);
+
+    // A sync reads it: a notification from now on may be about a change that sync misses.
+    let before_read = Instant::now();
+    assert_eq!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::Read(Some(1)));
+    match s.read_dirty(t, u, spacing).await.unwrap() {
+        MarkRead::NotBefore(wait) => assert!(wait > Duration::ZERO && wait <= spacing, "{wait:?}"),
+        other => panic!("a second read within the settling window must be refused: {other:?}"),
+    }
+    let second = s.mark_unread(t, u).await.unwrap();
+    assert_eq!(second.generation, 2, "read: a newer mark");
+    let until = second.unread_until.expect("no sync may read it before the window ends");
+    assert!(until > Instant::now() && until <= before_read + spacing + Duration::from_millis(50), "{until:?}");
+    assert_eq!(s.mark_unread(t, u).await.unwrap().generation, 2, "and that one is unread");
+    assert_eq!(s.mark_dirty(t, u).await.unwrap(), 3, "mark_dirty always writes a newer one");
+    assert_eq!(s.mark_unread(t, u).await.unwrap().generation, 3);
+    let other = s.mark_unread("acme", "v@x").await.unwrap();
+    assert_eq!((other.generation, other.unread_until), (1, None), "per calendar");
+
+    // Once the window is over the next sync reads what came after the first; the first sync
+    // cannot clear it.
+    tokio::time::sleep_until(until.into()).await;
+    let mut read = s.read_dirty(t, u, spacing).await.unwrap();
+    if let MarkRead::NotBefore(wait) = read {
+        // The promise rounds down: the window's end may be a moment after it.
+        assert!(wait <= Duration::from_millis(50), "{wait:?}");
+        tokio::time::sleep(wait).await;
+        read = s.read_dirty(t, u, spacing).await.unwrap();
+    }
+    assert_eq!(read, MarkRead::Read(Some(3)));
+    assert!(!s.clear_dirty(t, u, 1).await.unwrap());
+    assert!(s.clear_dirty(t, u, 3).await.unwrap());
+    assert_eq!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::Read(None));
+    let fresh = s.mark_unread(t, u).await.unwrap();
+    assert_eq!(fresh.generation, 1, "cleared: the next notification starts a new mark");
+    assert!(
+        fresh.unread_until.is_some_and(|at| at > Instant::now()),
+        "and the last read's window still holds for it: {fresh:?}"
+    );
+    assert!(matches!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::NotBefore(_)));
 }
 
 async fn deleting_a_user_or_tenant_takes_everything_of_theirs(b: Backend) {
@@ -715,7 +774,7 @@ async fn listings_for_copying_see_every_record(b: Backend) {
 async fn a_newer_schema_is_refused(b: Backend) {
     drop(b.open().await);
     b.write_schema_version(99).await;
-    assert!(matches!(b.try_open().await, Err(StoreError::NewerSchema { found: 99 })));
+    assert!(matches!(b.try_open().await, Err(StoreError::NewerSchema { found: 99, .. })));
     b.write_schema_version(gwsync::store::SCHEMA_VERSION).await;
     drop(b.open().await);
 }

@@ -21,30 +21,48 @@ use crate::model::CalendarKey;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claimed {
     Mine,
-    /// Another replica holds it: it will see this replica's dirty mark.
-    Elsewhere,
+    /// Another replica holds it for `for_` more (from the database's now): it will see this
+    /// replica's dirty mark if it is made before its claim ends.
+    Elsewhere {
+        for_: Duration,
+    },
 }
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
+/// A calendar held by another replica is answered from a plain read, before the insert: a
+/// conflicting `INSERT … ON CONFLICT DO UPDATE` locks the row even when its `WHERE` refuses the
+/// update, and a lock is a write that waits for the disk at commit. Replicas try the claims
+/// they found held again when those run out, so a refused claim is common under load; it now
+/// writes nothing, and says how long the holder's claim has left, in the same statement.
 pub async fn claim(pool: &PgPool, key: &CalendarKey, me: &str, lease: Duration) -> Result<Claimed, ClusterError> {
-    let row: Option<String> = sqlx::query_scalar(
-        "INSERT INTO sync_claims (tenant, user_email, holder, until)
-         VALUES ($1, $2, $3, now() + $4 * interval '1 millisecond')
-         ON CONFLICT (tenant, user_email) DO UPDATE
-             SET holder = EXCLUDED.holder, until = EXCLUDED.until
-             WHERE sync_claims.until < now() OR sync_claims.holder = EXCLUDED.holder
-         RETURNING holder",
+    let (mine, left_us): (Option<String>, Option<i64>) = sqlx::query_as(
+        "WITH held AS (SELECT until FROM sync_claims
+                 WHERE tenant = $1 AND user_email = $2 AND holder <> $3 AND until >= now()),
+             claimed AS (INSERT INTO sync_claims (tenant, user_email, holder, until)
+                 SELECT $1::text, $2::text, $3::text, now() + $4 * interval '1 millisecond'
+                 WHERE NOT EXISTS (SELECT 1 FROM held)
+                 ON CONFLICT (tenant, user_email) DO UPDATE
+                     SET holder = EXCLUDED.holder, until = EXCLUDED.until
+                     WHERE sync_claims.until < now() OR sync_claims.holder = EXCLUDED.holder
+                 RETURNING holder)
+         SELECT (SELECT holder FROM claimed),
+                (SELECT floor(EXTRACT(EPOCH FROM (until - now())) * 1000000)::bigint FROM held)",
     )
     .bind(&key.tenant)
     .bind(&key.user)
     .bind(me)
     .bind(millis(lease))
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(if row.is_some() { Claimed::Mine } else { Claimed::Elsewhere })
+    if mine.is_some() {
+        return Ok(Claimed::Mine);
+    }
+    // No `held` row but refused all the same: another replica's claim landed meanwhile.
+    let left = left_us.and_then(|us| u64::try_from(us).ok()).map(Duration::from_micros).unwrap_or_default();
+    Ok(Claimed::Elsewhere { for_: left })
 }
 
 /// Extends this replica's claim to `for_` from now; false if it is no longer ours.

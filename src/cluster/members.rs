@@ -3,6 +3,12 @@
 //! (one budget per project for the whole cluster): simple and never over the quota while the
 //! count is right, at the price of a slightly smaller budget for a few seconds after a replica
 //! dies (until its heartbeat ages out) and a larger one for a moment after one starts.
+//!
+//! Each heartbeat also carries the replica's schema (its latest migration), and notifications
+//! coalesce on unread marks (`Store::mark_unread`) only while every live replica records the
+//! marks it reads (`READ_MARKS_SINCE`): during a rolling upgrade from an older build, the
+//! replicas mark every notification anew, as the older build does. A replica starts out not
+//! coalescing, until its first heartbeat has seen the others.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,33 +20,47 @@ use super::Cluster;
 
 const HEARTBEAT: Duration = Duration::from_secs(3);
 const LIVE_WITHIN_SECS: i64 = 15;
+/// The first schema whose builds record the dirty marks their syncs read
+/// (`migrations/0003_read_marks.sql`).
+pub const READ_MARKS_SINCE: i32 = 3;
 
 pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
     let Some(shared) = &cluster.shared else { return };
     loop {
         let beat = async {
             sqlx::query(
-                "INSERT INTO cluster_members (id, last_seen) VALUES ($1, now())
-                 ON CONFLICT (id) DO UPDATE SET last_seen = now()",
+                "INSERT INTO cluster_members (id, last_seen, schema_version) VALUES ($1, now(), $2)
+                 ON CONFLICT (id) DO UPDATE SET last_seen = now(), schema_version = EXCLUDED.schema_version",
             )
             .bind(&cluster.replica_id)
+            .bind(i32::try_from(crate::store::pg_store::pg_schema_version()).unwrap_or(i32::MAX))
             .execute(&shared.pool)
             .await?;
             sqlx::query("DELETE FROM cluster_members WHERE last_seen < now() - interval '1 day'")
                 .execute(&shared.pool)
                 .await?;
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM cluster_members WHERE last_seen > now() - $1 * interval '1 second'",
+            // An older build leaves `schema_version` NULL.
+            sqlx::query_as::<_, (i64, bool)>(
+                "SELECT count(*), COALESCE(bool_and(COALESCE(schema_version, 0) >= $2), true)
+                 FROM cluster_members WHERE last_seen > now() - $1 * interval '1 second'",
             )
             .bind(LIVE_WITHIN_SECS)
+            .bind(READ_MARKS_SINCE)
             .fetch_one(&shared.pool)
             .await
         };
         match beat.await {
-            Ok(n) => {
+            Ok((n, all_record_reads)) => {
                 let n = usize::try_from(n).unwrap_or(1).max(1);
                 if cluster.members.swap(n, Ordering::Relaxed) != n {
                     tracing::info!(replicas = n, "live replicas changed; Google budgets are shared among them");
+                }
+                if cluster.coalescing.swap(all_record_reads, Ordering::Relaxed) != all_record_reads {
+                    if all_record_reads {
+                        tracing::info!("every live replica records the marks it reads: notifications coalesce");
+                    } else {
+                        tracing::info!("a live replica runs an older build: every notification is marked anew");
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "replica heartbeat failed"),

@@ -8,7 +8,9 @@
 //!   calendars notified to it. A sync first claims its calendar in `sync_claims` (`claims`),
 //!   with a lease a dead replica's claims fall out of; a replica that finds the calendar held
 //!   elsewhere leaves its dirty mark for the holder, whose clearing (only at the generation it
-//!   read when it claimed) then fails, so it runs once more. A holder keeps its claim to the
+//!   read when it claimed) then fails, so it runs once more. Marks coalesce across replicas: a
+//!   sync records the generation it read, and a notification on a replica that does not hold
+//!   the calendar writes a mark only when the pending one was read (`sync::queue`). A holder keeps its claim to the
 //!   end of its settling window (`sync.rerun_delay` from its sync's start), so a burst spread
 //!   over the replicas costs two syncs in the cluster, as in one process. Marks nobody holds
 //!   (a killed replica's) are picked up by every replica's scan every half lease.
@@ -97,6 +99,9 @@ pub struct Cluster {
     reachable: AtomicBool,
     /// Live replicas, this one included (at least 1).
     members: AtomicUsize,
+    /// Whether every live replica records the marks it reads (`members`), so a notification
+    /// may rest on an unread mark (`Store::mark_unread`); shared with the sync queue.
+    coalescing: Arc<AtomicBool>,
     events: mpsc::UnboundedSender<Event>,
     events_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
 }
@@ -130,6 +135,7 @@ impl Cluster {
             leader: watch::Sender::new(leader),
             reachable: AtomicBool::new(true),
             members: AtomicUsize::new(1),
+            coalescing: Arc::new(AtomicBool::new(false)),
             events,
             events_rx: parking_lot::Mutex::new(Some(events_rx)),
         }
@@ -189,6 +195,12 @@ impl Cluster {
     /// Live replicas, this one included.
     pub fn members(&self) -> usize {
         self.members.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Whether notifications may rest on unread marks: every live replica records the marks
+    /// it reads (the flag follows the heartbeats; see `members`).
+    pub fn coalescing(&self) -> Arc<AtomicBool> {
+        self.coalescing.clone()
     }
 
     /// Whether the database answers now (a quick query; always true with sled).

@@ -27,6 +27,25 @@ pub use crate::model::records::{
     SyncFailure,
 };
 
+/// A mark no sync has read yet (`Store::mark_unread`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnreadMark {
+    pub generation: u64,
+    /// No sync reads the mark before this instant (a sync read it less than its settling
+    /// window ago, and the store refuses a read before that window ends): until then it covers
+    /// every new notification without asking the store. `None`: it may be read at any time.
+    pub unread_until: Option<std::time::Instant>,
+}
+
+/// What a sync about to fetch got from `Store::read_dirty`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkRead {
+    /// Recorded as read: the mark's generation (`None`: no mark, nothing recorded).
+    Read(Option<u64>),
+    /// A sync read the mark less than its settling window ago: read again after this long.
+    NotBefore(std::time::Duration),
+}
+
 /// The layout version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -36,10 +55,12 @@ pub enum StoreError {
     Db(#[from] sled::Error),
     #[error("a stored record is damaged ({0}); restore the data directory from a backup")]
     Corrupt(String),
+    /// `found` is the store's schema, `reads` the newest this build knows (sled's record layout,
+    /// or PostgreSQL's latest migration).
     #[error(
-        "the data directory was written by a newer gwsync (schema {found}, this build reads {SCHEMA_VERSION}); upgrade gwsync"
+        "the {store} was written by a newer gwsync (schema {found}, this build reads up to {reads}); upgrade gwsync"
     )]
-    NewerSchema { found: u32 },
+    NewerSchema { store: &'static str, found: u32, reads: u32 },
     /// A PostgreSQL error (never with the database URL or its password).
     #[error("PostgreSQL: {0}")]
     Postgres(String),
@@ -109,6 +130,18 @@ pub trait Store: Send + Sync {
     }
     /// Clears the mark if it is still at `generation` (no notification came since); false if not.
     async fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
+    /// Makes sure the calendar holds a mark no sync has read yet (`read_dirty`), as durably as
+    /// `mark_dirty`: a new generation if it has no mark or its mark was read, else the mark it
+    /// has, with nothing written. That is all a notification needs — the next sync to read
+    /// the mark starts after it — so replicas that do not sync the calendar coalesce their
+    /// notifications on the holder's mark instead of each writing its own.
+    async fn mark_unread(&self, tenant: &str, user: &str) -> Result<UnreadMark, StoreError>;
+    /// The calendar's mark's generation, recorded as read by a sync that fetches next: a
+    /// notification after this needs a newer mark (`mark_unread` writes one). No sync may read
+    /// the mark again within `spacing` (the settling window): such a read is refused with the
+    /// time left (`MarkRead::NotBefore`), which is what lets an unread mark promise it stays
+    /// unread (`UnreadMark::unread_until`).
+    async fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration) -> Result<MarkRead, StoreError>;
 
     /// `Gone` for a channel that is not orphaned whose user does not exist (checked atomically
     /// with the write, so a deletion and a registration racing leave no live channel behind).

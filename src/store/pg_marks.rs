@@ -2,18 +2,76 @@
 //! mark is committed, and a commit waits for the disk, so marks made meanwhile by other
 //! requests (on this replica) wait for the one in flight and then go together in one statement
 //! — one commit for a whole burst, as sled's shared flush does.
+//!
+//! Two kinds (`Kind`), each with its own committer: `Always` writes a new generation for every
+//! calendar (`Store::mark_dirty`); `Unread` writes one only for calendars whose pending mark a
+//! sync has read (`Store::mark_unread`), and a statement whose calendars all hold an unread
+//! mark writes nothing, so it commits without waiting for the disk.
 
 use std::collections::HashMap;
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::{StoreError, UnreadMark};
 
 /// The most marks one statement carries (the rest wait for the next).
 const BATCH: usize = 1024;
 
-type Reply = oneshot::Sender<Result<u64, StoreError>>;
+type Reply = oneshot::Sender<Result<UnreadMark, StoreError>>;
+
+/// A mark as a statement returns it: tenant, email, generation, microseconds it stays unread.
+type MarkRow = (String, String, i64, Option<i64>);
+
+/// Which marks a batcher writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A new generation for every calendar.
+    Always,
+    /// A new generation only where the pending mark was read (or there is none).
+    Unread,
+}
+
+/// Every calendar of the batch gets a new generation.
+const ALWAYS: &str = "INSERT INTO dirty (tenant, email, generation) \
+     SELECT t, e, 1 FROM UNNEST($1::text[], $2::text[]) AS marks(t, e) \
+     ON CONFLICT (tenant, email) DO UPDATE SET generation = dirty.generation + 1 \
+     RETURNING tenant, email, generation, NULL::bigint";
+
+/// Microseconds from the statement's start until the mark may be read (NULL: at any time),
+/// rounded down.
+macro_rules! unread_for {
+    () => {
+        "floor(EXTRACT(EPOCH FROM ((SELECT c.next_read_at FROM calendars c \
+             WHERE c.tenant = dirty.tenant AND c.email = dirty.email) - now())) * 1000000)::bigint"
+    };
+}
+
+/// Calendars whose mark is unread in the statement's snapshot keep it; the rest get a new
+/// generation. Why the snapshot is enough: a sync records its read (`read_dirty`) before it
+/// fetches, and a read this snapshot does not see commits after the snapshot was taken, which
+/// is after the notification arrived — so that sync's fetch sees the notification's change.
+///
+/// Each row also says how long the mark stays unread: the next read is refused before the
+/// calendar's `next_read_at` (`PgStore::read_dirty`), and no read this snapshot does not see
+/// can have set an earlier one (reads only move it later, and it stays with the calendar when
+/// a mark is cleared).
+const UNREAD: &str = concat!(
+    "WITH wanted AS (SELECT t, e FROM UNNEST($1::text[], $2::text[]) AS marks(t, e)), \
+     unread AS (SELECT dirty.tenant, dirty.email, dirty.generation, ",
+    unread_for!(),
+    " AS unread_for FROM dirty \
+         JOIN wanted w ON dirty.tenant = w.t AND dirty.email = w.e WHERE dirty.generation > dirty.read_generation), \
+     written AS (INSERT INTO dirty (tenant, email, generation) \
+         SELECT w.t, w.e, 1 FROM wanted w \
+         WHERE NOT EXISTS (SELECT 1 FROM unread u WHERE u.tenant = w.t AND u.email = w.e) \
+         ON CONFLICT (tenant, email) DO UPDATE SET generation = dirty.generation + 1 \
+         RETURNING tenant, email, generation, ",
+    unread_for!(),
+    " AS unread_for) \
+     SELECT tenant, email, generation, unread_for FROM unread \
+     UNION ALL SELECT tenant, email, generation, unread_for FROM written"
+);
 
 /// Hands marks to the committer task; the task ends when this is dropped.
 pub struct MarkBatcher {
@@ -21,14 +79,18 @@ pub struct MarkBatcher {
 }
 
 impl MarkBatcher {
-    pub fn start(pool: PgPool) -> Self {
+    pub fn start(pool: PgPool, kind: Kind) -> Self {
         let (requests, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(commit_marks(pool, incoming));
+        let statement = match kind {
+            Kind::Always => ALWAYS,
+            Kind::Unread => UNREAD,
+        };
+        tokio::spawn(commit_marks(pool, statement, incoming));
         MarkBatcher { requests }
     }
 
-    /// Marks the calendar dirty; returns the mark's generation once it is committed.
-    pub async fn mark(&self, tenant: &str, user: &str) -> Result<u64, StoreError> {
+    /// Marks the calendar dirty; returns the mark once it is committed.
+    pub async fn mark(&self, tenant: &str, user: &str) -> Result<UnreadMark, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send((tenant.to_owned(), user.to_owned(), reply))
@@ -37,7 +99,11 @@ impl MarkBatcher {
     }
 }
 
-async fn commit_marks(pool: PgPool, mut incoming: mpsc::UnboundedReceiver<(String, String, Reply)>) {
+async fn commit_marks(
+    pool: PgPool,
+    statement: &'static str,
+    mut incoming: mpsc::UnboundedReceiver<(String, String, Reply)>,
+) {
     while let Some(first) = incoming.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -53,24 +119,21 @@ async fn commit_marks(pool: PgPool, mut incoming: mpsc::UnboundedReceiver<(Strin
             calendars.entry((tenant, user)).or_default().push(reply);
         }
         let (tenants, users): (Vec<&str>, Vec<&str>) = calendars.keys().map(|(t, u)| (t.as_str(), u.as_str())).unzip();
-        let result: Result<Vec<(String, String, i64)>, sqlx::Error> = sqlx::query_as(
-            "INSERT INTO dirty (tenant, email, generation) \
-             SELECT t, e, 1 FROM UNNEST($1::text[], $2::text[]) AS marks(t, e) \
-             ON CONFLICT (tenant, email) DO UPDATE SET generation = dirty.generation + 1 \
-             RETURNING tenant, email, generation",
-        )
-        .bind(&tenants)
-        .bind(&users)
-        .fetch_all(&pool)
-        .await;
+        // Before the statement starts, so the instants below are never later than PostgreSQL's.
+        let sent = std::time::Instant::now();
+        let result: Result<Vec<MarkRow>, sqlx::Error> =
+            sqlx::query_as(statement).bind(&tenants).bind(&users).fetch_all(&pool).await;
         match result {
             Ok(rows) => {
-                for (tenant, user, generation) in rows {
+                for (tenant, user, generation, unread_for) in rows {
+                    let unread_until = unread_for
+                        .and_then(|us| u64::try_from(us).ok())
+                        .filter(|us| *us > 0)
+                        .map(|us| sent + std::time::Duration::from_micros(us));
+                    let mark = u64::try_from(generation).map(|generation| UnreadMark { generation, unread_until });
                     for reply in calendars.remove(&(tenant, user)).unwrap_or_default() {
-                        let _ = reply.send(
-                            u64::try_from(generation)
-                                .map_err(|_| StoreError::Corrupt(format!("dirty generation {generation}"))),
-                        );
+                        let _ =
+                            reply.send(mark.map_err(|_| StoreError::Corrupt(format!("dirty generation {generation}"))));
                     }
                 }
                 // A calendar the statement did not return (it cannot happen) is not answered

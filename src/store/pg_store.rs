@@ -23,10 +23,10 @@ use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 
-use super::pg_marks::MarkBatcher;
+use super::pg_marks::{Kind, MarkBatcher};
 use super::{
-    CalendarState, ChannelAuth, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store,
-    StoreError, StoredCredentials,
+    CalendarState, ChannelAuth, ChannelRecord, EventChange, MarkRead, OutboxMessage, PresenceRecord, SCHEMA_VERSION,
+    Store, StoreError, StoredCredentials, UnreadMark,
 };
 use crate::model::access::{AuditEntry, TokenRecord};
 use crate::model::contact::{BookState, Change, Contact};
@@ -41,7 +41,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// share, 1) and advances with each migration, so a build that lacks a migration refuses a
 /// database that has it (`NewerSchema`) before touching it, as sled refuses a newer data
 /// directory; the record format itself has not changed.
-fn pg_schema_version() -> u32 {
+pub fn pg_schema_version() -> u32 {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     u32::try_from(latest).unwrap_or(u32::MAX).max(SCHEMA_VERSION)
 }
@@ -51,6 +51,8 @@ pub struct PgStore {
     pool: PgPool,
     /// Dirty marks, committed many to a statement (group commit for the webhook).
     marks: MarkBatcher,
+    /// Marks only where the pending one was read (`mark_unread`), likewise batched.
+    unread_marks: MarkBatcher,
     /// What verifying a notification needs, per channel read from the database, with when it
     /// was read: the webhook reads a channel once per `CHANNEL_CACHE_TTL`, not per notification.
     channel_cache: RwLock<HashMap<String, (Arc<ChannelAuth>, Instant)>>,
@@ -175,8 +177,12 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Postgres(scrub(format!("connecting to {target}: {e}"), url)))?;
-        let store =
-            PgStore { marks: MarkBatcher::start(pool.clone()), channel_cache: RwLock::new(HashMap::new()), pool };
+        let store = PgStore {
+            marks: MarkBatcher::start(pool.clone(), Kind::Always),
+            unread_marks: MarkBatcher::start(pool.clone(), Kind::Unread),
+            channel_cache: RwLock::new(HashMap::new()),
+            pool,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -188,7 +194,7 @@ impl PgStore {
         if let Some(found) = self.schema_version().await?
             && found > this_build
         {
-            return Err(StoreError::NewerSchema { found });
+            return Err(StoreError::NewerSchema { store: "database", found, reads: this_build });
         }
         MIGRATOR.run(&self.pool).await.map_err(|e| StoreError::Postgres(format!("applying migrations: {e}")))?;
         sqlx::query(
@@ -475,7 +481,7 @@ impl Store for PgStore {
     }
 
     async fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError> {
-        self.marks.mark(tenant, user).await
+        Ok(self.marks.mark(tenant, user).await?.generation)
     }
 
     async fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
@@ -496,6 +502,46 @@ impl Store for PgStore {
                 .await
                 .map_err(pg)?;
         generation.map(|g| uint(g, "dirty generation")).transpose()
+    }
+
+    async fn mark_unread(&self, tenant: &str, user: &str) -> Result<UnreadMark, StoreError> {
+        self.unread_marks.mark(tenant, user).await
+    }
+
+    async fn read_dirty(&self, tenant: &str, user: &str, spacing: Duration) -> Result<MarkRead, StoreError> {
+        // The promise is kept on the calendar's row (`next_read_at`), whose update checks it
+        // on the row's newest version, so two reads within `spacing` cannot both pass,
+        // whatever the replicas' own clocks say. A calendar never synced has no row and makes
+        // no promise (its marks give no `unread_until` either).
+        let (read, current, wait_us): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+            "WITH current AS (SELECT d.generation, \
+                 floor(EXTRACT(EPOCH FROM (c.next_read_at - now())) * 1000000)::bigint AS wait_us, \
+                 c.email IS NOT NULL AS promises \
+                 FROM dirty d LEFT JOIN calendars c ON c.tenant = d.tenant AND c.email = d.email \
+                 WHERE d.tenant = $1 AND d.email = $2), \
+             allowed AS (UPDATE calendars SET next_read_at = now() + $3 * interval '1 microsecond' \
+                 WHERE tenant = $1 AND email = $2 AND (next_read_at IS NULL OR next_read_at <= now()) \
+                 AND EXISTS (SELECT 1 FROM current) RETURNING 1), \
+             seen AS (UPDATE dirty SET read_generation = generation \
+                 WHERE tenant = $1 AND email = $2 \
+                 AND (EXISTS (SELECT 1 FROM allowed) OR NOT (SELECT promises FROM current)) \
+                 RETURNING generation) \
+             SELECT (SELECT generation FROM seen), (SELECT generation FROM current), (SELECT wait_us FROM current)",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(i64::try_from(spacing.as_micros()).unwrap_or(i64::MAX / 2))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg)?;
+        Ok(match (read, current) {
+            (Some(g), _) => MarkRead::Read(Some(uint(g, "dirty generation")?)),
+            (None, None) => MarkRead::Read(None),
+            // Read too recently (or a read by another replica won the race: it waits a moment).
+            (None, Some(_)) => MarkRead::NotBefore(Duration::from_micros(
+                wait_us.and_then(|us| u64::try_from(us).ok()).unwrap_or(0).max(1_000),
+            )),
+        })
     }
 
     async fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError> {

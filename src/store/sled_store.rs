@@ -29,8 +29,8 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 
 use super::{
-    CalendarState, ChannelAuth, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SCHEMA_VERSION, Store,
-    StoreError, StoredCredentials,
+    CalendarState, ChannelAuth, ChannelRecord, EventChange, MarkRead, OutboxMessage, PresenceRecord, SCHEMA_VERSION,
+    Store, StoreError, StoredCredentials, UnreadMark,
 };
 use crate::model::access::{AuditEntry, TokenRecord};
 use crate::model::contact::{BookState, Change, Contact};
@@ -62,6 +62,10 @@ struct Sled {
     channel_index: RwLock<HashMap<String, Option<Arc<ChannelAuth>>>>,
     /// Held across a channel write and its index update, so both change in the same order.
     channel_writes: Mutex<()>,
+    /// Calendar key → the mark generation its last sync read (`read_dirty`) and the earliest
+    /// the next may. One process needs it only in memory: after a restart no sync is running,
+    /// so every mark is unread.
+    read_marks: Mutex<HashMap<Vec<u8>, (u64, std::time::Instant)>>,
 }
 
 /// Why a transaction gave up.
@@ -188,7 +192,7 @@ impl Sled {
                     v.as_ref().try_into().map_err(|_| StoreError::Corrupt("schema_version".into()))?,
                 );
                 if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema { found });
+                    return Err(StoreError::NewerSchema { store: "data directory", found, reads: SCHEMA_VERSION });
                 }
             }
         }
@@ -218,6 +222,7 @@ impl Sled {
             channels,
             channel_index: RwLock::new(index),
             channel_writes: Mutex::new(()),
+            read_marks: Mutex::new(HashMap::new()),
             user_channels: db.open_tree("user_channels")?,
             presence: db.open_tree("presence")?,
             outbox: db.open_tree("outbox")?,
@@ -519,12 +524,53 @@ impl Sled {
     }
 
     fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError> {
-        let swapped = self.dirty.compare_and_swap(
-            user_key(tenant, user),
-            Some(&generation.to_be_bytes()[..]),
-            None as Option<&[u8]>,
-        )?;
+        let key = user_key(tenant, user);
+        let mut reads = self.read_marks.lock();
+        let swapped = self.dirty.compare_and_swap(&key, Some(&generation.to_be_bytes()[..]), None as Option<&[u8]>)?;
+        // The promise of no read before the window's end stays with the calendar; a new mark
+        // is unread.
+        if swapped.is_ok()
+            && let Some((read, _)) = reads.get_mut(&key)
+        {
+            *read = 0;
+        }
         Ok(swapped.is_ok())
+    }
+
+    fn mark_unread(&self, tenant: &str, user: &str) -> Result<UnreadMark, StoreError> {
+        let key = user_key(tenant, user);
+        // Under the lock `read_dirty` takes, so no read slips between the check and the write.
+        let reads = self.read_marks.lock();
+        let (read, next_read) = reads.get(&key).copied().map_or((0, None), |(g, at)| (g, Some(at)));
+        let next = self.dirty.update_and_fetch(&key, |old| {
+            let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some((if n > read { n } else { n + 1 }).to_be_bytes().to_vec())
+        })?;
+        let generation = next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(1);
+        let now = std::time::Instant::now();
+        Ok(UnreadMark { generation, unread_until: next_read.filter(|at| *at > now) })
+    }
+
+    fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration) -> Result<MarkRead, StoreError> {
+        let key = user_key(tenant, user);
+        let mut reads = self.read_marks.lock();
+        let generation = self
+            .dirty
+            .get(&key)?
+            .map(|v| <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes))
+            .transpose()
+            .map_err(|_| StoreError::Corrupt("dirty generation".into()))?;
+        let Some(generation) = generation else {
+            return Ok(MarkRead::Read(None));
+        };
+        let now = std::time::Instant::now();
+        if let Some((_, at)) = reads.get(&key)
+            && *at > now
+        {
+            return Ok(MarkRead::NotBefore(*at - now));
+        }
+        reads.insert(key, (generation, now + spacing));
+        Ok(MarkRead::Read(Some(generation)))
     }
 
     fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
@@ -959,6 +1005,8 @@ sled_store! {
     fn mark_dirty(&self, tenant: &str, user: &str) -> Result<u64, StoreError>;
     fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
     fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
+    fn mark_unread(&self, tenant: &str, user: &str) -> Result<UnreadMark, StoreError>;
+    fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration) -> Result<MarkRead, StoreError>;
     fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
     fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
     fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError>;

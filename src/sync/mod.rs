@@ -44,7 +44,7 @@ use crate::clock::Clock;
 use crate::google::error::AuthError;
 use crate::model::CalendarKey;
 use crate::presence::engine::Presence;
-use crate::store::{StoreError, SyncFailure};
+use crate::store::{MarkRead, StoreError, SyncFailure};
 use calendar::CalendarToken;
 use error::{Retry, SyncError};
 use pacing::Pacer;
@@ -289,20 +289,38 @@ impl SyncService {
         let key = &claim.key;
         match cluster.claim(key).await {
             Ok(crate::cluster::Claimed::Mine) => {}
-            Ok(crate::cluster::Claimed::Elsewhere) => {
-                tracing::debug!(tenant = %key.tenant, user = %key.user, "calendar claimed by another replica");
-                return Finish::Elsewhere;
+            Ok(crate::cluster::Claimed::Elsewhere { for_ }) => {
+                tracing::debug!(tenant = %key.tenant, user = %key.user, ?for_, "calendar claimed by another replica");
+                return Finish::Elsewhere { held_for: for_ };
             }
             Err(e) => {
                 tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot claim the calendar; retrying");
                 return Finish::RetryAt(self.clock.now() + chrono::Duration::seconds(5));
             }
         }
-        let generation = match self.app.store.dirty_generation(&key.tenant, &key.user).await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot read the dirty mark; retrying");
-                return Finish::RetryAt(self.clock.now() + chrono::Duration::seconds(5));
+        // Recorded as read, so a notification on another replica from now on writes a newer
+        // mark for this sync's end to find. A read within a settling window of the last one is
+        // refused (the promise that lets other replicas trust an unread mark until then): wait
+        // out the rest, holding the claim.
+        // A little under the queue's own window, which started before the claim: a rerun at
+        // the window's end is not refused for the claim's round trip.
+        let spacing = self.queue.rerun_delay() * 9 / 10;
+        let mut waited = 0;
+        let generation = loop {
+            match self.app.store.read_dirty(&key.tenant, &key.user, spacing).await {
+                Ok(MarkRead::Read(g)) => break g,
+                Ok(MarkRead::NotBefore(wait)) if wait < lease / 3 && waited < 3 => {
+                    waited += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(MarkRead::NotBefore(wait)) => {
+                    let wait = chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::seconds(5));
+                    return Finish::RetryAt(self.clock.now() + wait);
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot read the dirty mark; retrying");
+                    return Finish::RetryAt(self.clock.now() + chrono::Duration::seconds(5));
+                }
             }
         };
         let skip = self.queue.claimed(key, generation);
@@ -337,7 +355,12 @@ impl SyncService {
         let result = match after {
             // Held for the rest of the settling window: other replicas' notifications in it
             // wait for one sync after it, as this replica's own do.
-            queue::After::Ended => cluster.release_after(key, self.queue.settling_left(key)).await,
+            // (A moment longer than the queue's own window, which trusts the claim until then.)
+            queue::After::Ended => {
+                let left = self.queue.settling_left(key);
+                let left = if left.is_zero() { left } else { left + Duration::from_millis(100) };
+                cluster.release_after(key, left).await
+            }
             queue::After::Again(at) => {
                 let wait = at.map(|t| (t - self.clock.now()).to_std().unwrap_or_default()).unwrap_or_default();
                 cluster.hold(key, wait).await.map(|_| ())

@@ -16,17 +16,23 @@
 //! Failed syncs wait (backoff) in `delayed` with their mark kept.
 //!
 //! Replicas on one database (`shared`): a durable mark covers later notifications only up to
-//! the moment the replica that syncs reads its generation, and that may be another replica. So
-//! a replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) writes a new mark
-//! if notifications arrived since its own (the holder's clearing then fails, and it runs once
-//! more), and tries once more a `rerun_delay` later (the holder may have ended just before the
-//! mark); meanwhile each notification marks anew. If the mark is gone by then, the holder
-//! covered it and the retry calls no Google API. A holder clears only at the generation it read when it claimed (`claimed`), and runs
-//! again while a mark it did not cover remains; notifications it took during its sync keep the
-//! mark for the rerun they ask for. The settling window holds across replicas: a holder with
-//! nothing more to run keeps its claim for the rest of its window (`settling_left`), so a
-//! notification on another replica in that window is held elsewhere and waits for one sync
-//! after the window, rather than syncing at once (each replica's window is its own).
+//! the moment the replica that syncs reads its generation, and that may be another replica.
+//! A sync records what it read (`Store::read_dirty`), so a replica that does not hold the
+//! calendar's claim makes each notification rest on an unread mark (`Store::mark_unread`):
+//! while the pending mark is unread it covers the notification and nothing is written, and
+//! once the holder's sync has read it the notification writes a newer one, which makes the
+//! holder's clearing fail and its sync run once more. So a burst spread over the replicas
+//! costs one write per holder's read, not one per notification. (While a replica of an older
+//! build is alive, which records no reads, every notification marks anew: `Cluster::coalescing`.)
+//! A replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) tries once more a
+//! `rerun_delay` later (the holder may have ended just before the mark); if the mark is gone by
+//! then, the holder covered it and the retry calls no Google API. A holder clears only at the
+//! generation it read when it claimed (`claimed`), and runs again while a mark it did not cover
+//! remains; notifications it takes during its claim rest on the mark it holds, which stays for
+//! the rerun they ask for. The settling window holds across replicas: a holder with nothing
+//! more to run keeps its claim for the rest of its window (`settling_left`), so a notification
+//! on another replica in that window is held elsewhere and waits for one sync after the
+//! window, rather than syncing at once (each replica's window is its own).
 //!
 //! Calendars ready to sync wait in one lane per tenant, and claims go round the tenants in
 //! turn, each tenant holding at most `per_tenant` claims at once: a tenant with thousands of
@@ -34,6 +40,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -43,7 +50,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 pub use crate::model::CalendarKey;
 use crate::store::group_flush::GroupFlush;
-use crate::store::{SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError, UnreadMark};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -68,6 +75,13 @@ struct Entry {
     read: Option<u64>,
     /// Shared database: this entry already found its calendar claimed elsewhere once.
     elsewhere: bool,
+    /// Shared database: this replica holds the calendar's claim (from its claim to the end of
+    /// the claim's last run). Only then does a mark it holds cover a new notification without
+    /// asking the database: another replica's sync may have read the mark already.
+    held: bool,
+    /// Shared database: the unread mark this replica last made sure of stays unread until then
+    /// (`UnreadMark::unread_until`), so notifications before it need not ask the database.
+    covered_until: Option<Instant>,
     /// Notifications whose durable mark is being written (not committed yet: no replica can
     /// have read it, so no sync but one starting after them covers them).
     marking: u32,
@@ -75,7 +89,18 @@ struct Entry {
 
 impl Entry {
     fn new(phase: Phase, generation: u64, marked: bool, since: Option<Instant>) -> Self {
-        Entry { phase, generation, marked, since, since_mark: false, read: None, elsewhere: false, marking: 0 }
+        Entry {
+            phase,
+            generation,
+            marked,
+            since,
+            since_mark: false,
+            read: None,
+            elsewhere: false,
+            held: false,
+            covered_until: None,
+            marking: 0,
+        }
     }
 }
 
@@ -91,6 +116,9 @@ struct Inner {
     delayed: BTreeSet<(DateTime<Utc>, CalendarKey)>,
     /// When each recently synced calendar last started a sync (pruned as they age out).
     started: HashMap<CalendarKey, DateTime<Utc>>,
+    /// Shared database: calendars whose last run here has ended and whose claim this replica
+    /// keeps to the end of its settling window, and until when (pruned as they age out).
+    keeping: HashMap<CalendarKey, DateTime<Utc>>,
     /// When each calendar's last verified notification arrived (kept here, under the lock a
     /// notification takes anyway, so acknowledging one takes a single lock).
     notified: HashMap<CalendarKey, DateTime<Utc>>,
@@ -105,6 +133,7 @@ impl Inner {
             self.ready.shrink_to_fit();
             self.rotation.shrink_to_fit();
             self.started.shrink_to_fit();
+            self.keeping.shrink_to_fit();
         }
     }
 
@@ -181,8 +210,11 @@ pub struct Claim {
 
 pub enum Finish {
     Done,
-    /// Shared database: another replica holds the calendar's claim; the mark stays for it.
-    Elsewhere,
+    /// Shared database: another replica holds the calendar's claim for `held_for` more; the
+    /// mark stays for it.
+    Elsewhere {
+        held_for: std::time::Duration,
+    },
     /// Try again at this time, keeping the mark.
     RetryAt(DateTime<Utc>),
     /// Give up until something changes (the user is re-saved, or gwsync restarts).
@@ -200,8 +232,9 @@ pub struct SyncQueue {
     delayed_changed: Notify,
     store: SharedStore,
     flush: Arc<GroupFlush>,
-    /// Replicas share the database (see the module doc).
-    shared: bool,
+    /// Replicas share the database (see the module doc); the flag says whether notifications
+    /// may rest on unread marks (`Cluster::coalescing`).
+    shared: Option<Arc<AtomicBool>>,
 }
 
 /// What follows the end of a claim, for the replica's claim on the calendar.
@@ -230,14 +263,27 @@ impl SyncQueue {
             delayed_changed: Notify::new(),
             store,
             flush,
-            shared: false,
+            shared: None,
         }
     }
 
     /// For a replica of a shared database (see the module doc).
-    pub fn shared(mut self) -> Self {
-        self.shared = true;
+    pub fn shared(mut self, coalescing: Arc<AtomicBool>) -> Self {
+        self.shared = Some(coalescing);
         self
+    }
+
+    /// Writes the durable mark a notification needs; its generation. On a shared database,
+    /// while every replica records its reads, only where the pending mark was read.
+    async fn mark(&self, key: &CalendarKey) -> Result<UnreadMark, StoreError> {
+        let mark = match &self.shared {
+            Some(coalescing) if coalescing.load(Ordering::Relaxed) => {
+                self.store.mark_unread(&key.tenant, &key.user).await?
+            }
+            _ => UnreadMark { generation: self.store.mark_dirty(&key.tenant, &key.user).await?, unread_until: None },
+        };
+        self.flush.durable().await?;
+        Ok(mark)
     }
 
     /// Queues a calendar whose mark nobody holds (a replica died holding it), unless it is
@@ -262,6 +308,7 @@ impl SyncQueue {
         let Some(e) = inner.entries.get_mut(key) else { return false };
         e.read = generation;
         e.elsewhere = false;
+        e.held = true;
         let again = matches!(e.phase, Phase::Running { again: true });
         generation.is_none() && e.marked && !e.since_mark && !again && e.marking == 0
     }
@@ -296,6 +343,9 @@ impl SyncQueue {
         let mut added = false;
         {
             let mut inner = self.inner.lock();
+            // Shared database: this replica still keeps the calendar's claim after its last run,
+            // so no other replica can have read a mark made since.
+            let kept = self.shared.is_some() && inner.keeping.get(key).is_some_and(|until| *until > at);
             match inner.notified.get_mut(key) {
                 Some(last) => *last = at,
                 None => {
@@ -324,38 +374,39 @@ impl SyncQueue {
                     // A durable mark that is still held covers this notification too: it is
                     // cleared only by the end of a sync that starts after now (a running one
                     // was just told to run again).
-                    // Except while another replica holds the calendar (shared database):
-                    // this mark may be read by its sync already, so each notification marks
-                    // anew for the holder to see.
-                    if e.marked && !e.elsewhere {
+                    // On a shared database only while this replica holds the calendar: else
+                    // another replica's sync may have read the mark already, so the
+                    // notification makes sure of an unread one (`mark`).
+                    if e.marked && (self.shared.is_none() || e.held || kept) {
                         e.since_mark = true;
+                        return Ok(false);
+                    }
+                    // Another replica may sync it, but the mark this replica made sure of is
+                    // still unread, and no sync can read it before `covered_until`.
+                    if e.covered_until.is_some_and(|until| now < until) {
                         return Ok(false);
                     }
                     e.marking += 1;
                 }
             }
         }
-        let written = async {
-            let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
-            self.flush.durable().await?;
-            Ok::<u64, StoreError>(generation)
-        }
-        .await;
+        let written = self.mark(key).await;
         let covered = {
             let mut inner = self.inner.lock();
             match inner.entries.get_mut(key) {
                 Some(e) => {
                     e.marking = e.marking.saturating_sub(1);
-                    if let Ok(generation) = &written {
-                        e.generation = e.generation.max(*generation);
+                    if let Ok(mark) = &written {
+                        e.generation = e.generation.max(mark.generation);
                         e.marked = true;
+                        e.covered_until = e.covered_until.max(mark.unread_until);
                     }
                     false
                 }
                 None => true,
             }
         };
-        let generation = written?;
+        let generation = written?.generation;
         if covered {
             // The sync this notification queued has already run and covered it.
             self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
@@ -423,6 +474,7 @@ impl SyncQueue {
                     let window = self.rerun_delay;
                     inner.started.retain(|_, t| *t + window > now);
                     inner.started.insert(key.clone(), now);
+                    inner.keeping.retain(|k, until| *until > now && *k != key);
                     return Claim { since, key };
                 }
             }
@@ -432,7 +484,7 @@ impl SyncQueue {
 
     /// Ends a claim.
     pub async fn finish(&self, claim: &Claim, outcome: Finish) -> Result<After, StoreError> {
-        if self.shared {
+        if self.shared.is_some() {
             return self.finish_shared(claim, outcome).await;
         }
         let key = &claim.key;
@@ -447,7 +499,7 @@ impl SyncQueue {
             let again = matches!(entry.phase, Phase::Running { again: true });
             match outcome {
                 // Only with a shared database.
-                Finish::Elsewhere => None,
+                Finish::Elsewhere { .. } => None,
                 Finish::Done | Finish::GiveUp if again => {
                     entry.phase = Phase::Queued;
                     let ready = inner.schedule(key, now, self.rerun_delay);
@@ -499,7 +551,7 @@ impl SyncQueue {
                     self.delayed_changed.notify_one();
                     return Ok(After::Again(Some(at)));
                 }
-                Finish::Elsewhere => {
+                Finish::Elsewhere { held_for } => {
                     let bump = entry.since_mark || matches!(entry.phase, Phase::Running { again: true });
                     // A mark still being written is no one's to cover yet: try once more.
                     if !bump && entry.elsewhere && entry.marking == 0 {
@@ -507,12 +559,16 @@ impl SyncQueue {
                         inner.shrink_if_idle();
                         return Ok(After::Ended);
                     }
-                    // Once more after the settling window: the holder may have ended just
-                    // before this replica's mark.
+                    // Once more when the holder's claim runs out (at the end of its settling
+                    // window if it is done): it may have ended just before this replica's
+                    // mark. Until then a holder sees every mark made before it ends, so there
+                    // is nothing to ask it sooner.
                     entry.elsewhere = true;
+                    entry.held = false;
                     entry.since_mark = false;
                     entry.phase = Phase::Delayed;
-                    let at = now + self.rerun_delay;
+                    let held_for = chrono::Duration::from_std(held_for).unwrap_or(self.rerun_delay);
+                    let at = now + held_for.max(self.rerun_delay);
                     inner.delayed.insert((at, key.clone()));
                     (None, bump)
                 }
@@ -527,14 +583,14 @@ impl SyncQueue {
             }
         };
         if bump {
-            let generation = self.store.mark_dirty(&key.tenant, &key.user).await?;
-            self.flush.durable().await?;
+            let mark = self.mark(key).await?;
             if let Some(e) = self.inner.lock().entries.get_mut(key) {
-                e.generation = e.generation.max(generation);
+                e.generation = e.generation.max(mark.generation);
                 e.marked = true;
+                e.covered_until = e.covered_until.max(mark.unread_until);
             }
         }
-        if matches!(outcome, Finish::Elsewhere) {
+        if matches!(outcome, Finish::Elsewhere { .. }) {
             self.delayed_changed.notify_one();
             return Ok(After::Ended);
         }
@@ -550,6 +606,9 @@ impl SyncQueue {
         tracing::debug!(tenant = %key.tenant, user = %key.user, ?read, ?remaining, again, "sync ended");
         if !again && remaining.is_none() {
             inner.entries.remove(key);
+            if let Some(until) = inner.started.get(key).map(|t| *t + self.rerun_delay).filter(|u| *u > now) {
+                inner.keeping.insert(key.clone(), until);
+            }
             inner.shrink_if_idle();
             return Ok(After::Ended);
         }
@@ -580,6 +639,7 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         inner.entries.remove(key);
         inner.notified.remove(key);
+        inner.keeping.remove(key);
         inner.delayed.retain(|(_, k)| k != key);
     }
 
@@ -588,6 +648,7 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         inner.entries.retain(|k, _| k.tenant != tenant);
         inner.notified.retain(|k, _| k.tenant != tenant);
+        inner.keeping.retain(|k, _| k.tenant != tenant);
         inner.delayed.retain(|(_, k)| k.tenant != tenant);
         inner.ready.remove(tenant);
         inner.rotation.retain(|t| t != tenant);
@@ -651,6 +712,11 @@ impl SyncQueue {
         self.delayed_changed.notified().await;
     }
 
+    /// The settling window: a calendar starts syncing at most once per this.
+    pub fn rerun_delay(&self) -> std::time::Duration {
+        self.rerun_delay.to_std().unwrap_or_default()
+    }
+
     /// What is left of the calendar's settling window (a `rerun_delay` from its last start
     /// here); zero once it is over.
     pub fn settling_left(&self, key: &CalendarKey) -> std::time::Duration {
@@ -674,17 +740,24 @@ mod tests {
     use crate::store::sled_store::SledStore;
     use tokio_util::sync::CancellationToken;
 
+    /// What a sync on another replica reads (no settling window: these tests read at will).
+    async fn read(store: &SharedStore) -> Option<u64> {
+        match store.read_dirty("t", "u@x", std::time::Duration::ZERO).await.unwrap() {
+            crate::store::MarkRead::Read(g) => g,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn queue() -> (SyncQueue, SharedStore, tempfile::TempDir, CancellationToken) {
+        queue_on(Clock::system())
+    }
+
+    fn queue_on(clock: Clock) -> (SyncQueue, SharedStore, tempfile::TempDir, CancellationToken) {
         let dir = tempfile::tempdir().unwrap();
         let store: SharedStore = Arc::new(SledStore::open(dir.path(), 8).unwrap());
         let stop = CancellationToken::new();
         let flush = GroupFlush::start(store.clone(), stop.clone());
-        (
-            SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), 4, Clock::system()),
-            store,
-            dir,
-            stop,
-        )
+        (SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), 4, clock), store, dir, stop)
     }
 
     #[tokio::test]
@@ -732,19 +805,35 @@ mod tests {
     #[tokio::test]
     async fn across_replicas_a_calendar_held_elsewhere_keeps_its_mark_for_the_holder() {
         let (q, store, _dir, _stop) = queue();
-        let q = q.shared();
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
         let k = CalendarKey::new("t", "u@x");
         // This replica's notification, but another replica holds the calendar.
         q.notify(&k).await.unwrap();
         let claim = q.take().await;
-        let after = q.finish(&claim, Finish::Elsewhere).await.unwrap();
+        let after = q.finish(&claim, Finish::Elsewhere { held_for: std::time::Duration::ZERO }).await.unwrap();
         assert_eq!(after, After::Ended, "no claim of its own to keep");
         let marks = store.dirty_calendars().await.unwrap();
         assert_eq!(marks.len(), 1, "the mark stays for the holder");
-        // While held elsewhere each notification marks anew (the holder may have read the old).
+        // While held elsewhere a notification rests on the pending mark while no sync has read
+        // it …
+        q.notify(&k).await.unwrap();
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(marks[0].2), "coalesced: nothing written");
+        // … and marks anew once the holder's sync has read it (that sync may miss its change).
+        assert_eq!(read(&store).await, Some(marks[0].2));
         q.notify(&k).await.unwrap();
         let newer = store.dirty_generation("t", "u@x").await.unwrap();
         assert!(newer > Some(marks[0].2), "{newer:?} after {marks:?}");
+        // With a replica of an older build alive (it records no reads), every notification
+        // marks anew.
+        let coalescing = Arc::new(AtomicBool::new(false));
+        let (old, old_store, _old_dir, _old_stop) = queue();
+        let old = old.shared(coalescing.clone());
+        old.notify(&k).await.unwrap();
+        old.notify(&k).await.unwrap();
+        assert_eq!(old_store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "each notification marked");
+        coalescing.store(true, Ordering::Relaxed);
+        old.notify(&k).await.unwrap();
+        assert_eq!(old_store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "coalesced once all record reads");
         // The holder synced and cleared it: the retry here calls no Google API.
         assert!(store.clear_dirty("t", "u@x", newer.unwrap()).await.unwrap());
         assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
@@ -757,12 +846,12 @@ mod tests {
     #[tokio::test]
     async fn across_replicas_the_holder_clears_only_what_it_read_and_runs_again_for_newer_marks() {
         let (q, store, _dir, _stop) = queue();
-        let q = q.shared();
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
         let claim = q.take().await;
-        let read = store.dirty_generation("t", "u@x").await.unwrap();
-        assert!(!q.claimed(&k, read), "a mark to cover: it syncs");
+        let seen = read(&store).await;
+        assert!(!q.claimed(&k, seen), "a mark to cover: it syncs");
         // Another replica's notification lands during the sync.
         store.mark_dirty("t", "u@x").await.unwrap();
         let after = q.finish(&claim, Finish::Done).await.unwrap();
@@ -770,8 +859,8 @@ mod tests {
         assert_eq!(store.dirty_calendars().await.unwrap().len(), 1, "the newer mark survived");
         assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
         let again = q.take().await;
-        let read = store.dirty_generation("t", "u@x").await.unwrap();
-        assert!(!q.claimed(&k, read));
+        let seen = read(&store).await;
+        assert!(!q.claimed(&k, seen));
         assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
         assert!(store.dirty_calendars().await.unwrap().is_empty());
     }
@@ -779,24 +868,69 @@ mod tests {
     #[tokio::test]
     async fn across_replicas_notifications_during_the_holders_sync_keep_its_mark_for_the_rerun() {
         let (q, store, _dir, _stop) = queue();
-        let q = q.shared();
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
         let claim = q.take().await;
-        let read = store.dirty_generation("t", "u@x").await.unwrap();
-        assert!(!q.claimed(&k, read));
+        let seen = read(&store).await;
+        assert!(!q.claimed(&k, seen));
         // A notification here during the sync: the held mark covers it, it writes none.
         q.notify(&k).await.unwrap();
-        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), read);
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), seen);
         let after = q.finish(&claim, Finish::Done).await.unwrap();
         assert!(matches!(after, After::Again(_)), "it runs again: {after:?}");
-        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), read, "the mark stays for the rerun");
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), seen, "the mark stays for the rerun");
         assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
         let again = q.take().await;
-        let read = store.dirty_generation("t", "u@x").await.unwrap();
-        assert!(!q.claimed(&k, read), "the rerun syncs: the notification came after the first sync read its mark");
+        let seen = read(&store).await;
+        assert!(!q.claimed(&k, seen), "the rerun syncs: the notification came after the first sync read its mark");
         assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
         assert!(store.dirty_calendars().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_notification_trusts_a_mark_no_sync_may_read_yet_without_asking() {
+        let (q, store, _dir, _stop) = queue();
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        q.finish(&claim, Finish::Elsewhere { held_for: std::time::Duration::ZERO }).await.unwrap();
+        // The holder's sync reads the mark, and no sync may read it again for a minute.
+        let minute = std::time::Duration::from_secs(60);
+        assert_eq!(store.read_dirty("t", "u@x", minute).await.unwrap(), crate::store::MarkRead::Read(Some(1)));
+        // A notification here asks the store, which writes a newer mark …
+        q.notify(&k).await.unwrap();
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "asked: a newer mark");
+        // … and the next one trusts it: nobody can read it before the minute is over. (The mark
+        // is taken away by hand to see whether the notification asks.)
+        assert!(store.clear_dirty("t", "u@x", 2).await.unwrap());
+        q.notify(&k).await.unwrap();
+        assert!(store.dirty_calendars().await.unwrap().is_empty(), "answered from memory");
+    }
+
+    #[tokio::test]
+    async fn across_replicas_the_holder_trusts_its_own_mark_while_it_keeps_the_claim_after_its_run() {
+        let clock = Clock::system();
+        let (q, store, _dir, _stop) = queue_on(clock.clone());
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        assert!(!q.claimed(&k, read(&store).await));
+        assert_eq!(q.finish(&claim, Finish::Done).await.unwrap(), After::Ended);
+        assert!(store.dirty_calendars().await.unwrap().is_empty());
+        // It keeps the claim for the rest of its settling window: a new notification writes a
+        // mark once, and the next rests on it. (Taken away by hand to see whether it asks.)
+        q.notify(&k).await.unwrap();
+        let mark = store.dirty_generation("t", "u@x").await.unwrap().expect("the first notification marks");
+        assert!(store.clear_dirty("t", "u@x", mark).await.unwrap());
+        q.notify(&k).await.unwrap();
+        assert!(store.dirty_calendars().await.unwrap().is_empty(), "trusted: no other replica can have read it");
+        // Once the window is over the claim is not its own any more: it asks again.
+        clock.advance(std::time::Duration::from_millis(300));
+        q.notify(&k).await.unwrap();
+        assert_eq!(store.dirty_calendars().await.unwrap().len(), 1, "asked: a mark again");
     }
 
     #[tokio::test]
