@@ -42,8 +42,8 @@ const ALWAYS: &str = "INSERT INTO dirty (tenant, email, generation) \
 /// rounded down.
 macro_rules! unread_for {
     () => {
-        "floor(EXTRACT(EPOCH FROM ((SELECT c.next_read_at FROM calendars c \
-             WHERE c.tenant = dirty.tenant AND c.email = dirty.email) - now())) * 1000000)::bigint"
+        "floor(EXTRACT(EPOCH FROM ((SELECT w.next_read_at FROM read_windows w \
+             WHERE w.tenant = dirty.tenant AND w.email = dirty.email) - now())) * 1000000)::bigint"
     };
 }
 
@@ -53,7 +53,7 @@ macro_rules! unread_for {
 /// is after the notification arrived — so that sync's fetch sees the notification's change.
 ///
 /// Each row also says how long the mark stays unread: the next read is refused before the
-/// calendar's `next_read_at` (`PgStore::read_dirty`), and no read this snapshot does not see
+/// calendar's `read_windows.next_read_at` (`PgStore::read_dirty`), and no read this snapshot does not see
 /// can have set an earlier one (reads only move it later, and it stays with the calendar when
 /// a mark is cleared).
 const UNREAD: &str = concat!(

@@ -509,19 +509,22 @@ impl Store for PgStore {
     }
 
     async fn read_dirty(&self, tenant: &str, user: &str, spacing: Duration) -> Result<MarkRead, StoreError> {
-        // The promise is kept on the calendar's row (`next_read_at`), whose update checks it
-        // on the row's newest version, so two reads within `spacing` cannot both pass,
-        // whatever the replicas' own clocks say. A calendar never synced has no row and makes
-        // no promise (its marks give no `unread_until` either).
+        // The promise is kept in `read_windows`, whose upsert checks it on the row's newest
+        // version (a concurrent first insert waits and then meets the conflict), so two reads
+        // within `spacing` cannot both pass, whatever the replicas' own clocks say. A calendar
+        // whose user does not exist (yet, or any more) makes no promise: its marks give no
+        // `unread_until` either.
         let (read, current, wait_us): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
             "WITH current AS (SELECT d.generation, \
-                 floor(EXTRACT(EPOCH FROM (c.next_read_at - now())) * 1000000)::bigint AS wait_us, \
-                 c.email IS NOT NULL AS promises \
-                 FROM dirty d LEFT JOIN calendars c ON c.tenant = d.tenant AND c.email = d.email \
+                 floor(EXTRACT(EPOCH FROM (w.next_read_at - now())) * 1000000)::bigint AS wait_us, \
+                 EXISTS (SELECT 1 FROM users u WHERE u.tenant = $1 AND u.email = $2) AS promises \
+                 FROM dirty d LEFT JOIN read_windows w ON w.tenant = d.tenant AND w.email = d.email \
                  WHERE d.tenant = $1 AND d.email = $2), \
-             allowed AS (UPDATE calendars SET next_read_at = now() + $3 * interval '1 microsecond' \
-                 WHERE tenant = $1 AND email = $2 AND (next_read_at IS NULL OR next_read_at <= now()) \
-                 AND EXISTS (SELECT 1 FROM current) RETURNING 1), \
+             allowed AS (INSERT INTO read_windows (tenant, email, next_read_at) \
+                 SELECT u.tenant, u.email, now() + $3 * interval '1 microsecond' FROM users u \
+                 WHERE u.tenant = $1 AND u.email = $2 AND EXISTS (SELECT 1 FROM current) \
+                 ON CONFLICT (tenant, email) DO UPDATE SET next_read_at = EXCLUDED.next_read_at \
+                 WHERE read_windows.next_read_at <= now() RETURNING 1), \
              seen AS (UPDATE dirty SET read_generation = generation \
                  WHERE tenant = $1 AND email = $2 \
                  AND (EXISTS (SELECT 1 FROM allowed) OR NOT (SELECT promises FROM current)) \
