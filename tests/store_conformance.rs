@@ -353,7 +353,6 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
     s.put_user(&user(t, u)).await.unwrap();
     // The settling window a sync reads with; short, because it is the database's clock.
     let spacing = Duration::from_millis(200);
-    assert_eq!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::Read(None), "no mark: nothing to read");
     let first = s.mark_unread(t, u).await.unwrap();
     assert_eq!((first.generation, first.unread_until), (1, None), "a new mark, which a sync may read at once");
     assert_eq!(s.mark_unread(t, u).await.unwrap().generation, 1, "no sync read it: it covers this one too");
@@ -399,6 +398,18 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
         "and the last read's window still holds for it: {fresh:?}"
     );
     assert!(matches!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::NotBefore(_)));
+
+    // A read that finds no mark promises as well (the sync at registration): the first
+    // notification after it is unread until its window ends.
+    let w = "w@x";
+    s.put_user(&user(t, w)).await.unwrap();
+    let before_read = Instant::now();
+    assert_eq!(s.read_dirty(t, w, spacing).await.unwrap(), MarkRead::Read(None), "no mark: nothing to read");
+    let after = s.mark_unread(t, w).await.unwrap();
+    assert_eq!(after.generation, 1);
+    let until = after.unread_until.expect("no sync may read it before the window of the read that found none");
+    assert!(until > Instant::now() && until <= before_read + spacing + Duration::from_millis(50), "{until:?}");
+    assert!(matches!(s.read_dirty(t, w, spacing).await.unwrap(), MarkRead::NotBefore(_)));
 }
 
 async fn deleting_a_user_or_tenant_takes_everything_of_theirs(b: Backend) {

@@ -40,7 +40,7 @@ pub struct UnreadMark {
 /// What a sync about to fetch got from `Store::read_dirty`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkRead {
-    /// Recorded as read: the mark's generation (`None`: no mark, nothing recorded).
+    /// Recorded as read: the mark's generation (`None`: no mark; the window opens all the same).
     Read(Option<u64>),
     /// A sync read the mark less than its settling window ago: read again after this long.
     NotBefore(std::time::Duration),
@@ -140,7 +140,9 @@ pub trait Store: Send + Sync {
     /// notification after this needs a newer mark (`mark_unread` writes one). No sync may read
     /// the mark again within `spacing` (the settling window): such a read is refused with the
     /// time left (`MarkRead::NotBefore`), which is what lets an unread mark promise it stays
-    /// unread (`UnreadMark::unread_until`).
+    /// unread (`UnreadMark::unread_until`). A read that finds no mark opens the window too
+    /// (unless one is open), so the first notification after a calendar's first sync rests
+    /// on it; a calendar whose user does not exist may make no promise.
     async fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration) -> Result<MarkRead, StoreError>;
 
     /// `Gone` for a channel that is not orphaned whose user does not exist (checked atomically

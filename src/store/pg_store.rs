@@ -513,7 +513,8 @@ impl Store for PgStore {
         // version (a concurrent first insert waits and then meets the conflict), so two reads
         // within `spacing` cannot both pass, whatever the replicas' own clocks say. A calendar
         // whose user does not exist (yet, or any more) makes no promise: its marks give no
-        // `unread_until` either.
+        // `unread_until` either. A read that finds no mark promises too: the first
+        // notification after the sync at registration rests on it.
         let (read, current, wait_us): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
             "WITH current AS (SELECT d.generation, \
                  floor(EXTRACT(EPOCH FROM (w.next_read_at - now())) * 1000000)::bigint AS wait_us, \
@@ -522,7 +523,7 @@ impl Store for PgStore {
                  WHERE d.tenant = $1 AND d.email = $2), \
              allowed AS (INSERT INTO read_windows (tenant, email, next_read_at) \
                  SELECT u.tenant, u.email, now() + $3 * interval '1 microsecond' FROM users u \
-                 WHERE u.tenant = $1 AND u.email = $2 AND EXISTS (SELECT 1 FROM current) \
+                 WHERE u.tenant = $1 AND u.email = $2 \
                  ON CONFLICT (tenant, email) DO UPDATE SET next_read_at = EXCLUDED.next_read_at \
                  WHERE read_windows.next_read_at <= now() RETURNING 1), \
              seen AS (UPDATE dirty SET read_generation = generation \

@@ -560,13 +560,17 @@ impl Sled {
             .map(|v| <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes))
             .transpose()
             .map_err(|_| StoreError::Corrupt("dirty generation".into()))?;
+        let now = std::time::Instant::now();
+        let open = reads.get(&key).is_some_and(|(_, at)| *at > now);
         let Some(generation) = generation else {
+            // Nothing to read, and nothing refused; the window opens (a mark made from now on
+            // rests on it) unless one is open already.
+            if !open {
+                reads.insert(key, (0, now + spacing));
+            }
             return Ok(MarkRead::Read(None));
         };
-        let now = std::time::Instant::now();
-        if let Some((_, at)) = reads.get(&key)
-            && *at > now
-        {
+        if let Some((_, at)) = reads.get(&key).filter(|_| open) {
             return Ok(MarkRead::NotBefore(*at - now));
         }
         reads.insert(key, (generation, now + spacing));
