@@ -7,8 +7,9 @@
 //! Each heartbeat also carries the replica's schema (its latest migration), and notifications
 //! coalesce on unread marks (`Store::mark_unread`) only while every live replica records the
 //! marks it reads (`READ_MARKS_SINCE`): during a rolling upgrade from an older build, the
-//! replicas mark every notification anew, as the older build does. A replica starts out not
-//! coalescing, until its first heartbeat has seen the others.
+//! replicas mark every notification anew, as the older build does, until no older build has
+//! been seen for a claim lease beyond the live window. A replica starts out not coalescing,
+//! until its first heartbeat has seen the others.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,13 +40,17 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             sqlx::query("DELETE FROM cluster_members WHERE last_seen < now() - interval '1 day'")
                 .execute(&shared.pool)
                 .await?;
-            // An older build leaves `schema_version` NULL.
+            // An older build leaves `schema_version` NULL. It counts as alive for longer than
+            // the quota's count: a replica paused past its heartbeat may still finish a sync on
+            // a claim it holds (a lease) and clear a mark it read without recording the read.
             sqlx::query_as::<_, (i64, bool)>(
-                "SELECT count(*), COALESCE(bool_and(COALESCE(schema_version, 0) >= $2), true)
-                 FROM cluster_members WHERE last_seen > now() - $1 * interval '1 second'",
+                "SELECT count(*) FILTER (WHERE last_seen > now() - $1 * interval '1 second'),
+                        COALESCE(bool_and(COALESCE(schema_version, 0) >= $2), true)
+                 FROM cluster_members WHERE last_seen > now() - $3 * interval '1 second'",
             )
             .bind(LIVE_WITHIN_SECS)
             .bind(READ_MARKS_SINCE)
+            .bind(LIVE_WITHIN_SECS + i64::try_from(shared.lease.as_secs()).unwrap_or(i64::MAX / 4) + 1)
             .fetch_one(&shared.pool)
             .await
         };

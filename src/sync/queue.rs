@@ -24,8 +24,9 @@
 //! holder's clearing fail and its sync run once more. So a burst spread over the replicas
 //! costs one write per holder's read, not one per notification. (While a replica of an older
 //! build is alive, which records no reads, every notification marks anew: `Cluster::coalescing`.)
-//! A replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) tries once more a
-//! `rerun_delay` later (the holder may have ended just before the mark); if the mark is gone by
+//! A replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) tries once more
+//! when the holder's claim runs out, and at least a `rerun_delay` later (the holder may have
+//! ended just before the mark); if the mark is gone by
 //! then, the holder covered it and the retry calls no Google API. A holder clears only at the
 //! generation it read when it claimed (`claimed`), and runs again while a mark it did not cover
 //! remains; notifications it takes during its claim rest on the mark it holds, which stays for
@@ -300,6 +301,23 @@ impl SyncQueue {
         true
     }
 
+    /// Queues a calendar with a durable mark this replica did not see synced, after its
+    /// settling window; unless it is queued here already.
+    fn queue_again(&self, key: &CalendarKey, generation: u64) {
+        let mut inner = self.inner.lock();
+        if inner.entries.contains_key(key) {
+            return;
+        }
+        inner.entries.insert(key.clone(), Entry::new(Phase::Queued, generation, true, None));
+        let ready = inner.schedule(key, self.clock.now(), self.rerun_delay);
+        drop(inner);
+        if ready {
+            self.ready.notify_one();
+        } else {
+            self.delayed_changed.notify_one();
+        }
+    }
+
     /// This replica claimed the calendar and read its mark's generation (none: no mark).
     /// True if the sync can be skipped: the notifications it stands for were all covered by a
     /// sync another replica made since.
@@ -383,7 +401,9 @@ impl SyncQueue {
                     }
                     // Another replica may sync it, but the mark this replica made sure of is
                     // still unread, and no sync can read it before `covered_until`.
-                    if e.covered_until.is_some_and(|until| now < until) {
+                    // Not while an older build may read it without recording the read.
+                    let coalescing = self.shared.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+                    if coalescing && e.covered_until.is_some_and(|until| now < until) {
                         return Ok(false);
                     }
                     e.marking += 1;
@@ -408,8 +428,16 @@ impl SyncQueue {
         };
         let generation = written?.generation;
         if covered {
-            // The sync this notification queued has already run and covered it.
-            self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
+            if self.shared.is_some() {
+                // The mark may be another replica's (an unread one this notification rested
+                // on, or one it added to), made after the sync here read: it must be synced,
+                // not cleared. Queued again, as an adopted mark; a sync that finds nothing new
+                // costs one incremental list.
+                self.queue_again(key, generation);
+            } else {
+                // The sync this notification queued has already run and covered it.
+                self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
+            }
         }
         Ok(added)
     }
@@ -583,23 +611,53 @@ impl SyncQueue {
             }
         };
         if bump {
-            let mark = self.mark(key).await?;
-            if let Some(e) = self.inner.lock().entries.get_mut(key) {
-                e.generation = e.generation.max(mark.generation);
-                e.marked = true;
-                e.covered_until = e.covered_until.max(mark.unread_until);
+            let mark = self.mark(key).await;
+            let mut inner = self.inner.lock();
+            if let Some(e) = inner.entries.get_mut(key) {
+                match &mark {
+                    Ok(mark) => {
+                        e.generation = e.generation.max(mark.generation);
+                        e.marked = true;
+                        e.covered_until = e.covered_until.max(mark.unread_until);
+                    }
+                    // Not written: the notifications still rest on a mark that may have been
+                    // read, and the retry must not take the mark it finds for all of them.
+                    Err(_) => e.since_mark = true,
+                }
             }
+            drop(inner);
+            mark?;
         }
         if matches!(outcome, Finish::Elsewhere { .. }) {
             self.delayed_changed.notify_one();
             return Ok(After::Ended);
         }
-        if let Some(generation) = read {
-            self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
-        }
         // A mark this sync did not cover (written after the claim, here or on another
         // replica): run again.
-        let remaining = self.store.dirty_generation(&key.tenant, &key.user).await?;
+        let remaining = async {
+            if let Some(generation) = read {
+                self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
+            }
+            self.store.dirty_generation(&key.tenant, &key.user).await
+        }
+        .await;
+        let remaining = match remaining {
+            Ok(remaining) => remaining,
+            Err(e) => {
+                // The entry is not left running (nothing would take it again): it syncs again
+                // shortly, without trusting a claim it may no longer hold.
+                let mut inner = self.inner.lock();
+                if let Some(entry) = inner.entries.get_mut(key) {
+                    entry.phase = Phase::Delayed;
+                    entry.held = false;
+                    let at = now + chrono::Duration::seconds(5);
+                    inner.delayed.insert((at, key.clone()));
+                    drop(inner);
+                    self.delayed_changed.notify_one();
+                }
+                return Err(e);
+            }
+        };
         let mut inner = self.inner.lock();
         let Some(entry) = inner.entries.get_mut(key) else { return Ok(After::Ended) };
         let again = matches!(entry.phase, Phase::Running { again: true });
@@ -931,6 +989,28 @@ mod tests {
         clock.advance(std::time::Duration::from_millis(300));
         q.notify(&k).await.unwrap();
         assert_eq!(store.dirty_calendars().await.unwrap().len(), 1, "asked: a mark again");
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_notification_whose_entry_ended_meanwhile_leaves_the_mark_it_rested_on() {
+        let (q, store, _dir, _stop) = queue();
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let k = CalendarKey::new("t", "u@x");
+        // A notification here starts writing its mark; the calendar's entry ends meanwhile
+        // (here: forgotten, as when a sync here ends before the write), and a notification on
+        // another replica is answered, resting on the same unread mark.
+        let mut here = std::pin::pin!(q.notify(&k));
+        assert!(futures_util::poll!(&mut here).is_pending(), "the mark is being written");
+        q.forget(&k);
+        let elsewhere = store.mark_unread("t", "u@x").await.unwrap();
+        here.await.unwrap();
+        // That mark is the other replica's promise too: it must be synced, not cleared.
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(elsewhere.generation));
+        assert!(q.contains(&k), "queued again for a sync");
+        let claim = q.take().await;
+        assert!(!q.claimed(&k, read(&store).await), "it syncs");
+        assert_eq!(q.finish(&claim, Finish::Done).await.unwrap(), After::Ended);
+        assert!(store.dirty_calendars().await.unwrap().is_empty());
     }
 
     #[tokio::test]
