@@ -1014,3 +1014,33 @@ async fn a_replica_verifies_a_channel_another_replica_just_made() {
     assert_eq!(other.channel_auth("ch-9").await.unwrap(), None, "its own deletion counts at once");
     assert_eq!(one.channel(&c.id).await.unwrap(), None);
 }
+
+/// Two replicas marking the same calendars at once, each burst in its own order (as
+/// notifications arrive): every mark is answered, none with an error (their statements lock
+/// rows in one order, so they cannot deadlock, which PostgreSQL would break only after a second
+/// by failing one of them: a 503 to Google).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_marking_the_same_calendars_at_once_never_fail() {
+    let b = Backend::postgres().await;
+    let (one, other) = (b.open().await, b.open().await);
+    let users: Vec<String> = (0..300).map(|i| format!("u{i:03}@x")).collect();
+    let spacing = std::time::Duration::ZERO;
+    let mut read = vec![0u64; users.len()];
+    for round in 0..8 {
+        // Every mark read, so each notification writes a new generation (the rows are locked).
+        for (u, seen) in users.iter().zip(&mut read) {
+            if let gwsync::store::MarkRead::Read(Some(g)) = one.read_dirty("acme", u, spacing).await.unwrap() {
+                *seen = g;
+            }
+        }
+        let forward = futures_util::future::join_all(users.iter().map(|u| one.mark_unread("acme", u)));
+        let backward = futures_util::future::join_all(users.iter().rev().map(|u| other.mark_unread("acme", u)));
+        let (a, mut b) = tokio::join!(forward, backward);
+        b.reverse();
+        for (i, mark) in a.into_iter().chain(b).enumerate() {
+            let mark = mark.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let seen = read[i % users.len()];
+            assert!(mark.generation > seen, "round {round}: a mark newer than the one read ({mark:?}, read {seen})");
+        }
+    }
+}

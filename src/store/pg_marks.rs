@@ -8,7 +8,7 @@
 //! sync has read (`Store::mark_unread`), and a statement whose calendars all hold an unread
 //! mark writes nothing, so it commits without waiting for the disk.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -34,7 +34,7 @@ pub enum Kind {
 
 /// Every calendar of the batch gets a new generation.
 const ALWAYS: &str = "INSERT INTO dirty (tenant, email, generation) \
-     SELECT t, e, 1 FROM UNNEST($1::text[], $2::text[]) AS marks(t, e) \
+     SELECT t, e, 1 FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS marks(t, e, n) ORDER BY n \
      ON CONFLICT (tenant, email) DO UPDATE SET generation = dirty.generation + 1 \
      RETURNING tenant, email, generation, NULL::bigint";
 
@@ -57,14 +57,14 @@ macro_rules! unread_for {
 /// can have set an earlier one (reads only move it later, and it stays with the calendar when
 /// a mark is cleared).
 const UNREAD: &str = concat!(
-    "WITH wanted AS (SELECT t, e FROM UNNEST($1::text[], $2::text[]) AS marks(t, e)), \
+    "WITH wanted AS (SELECT t, e, n FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS marks(t, e, n)), \
      unread AS (SELECT dirty.tenant, dirty.email, dirty.generation, ",
     unread_for!(),
     " AS unread_for FROM dirty \
          JOIN wanted w ON dirty.tenant = w.t AND dirty.email = w.e WHERE dirty.generation > dirty.read_generation), \
      written AS (INSERT INTO dirty (tenant, email, generation) \
          SELECT w.t, w.e, 1 FROM wanted w \
-         WHERE NOT EXISTS (SELECT 1 FROM unread u WHERE u.tenant = w.t AND u.email = w.e) \
+         WHERE NOT EXISTS (SELECT 1 FROM unread u WHERE u.tenant = w.t AND u.email = w.e) ORDER BY w.n \
          ON CONFLICT (tenant, email) DO UPDATE SET generation = dirty.generation + 1 \
          RETURNING tenant, email, generation, ",
     unread_for!(),
@@ -113,16 +113,29 @@ async fn commit_marks(
             }
         }
         // One row per calendar: a statement may not update a row twice, and one new
-        // generation covers every notification of the batch for that calendar.
-        let mut calendars: HashMap<(String, String), Vec<Reply>> = HashMap::new();
+        // generation covers every notification of the batch for that calendar. In key order,
+        // which the statements keep: two replicas' batches sharing calendars then lock their
+        // rows in the same order, and cannot deadlock.
+        let mut calendars: BTreeMap<(String, String), Vec<Reply>> = BTreeMap::new();
         for (tenant, user, reply) in batch {
             calendars.entry((tenant, user)).or_default().push(reply);
         }
         let (tenants, users): (Vec<&str>, Vec<&str>) = calendars.keys().map(|(t, u)| (t.as_str(), u.as_str())).unzip();
         // Before the statement starts, so the instants below are never later than PostgreSQL's.
-        let sent = std::time::Instant::now();
-        let result: Result<Vec<MarkRow>, sqlx::Error> =
-            sqlx::query_as(statement).bind(&tenants).bind(&users).fetch_all(&pool).await;
+        let mut sent;
+        let mut result: Result<Vec<MarkRow>, sqlx::Error>;
+        let mut attempts = 0;
+        loop {
+            sent = std::time::Instant::now();
+            result = sqlx::query_as(statement).bind(&tenants).bind(&users).fetch_all(&pool).await;
+            attempts += 1;
+            // A deadlock with a statement of another kind (the order above holds among marks)
+            // is PostgreSQL's to break, and nothing was written: once more, not a 503.
+            let deadlocked = matches!(&result, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40P01"));
+            if !deadlocked || attempts == 3 {
+                break;
+            }
+        }
         match result {
             Ok(rows) => {
                 for (tenant, user, generation, unread_for) in rows {
