@@ -10,8 +10,8 @@
 //!   elsewhere leaves its dirty mark for the holder, whose clearing (only at the generation it
 //!   read when it claimed) then fails, so it runs once more. Marks coalesce across replicas: a
 //!   sync records the generation it read, and a notification on a replica that does not hold
-//!   the calendar writes a mark only when the pending one was read (`sync::queue`). A holder keeps its claim to the
-//!   end of its settling window (`sync.rerun_delay` from its sync's start), so a burst spread
+//!   the calendar writes a mark only when the pending one was read (`sync::queue`). A holder
+//!   keeps its claim to the end of its settling window (`sync.rerun_delay` from its sync's start), so a burst spread
 //!   over the replicas costs two syncs in the cluster, as in one process. Marks nobody holds
 //!   (a killed replica's) are picked up by every replica's scan every half lease.
 //! - **leader** — one replica at a time, the holder of a PostgreSQL advisory lock on a
