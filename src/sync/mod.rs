@@ -335,7 +335,8 @@ impl SyncService {
                 match cluster.hold(key, std::time::Duration::ZERO).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(tenant = %key.tenant, user = %key.user, "the calendar's claim ran out during its sync")
+                        tracing::warn!(tenant = %key.tenant, user = %key.user, "the calendar's claim ran out during its sync");
+                        self.queue.claim_lost(key);
                     }
                     Err(e) => {
                         tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, "cannot extend the calendar's claim")

@@ -318,6 +318,16 @@ impl SyncQueue {
         }
     }
 
+    /// This replica's claim on the calendar ran out while it synced (another replica may hold
+    /// it now): its marks no longer cover new notifications without asking the database.
+    pub fn claim_lost(&self, key: &CalendarKey) {
+        let mut inner = self.inner.lock();
+        inner.keeping.remove(key);
+        if let Some(e) = inner.entries.get_mut(key) {
+            e.held = false;
+        }
+    }
+
     /// This replica claimed the calendar and read its mark's generation (none: no mark).
     /// True if the sync can be skipped: the notifications it stands for were all covered by a
     /// sync another replica made since.
@@ -663,8 +673,8 @@ impl SyncQueue {
         let again = matches!(entry.phase, Phase::Running { again: true });
         tracing::debug!(tenant = %key.tenant, user = %key.user, ?read, ?remaining, again, "sync ended");
         if !again && remaining.is_none() {
-            inner.entries.remove(key);
-            if let Some(until) = inner.started.get(key).map(|t| *t + self.rerun_delay).filter(|u| *u > now) {
+            let held = inner.entries.remove(key).is_some_and(|e| e.held);
+            if let Some(until) = inner.started.get(key).map(|t| *t + self.rerun_delay).filter(|u| held && *u > now) {
                 inner.keeping.insert(key.clone(), until);
             }
             inner.shrink_if_idle();
@@ -1011,6 +1021,24 @@ mod tests {
         assert!(!q.claimed(&k, read(&store).await), "it syncs");
         assert_eq!(q.finish(&claim, Finish::Done).await.unwrap(), After::Ended);
         assert!(store.dirty_calendars().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_holder_whose_claim_ran_out_asks_again() {
+        let (q, store, _dir, _stop) = queue();
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        assert!(!q.claimed(&k, read(&store).await));
+        // Held: a notification during the sync rests on the held mark.
+        q.notify(&k).await.unwrap();
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(1), "rested on the held mark");
+        // The claim runs out mid-sync: another replica may have read the mark since.
+        q.claim_lost(&k);
+        q.notify(&k).await.unwrap();
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "asked: a newer mark");
+        q.finish(&claim, Finish::Done).await.unwrap();
     }
 
     #[tokio::test]
