@@ -26,11 +26,10 @@
 //! build is alive, which records no reads, every notification marks anew: `Cluster::coalescing`.)
 //! A replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) tries once more
 //! when the holder's claim runs out, and at least a `rerun_delay` later (the holder may have
-//! ended just before the mark); if the mark is gone by
-//! then, the holder covered it and the retry calls no Google API. A holder clears only at the
-//! generation it read when it claimed (`claimed`), and runs again while a mark it did not cover
-//! remains; notifications it takes during its claim rest on the mark it holds, which stays for
-//! the rerun they ask for. The settling window holds across replicas: a holder with nothing
+//! ended just before the mark); if the mark is gone by then, the holder covered it and the
+//! retry calls no Google API. A holder clears only at the generation it read when it claimed
+//! (`claimed`), and runs again while a mark it did not cover remains; notifications it takes
+//! during its claim rest on the mark it holds, which stays for the rerun they ask for. The settling window holds across replicas: a holder with nothing
 //! more to run keeps its claim for the rest of its window (`settling_left`), so a notification
 //! on another replica in that window is held elsewhere and waits for one sync after the
 //! window, rather than syncing at once (each replica's window is its own).
