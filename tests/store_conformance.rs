@@ -410,6 +410,12 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
     let until = after.unread_until.expect("no sync may read it before the window of the read that found none");
     assert!(until > Instant::now() && until <= before_read + spacing + Duration::from_millis(50), "{until:?}");
     assert!(matches!(s.read_dirty(t, w, spacing).await.unwrap(), MarkRead::NotBefore(_)));
+
+    // The window goes with the user: one created again under the address syncs at once.
+    assert!(s.delete_user(t, w).await.unwrap());
+    s.put_user(&user(t, w)).await.unwrap();
+    s.mark_dirty(t, w).await.unwrap();
+    assert!(matches!(s.read_dirty(t, w, spacing).await.unwrap(), MarkRead::Read(Some(_))), "no window left");
 }
 
 async fn deleting_a_user_or_tenant_takes_everything_of_theirs(b: Backend) {

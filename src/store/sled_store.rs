@@ -341,6 +341,7 @@ impl Sled {
         for k in &user_data[0] {
             self.sweep_deleted_user(k)?;
         }
+        self.read_marks.lock().retain(|k, _| !k.starts_with(&prefix));
         // The phonebook can hold 100,000 entries: removed after the transaction. Nothing reads a
         // deleted tenant's entries, and a re-created tenant's first (full) sync replaces them.
         for k in keys(&self.contacts)?.into_iter().chain(keys(&self.contact_books)?) {
@@ -413,6 +414,8 @@ impl Sled {
                 .map_err(tx_error)?;
         self.reindex_channels(&channel_keys)?;
         drop(writes);
+        // The read window goes with the user, as on PostgreSQL.
+        self.read_marks.lock().remove(&key);
         self.sweep_deleted_user(&key)?;
         self.delete_contact_book(tenant, &crate::model::contact::personal_book(email))?;
         Ok(existed)
