@@ -819,6 +819,12 @@ mod tests {
         queue_on(Clock::system())
     }
 
+    /// A replica's queue on a shared database, every live replica recording its reads.
+    fn shared_queue() -> (SyncQueue, SharedStore, tempfile::TempDir, CancellationToken) {
+        let (q, store, dir, stop) = queue();
+        (q.shared(Arc::new(AtomicBool::new(true))), store, dir, stop)
+    }
+
     fn queue_on(clock: Clock) -> (SyncQueue, SharedStore, tempfile::TempDir, CancellationToken) {
         let dir = tempfile::tempdir().unwrap();
         let store: SharedStore = Arc::new(SledStore::open(dir.path(), 8).unwrap());
@@ -871,8 +877,7 @@ mod tests {
 
     #[tokio::test]
     async fn across_replicas_a_calendar_held_elsewhere_keeps_its_mark_for_the_holder() {
-        let (q, store, _dir, _stop) = queue();
-        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let (q, store, _dir, _stop) = shared_queue();
         let k = CalendarKey::new("t", "u@x");
         // This replica's notification, but another replica holds the calendar.
         q.notify(&k).await.unwrap();
@@ -912,8 +917,7 @@ mod tests {
 
     #[tokio::test]
     async fn across_replicas_the_holder_clears_only_what_it_read_and_runs_again_for_newer_marks() {
-        let (q, store, _dir, _stop) = queue();
-        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let (q, store, _dir, _stop) = shared_queue();
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
         let claim = q.take().await;
@@ -934,8 +938,7 @@ mod tests {
 
     #[tokio::test]
     async fn across_replicas_notifications_during_the_holders_sync_keep_its_mark_for_the_rerun() {
-        let (q, store, _dir, _stop) = queue();
-        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let (q, store, _dir, _stop) = shared_queue();
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
         let claim = q.take().await;
@@ -957,8 +960,7 @@ mod tests {
 
     #[tokio::test]
     async fn across_replicas_a_notification_trusts_a_mark_no_sync_may_read_yet_without_asking() {
-        let (q, store, _dir, _stop) = queue();
-        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let (q, store, _dir, _stop) = shared_queue();
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
         let claim = q.take().await;
@@ -1002,8 +1004,7 @@ mod tests {
 
     #[tokio::test]
     async fn across_replicas_a_notification_whose_entry_ended_meanwhile_leaves_the_mark_it_rested_on() {
-        let (q, store, _dir, _stop) = queue();
-        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let (q, store, _dir, _stop) = shared_queue();
         let k = CalendarKey::new("t", "u@x");
         // A notification here starts writing its mark; the calendar's entry ends meanwhile
         // (here: forgotten, as when a sync here ends before the write), and a notification on
@@ -1024,8 +1025,7 @@ mod tests {
 
     #[tokio::test]
     async fn across_replicas_a_holder_whose_claim_ran_out_asks_again() {
-        let (q, store, _dir, _stop) = queue();
-        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let (q, store, _dir, _stop) = shared_queue();
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
         let claim = q.take().await;
