@@ -785,6 +785,9 @@ async fn the_presence_api_shows_the_state_its_cause_and_the_switches_ahead_in_or
     assert_eq!(time(&p["until"]), s + mins(30), "{p}");
     assert_eq!(p["cause"], json!({"event_id": lunch, "trigger": "lunch"}), "{p}");
     assert_eq!(normalise(&p["upcoming"]), normalise(&json!(want.as_array().unwrap()[1..])), "{p}");
+    // Each switch is heard before the clock moves on: the outbox sends a user's newest state
+    // only, so one still queued when the next falls due is rightly never sent.
+    rx.wait_delivered_to(ALICE, 1).await;
 
     advance_to(&app, s + mins(35)).await;
     let p = presence(&app, ALICE).await.body;
@@ -792,6 +795,7 @@ async fn the_presence_api_shows_the_state_its_cause_and_the_switches_ahead_in_or
     assert_eq!(time(&p["since"]), s + mins(30), "{p}");
     assert_eq!(p["cause"], json!({"event_id": meeting, "trigger": "meeting"}), "{p}");
     assert_eq!(upcoming(&p).first().map(|(t, _)| *t), Some(s + mins(60)), "{p}");
+    rx.wait_delivered_to(ALICE, 2).await;
 
     advance_to(&app, s + mins(65)).await;
     let p = presence(&app, ALICE).await.body;
