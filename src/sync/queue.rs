@@ -235,6 +235,9 @@ pub struct SyncQueue {
     /// Replicas share the database (see the module doc); the flag says whether notifications
     /// may rest on unread marks (`Cluster::coalescing`).
     shared: Option<Arc<AtomicBool>>,
+    /// Tests: `finish` on a shared database waits for this before clearing what it read.
+    #[cfg(test)]
+    pause_before_clear: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 /// What follows the end of a claim, for the replica's claim on the calendar.
@@ -264,6 +267,8 @@ impl SyncQueue {
             store,
             flush,
             shared: None,
+            #[cfg(test)]
+            pause_before_clear: Mutex::new(None),
         }
     }
 
@@ -336,6 +341,8 @@ impl SyncQueue {
         e.read = generation;
         e.elsewhere = false;
         e.held = true;
+        // Read now: whatever this replica was promised about the mark staying unread is void.
+        e.covered_until = None;
         let again = matches!(e.phase, Phase::Running { again: true });
         generation.is_none() && e.marked && !e.since_mark && !again && e.marking == 0
     }
@@ -615,7 +622,14 @@ impl SyncQueue {
                     // covered them): it stays until the rerun they asked for ends, so that rerun
                     // is neither lost in a crash nor skipped as covered.
                     let again = matches!(entry.phase, Phase::Running { again: true });
-                    (read.filter(|_| !again), false)
+                    let clear = read.filter(|_| !again);
+                    if clear.is_some() {
+                        // The mark is cleared next, after this lock: a notification from now on
+                        // cannot rest on it (it would be acknowledged on a mark about to go, and
+                        // its rerun skipped as covered), so it writes one of its own.
+                        entry.marked = false;
+                    }
+                    (clear, false)
                 }
             }
         };
@@ -643,6 +657,13 @@ impl SyncQueue {
         }
         // A mark this sync did not cover (written after the claim, here or on another
         // replica): run again.
+        #[cfg(test)]
+        {
+            let pause = self.pause_before_clear.lock().take();
+            if let Some(pause) = pause {
+                let _ = pause.await;
+            }
+        }
         let remaining = async {
             if let Some(generation) = read {
                 self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
@@ -1038,6 +1059,34 @@ mod tests {
         q.notify(&k).await.unwrap();
         assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "asked: a newer mark");
         q.finish(&claim, Finish::Done).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_notification_while_the_holder_clears_what_it_read_is_synced_again() {
+        let (q, store, _dir, _stop) = shared_queue();
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        assert!(!q.claimed(&k, read(&store).await));
+        // The sync is done and about to clear the mark it read, when a notification arrives
+        // here: its change may have come after the sync's list.
+        let (resume, pause) = tokio::sync::oneshot::channel();
+        *q.pause_before_clear.lock() = Some(pause);
+        let mut finishing = std::pin::pin!(q.finish(&claim, Finish::Done));
+        assert!(futures_util::poll!(&mut finishing).is_pending(), "paused before the clear");
+        q.notify(&k).await.unwrap();
+        resume.send(()).unwrap();
+        let after = finishing.await.unwrap();
+        assert!(matches!(after, After::Again(_)), "it runs again: {after:?}");
+        let marks = store.dirty_calendars().await.unwrap();
+        assert_eq!(marks.len(), 1, "the notification is acknowledged on a mark the clear did not take");
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let again = q.take().await;
+        let seen = read(&store).await;
+        assert_eq!(seen, Some(marks[0].2));
+        assert!(!q.claimed(&k, seen), "the rerun syncs, not skipped as covered");
+        assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
+        assert!(store.dirty_calendars().await.unwrap().is_empty());
     }
 
     #[tokio::test]
