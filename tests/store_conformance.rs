@@ -305,6 +305,11 @@ async fn a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions(b:
     let mut newer = event("b", None);
     newer.summary = Some("newer".into());
     s.apply_sync("acme", "u@x", false, &upserts([event("b", None), newer.clone()]), &st2).await.unwrap();
+    assert_eq!(s.events("acme", "u@x").await.unwrap(), [newer.clone()]);
+    // A sync that changed nothing stores its new token and keeps every event.
+    let quiet = CalendarState { sync_token: Some("t2b".into()), events: 1, ..Default::default() };
+    assert_eq!(s.apply_sync("acme", "u@x", false, &[], &quiet).await.unwrap(), 1);
+    assert_eq!(s.calendar_state("acme", "u@x").await.unwrap(), Some(quiet));
     assert_eq!(s.events("acme", "u@x").await.unwrap(), [newer]);
     let n = s.apply_sync("acme", "u@x", true, &upserts([event("c", None)]), &st).await.unwrap();
     assert_eq!((n, event_ids(&s, "acme", "u@x").await), (1, vec!["c".to_owned()]), "a wipe replaces everything");
@@ -331,6 +336,13 @@ async fn dirty_marks_clear_only_at_their_generation(b: Backend) {
     assert!(s.clear_dirty("acme", "u@x", 2).await.unwrap());
     assert!(!s.clear_dirty("acme", "u@x", 2).await.unwrap(), "cleared once");
     assert!(s.clear_dirty("acme", "v@x", 1).await.unwrap());
+    assert!(s.dirty_calendars().await.unwrap().is_empty());
+    // The end of a sync on a shared store: clear what it read, and learn what is left.
+    let first = s.mark_dirty("acme", "w@x").await.unwrap();
+    assert_eq!(s.clear_dirty_then_pending("acme", "w@x", None).await.unwrap(), Some(first), "nothing read: kept");
+    let newer = s.mark_dirty("acme", "w@x").await.unwrap();
+    assert_eq!(s.clear_dirty_then_pending("acme", "w@x", Some(first)).await.unwrap(), Some(newer), "a newer mark left");
+    assert_eq!(s.clear_dirty_then_pending("acme", "w@x", Some(newer)).await.unwrap(), None, "cleared: none left");
     assert!(s.dirty_calendars().await.unwrap().is_empty());
     // Concurrent marks may share one (a burst committed together); the stored generation is the
     // newest any of them returned, and a later mark is above it.

@@ -130,6 +130,20 @@ pub trait Store: Send + Sync {
     }
     /// Clears the mark if it is still at `generation` (no notification came since); false if not.
     async fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
+    /// `clear_dirty` at `generation` (if given), then the generation of the mark left, if any:
+    /// the end of a sync on a shared database. (A backend shared by replicas does both in one
+    /// statement.)
+    async fn clear_dirty_then_pending(
+        &self,
+        tenant: &str,
+        user: &str,
+        generation: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        if let Some(generation) = generation {
+            self.clear_dirty(tenant, user, generation).await?;
+        }
+        self.dirty_generation(tenant, user).await
+    }
     /// Makes sure the calendar holds a mark no sync has read yet (`read_dirty`), as durably as
     /// `mark_dirty`: a new generation if it has no mark or its mark was read, else the mark it
     /// has, with nothing written. That is all a notification needs — the next sync to read

@@ -23,6 +23,10 @@ pub struct Report {
     pub pages: usize,
     pub changes: usize,
     pub skipped: usize,
+    /// Whether the user's timeline may differ from the last one computed: a full sync, a
+    /// change, a new time zone, or a job before this one that failed (it may have failed after
+    /// storing its changes, before recomputing).
+    pub timeline_changed: bool,
 }
 
 /// A token for the user's calendar, kept fresh across one job.
@@ -63,6 +67,7 @@ pub async fn sync(
 ) -> Result<Report, SyncError> {
     let app = &svc.app;
     let mut state = app.store.calendar_state(tenant, user).await?.unwrap_or_default();
+    let (zone_before, failed_before) = (state.time_zone.clone(), state.last_error.is_some() || state.failures > 0);
     let event_types: Vec<String> = SYNCED_EVENT_TYPES.iter().map(|t| t.to_string()).collect();
     if state.sync_token.is_some() && state.event_types.as_ref() != Some(&event_types) {
         tracing::info!(
@@ -139,7 +144,8 @@ pub async fn sync(
         store::flush(&app.store).await?;
         svc.app.metrics.sync(if full { "full" } else { "incremental" });
         tracing::debug!(tenant, user, full, pages, changes = changes.len(), skipped, "calendar synced");
-        return Ok(Report { full, pages, changes: changes.len(), skipped });
+        let timeline_changed = full || !changes.is_empty() || state.time_zone != zone_before || failed_before;
+        return Ok(Report { full, pages, changes: changes.len(), skipped, timeline_changed });
     }
 }
 

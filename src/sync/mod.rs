@@ -426,8 +426,13 @@ impl SyncService {
         if channel.is_err() {
             self.app.metrics.renewal("failed");
         }
-        calendar::sync(self, &key.tenant, &key.user, &mut token).await?;
-        self.presence.recompute(key).await?;
+        let report = calendar::sync(self, &key.tenant, &key.user, &mut token).await?;
+        // A sync that changed nothing leaves the timeline as it was (a profile change
+        // recomputes by itself, the scheduler rolls the horizon): on a shared database this
+        // spares the leader a reconcile per quiet sync.
+        if report.timeline_changed {
+            self.presence.recompute(key).await?;
+        }
         channel.map(|_| ())
     }
 

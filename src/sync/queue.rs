@@ -664,13 +664,7 @@ impl SyncQueue {
                 let _ = pause.await;
             }
         }
-        let remaining = async {
-            if let Some(generation) = read {
-                self.store.clear_dirty(&key.tenant, &key.user, generation).await?;
-            }
-            self.store.dirty_generation(&key.tenant, &key.user).await
-        }
-        .await;
+        let remaining = self.store.clear_dirty_then_pending(&key.tenant, &key.user, read).await;
         let remaining = match remaining {
             Ok(remaining) => remaining,
             Err(e) => {
