@@ -31,6 +31,9 @@ pub struct Metrics {
     webhook_outcomes: std::collections::HashMap<&'static str, Counter>,
     /// Calendar syncs by outcome.
     pub syncs: Family<OutcomeLabel, Counter>,
+    /// Timelines recomputed after a sync, by why (`changed`: the sync stored a change;
+    /// `pending`: the job that stored the last change may not have finished recomputing).
+    pub timeline_recomputes: Family<OutcomeLabel, Counter>,
     /// Google calls by method and HTTP status (or `network`).
     pub google_calls: Family<CallLabels, Counter>,
     /// Seconds from a notification to the end of the sync that covered it.
@@ -75,6 +78,12 @@ impl Metrics {
         registry.register("notifications", "Google push notifications received, by outcome", notifications.clone());
         let syncs = Family::<OutcomeLabel, Counter>::default();
         registry.register("syncs", "Calendar syncs, by outcome", syncs.clone());
+        let timeline_recomputes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "timeline_recomputes",
+            "Timelines recomputed after a calendar sync, by why (changed, pending)",
+            timeline_recomputes.clone(),
+        );
         let google_calls = Family::<CallLabels, Counter>::default();
         registry.register("google_calls", "Calls to Google APIs, by method and status", google_calls.clone());
         let sync_lag = Histogram::new(exponential_buckets(0.001, 2.0, 16));
@@ -110,6 +119,7 @@ impl Metrics {
                 .collect(),
             notifications,
             syncs,
+            timeline_recomputes,
             google_calls,
             sync_lag,
             dirty_calendars,
@@ -134,6 +144,10 @@ impl Metrics {
 
     pub fn sync(&self, outcome: &str) {
         self.syncs.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn timeline_recompute(&self, why: &str) {
+        self.timeline_recomputes.get_or_create(&OutcomeLabel { outcome: why.to_owned() }).inc();
     }
 
     pub fn delivery(&self, outcome: &str) {

@@ -19,6 +19,9 @@ use crate::contacts::Contacts;
 use crate::presence::engine::Presence;
 use crate::sync::SyncService;
 
+/// How often a leader tries again to reconcile a user another replica asked for (5 s, doubling).
+const RECONCILE_ATTEMPTS: u32 = 5;
+
 pub struct Roles {
     pub cluster: Arc<Cluster>,
     pub sync: Arc<SyncService>,
@@ -32,8 +35,8 @@ impl Roles {
         let (me, stop) = (self.clone(), shutdown.clone());
         tracker.spawn(async move { me.lead(stop).await });
         if let Some(events) = self.cluster.take_events() {
-            let (me, stop) = (self.clone(), shutdown.clone());
-            tracker.spawn(async move { me.serve_events(events, stop).await });
+            let (me, stop, retries) = (self.clone(), shutdown.clone(), tracker.clone());
+            tracker.spawn(async move { me.serve_events(events, retries, stop).await });
         }
     }
 
@@ -93,7 +96,12 @@ impl Roles {
         tasks.spawn(self.contacts.clone().run(term.clone()));
     }
 
-    async fn serve_events(&self, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>, shutdown: CancellationToken) {
+    async fn serve_events(
+        &self,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+        retries: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -101,7 +109,13 @@ impl Roles {
             };
             let leading = self.cluster.is_leader();
             let result = match event {
-                Event::Presence(key) if leading => self.presence.recompute(&key).await,
+                Event::Presence(key) if leading => {
+                    let result = self.presence.recompute(&key).await;
+                    if result.is_err() {
+                        self.retry_reconcile(key, &retries, &shutdown);
+                    }
+                    result
+                }
                 Event::PresenceTenant { tenant, new_receiver } if leading => {
                     self.presence.recompute_tenant(&tenant, new_receiver).await
                 }
@@ -127,5 +141,29 @@ impl Roles {
                 tracing::error!(error = %e, "acting on another replica's request failed");
             }
         }
+    }
+
+    /// A follower's request to reconcile a user failed here (the database, most likely): the
+    /// follower counted it as sent, so this leader tries again, a few times with backoff while
+    /// it leads. (A new leader reconciles everyone.)
+    fn retry_reconcile(&self, key: crate::model::CalendarKey, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        let (presence, cluster, stop) = (self.presence.clone(), self.cluster.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            for attempt in 0..RECONCILE_ATTEMPTS {
+                let wait = std::time::Duration::from_secs(5 << attempt);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                if !cluster.is_leader() {
+                    return;
+                }
+                match presence.recompute(&key).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, attempt, "reconciling a user failed again"),
+                }
+            }
+            tracing::error!(tenant = %key.tenant, user = %key.user, "gave up reconciling a user; the next change, the daily roll or a new leader does it");
+        });
     }
 }

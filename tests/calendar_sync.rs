@@ -690,3 +690,66 @@ async fn the_user_status_and_metrics_show_channel_syncs_and_google_calls() {
     assert_eq!(metric(&text, r#"gwsync_google_calls_total{method="events.watch",status="200"}"#), watches, "{text}");
     app.stop().await;
 }
+
+// ---- timelines after a sync ----
+
+/// `gwsync_timeline_recomputes_total{outcome=why}`.
+async fn recomputes(app: &TestApp, why: &str) -> f64 {
+    metric(&metrics(app).await, &format!(r#"gwsync_timeline_recomputes_total{{outcome="{why}"}}"#))
+}
+
+/// Asks for a sync of alice now and waits for the listing it makes.
+async fn resync_alice(app: &TestApp) {
+    let since = last_seq(app).await;
+    let r = app.api("POST", &format!("/api/v1/tenants/{TENANT}/users/{ALICE}/resync"), None).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    eventually("the resync's listing", async || {
+        let lists = requests(app, Some("calendar.events.list"), since).await;
+        if lists.iter().any(|r| r["user"] == ALICE) { Ok(()) } else { Err("no listing yet".to_owned()) }
+    })
+    .await;
+    quiet(app, ALICE).await;
+}
+
+#[tokio::test]
+async fn a_quiet_sync_recomputes_no_timeline_unless_the_last_change_may_not_have_been() {
+    let mut app = TestApp::start().await;
+    let (writer, _) = alice_synced(&app).await;
+    let changed = recomputes(&app, "changed").await;
+    assert!(changed >= 1.0, "the full sync recomputed the timeline");
+    // The first sync after a change that finds nothing new makes sure once more (the job that
+    // stored the change may have stopped before its recompute took) …
+    let pending = recomputes(&app, "pending").await;
+    resync_alice(&app).await;
+    assert_eq!(recomputes(&app, "pending").await, pending + 1.0);
+    // … and the next ones recompute nothing.
+    resync_alice(&app).await;
+    resync_alice(&app).await;
+    assert_eq!(recomputes(&app, "pending").await, pending + 1.0, "nothing pending any more");
+    assert_eq!(recomputes(&app, "changed").await, changed, "nothing changed");
+    // A change recomputes.
+    let id = insert(&app, &writer, "Lunch", 2).await;
+    wait_stored(&app, ALICE, &id, "the change").await;
+    quiet(&app, ALICE).await;
+    assert_eq!(recomputes(&app, "changed").await, changed + 1.0);
+    // A change stored by a job that stopped before recomputing is recomputed by the next sync,
+    // even one that finds nothing new: the calendar's state says so durably.
+    resync_alice(&app).await;
+    let pending = recomputes(&app, "pending").await;
+    app.stop_gwsync().await.expect("gwsync stops");
+    {
+        use gwsync::store::Store;
+        let store =
+            gwsync::store::sled_store::SledStore::open(&app.data_path().join("db"), 8).expect("the store opens");
+        let mut state = store.calendar_state(TENANT, ALICE).await.expect("read").expect("alice's state");
+        assert!(!state.timeline_pending, "the quiet sync cleared it");
+        state.timeline_pending = true;
+        store.put_calendar_state(TENANT, ALICE, &state).await.expect("write");
+        store.flush().await.expect("flush");
+    }
+    app.start_gwsync().await;
+    quiet(&app, ALICE).await;
+    resync_alice(&app).await;
+    assert_eq!(recomputes(&app, "pending").await, 1.0, "recomputed once in the new process (was {pending} before)");
+    app.stop().await;
+}

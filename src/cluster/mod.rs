@@ -57,6 +57,9 @@ pub enum ClusterError {
     /// Connecting failed (the message never shows the URL or its password).
     #[error("connecting to the database: {0}")]
     Connect(String),
+    /// A request to the other replicas was not sent (the message never shows the URL).
+    #[error("asking the other replicas: {0}")]
+    Notify(String),
 }
 
 /// `error` as text without the database URL or its password (sqlx names the URL in some
@@ -216,9 +219,13 @@ impl Cluster {
         ok
     }
 
-    /// Asks the leader to reconcile a user (a follower changed their data).
-    pub async fn presence_changed(&self, key: &CalendarKey) {
-        self.send(notify::PRESENCE, &Event::Presence(key.clone())).await;
+    /// Asks the leader to reconcile a user (a follower changed their data); an error if the
+    /// request was not sent, so the work that needed it is not taken as done.
+    pub async fn presence_changed(&self, key: &CalendarKey) -> Result<(), ClusterError> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        notify::send(&shared.pool, notify::PRESENCE, &Event::Presence(key.clone()))
+            .await
+            .map_err(|e| ClusterError::Notify(scrub(e, &shared.url)))
     }
 
     /// Asks the leader to reconcile a tenant's users (`new_receiver`: its phone system moved).

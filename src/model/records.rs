@@ -34,6 +34,12 @@ pub struct CalendarState {
     /// did not send them (every type). A calendar synced with another set is synced in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_types: Option<Vec<String>>,
+    /// The last sync stored something that changes the user's timeline, and no sync since has
+    /// made sure it was recomputed. A sync that changes nothing recomputes nothing, unless
+    /// this says the job before it may have stopped between storing and recomputing (killed,
+    /// or its request to the leader lost): then it recomputes before clearing this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timeline_pending: bool,
 }
 
 /// Why the last attempt failed, and what a Workspace admin can do about it.

@@ -166,8 +166,9 @@ impl Presence {
     pub async fn recompute(&self, key: &CalendarKey) -> Result<(), StoreError> {
         if !self.app.cluster.reconciles_here() {
             // Only the leader reconciles (two replicas would race on the user's sequence).
-            self.app.cluster.presence_changed(key).await;
-            return Ok(());
+            // Not sent: the caller's job fails and runs again (the calendar's state keeps
+            // `timeline_pending`), rather than leaving the timeline stale.
+            return self.app.cluster.presence_changed(key).await.map_err(|e| StoreError::Postgres(e.to_string()));
         }
         let _user = self.user_lock(key).await;
         self.recompute_locked(key).await

@@ -23,9 +23,8 @@ pub struct Report {
     pub pages: usize,
     pub changes: usize,
     pub skipped: usize,
-    /// Whether the user's timeline may differ from the last one computed: a full sync, a
-    /// change, a new time zone, or a job before this one that failed (it may have failed after
-    /// storing its changes, before recomputing).
+    /// Whether the user's timeline may differ from the last one computed (a full sync, a
+    /// change, a new time zone): the job recomputes it.
     pub timeline_changed: bool,
 }
 
@@ -67,7 +66,7 @@ pub async fn sync(
 ) -> Result<Report, SyncError> {
     let app = &svc.app;
     let mut state = app.store.calendar_state(tenant, user).await?.unwrap_or_default();
-    let (zone_before, failed_before) = (state.time_zone.clone(), state.last_error.is_some() || state.failures > 0);
+    let (zone_before, pending_before) = (state.time_zone.clone(), state.timeline_pending);
     let event_types: Vec<String> = SYNCED_EVENT_TYPES.iter().map(|t| t.to_string()).collect();
     if state.sync_token.is_some() && state.event_types.as_ref() != Some(&event_types) {
         tracing::info!(
@@ -126,10 +125,19 @@ pub async fn sync(
             continue;
         }
 
+        let time_zone = time_zone.or(state.time_zone.take());
+        let timeline_changed = full || !changes.is_empty() || time_zone != zone_before;
+        if !timeline_changed && pending_before {
+            // The job that stored the last change may have stopped before its recompute took:
+            // recompute now, before the state written below says it is done.
+            svc.presence.recompute(&crate::model::CalendarKey::new(tenant, user)).await?;
+            app.metrics.timeline_recompute("pending");
+        }
         let now = svc.clock.now();
         state.sync_token = Some(next_sync_token);
         state.event_types = Some(event_types.clone());
-        state.time_zone = time_zone.or(state.time_zone.take());
+        state.time_zone = time_zone;
+        state.timeline_pending = timeline_changed;
         state.last_sync_at = Some(now);
         if full {
             state.last_full_sync_at = Some(now);
@@ -144,7 +152,6 @@ pub async fn sync(
         store::flush(&app.store).await?;
         svc.app.metrics.sync(if full { "full" } else { "incremental" });
         tracing::debug!(tenant, user, full, pages, changes = changes.len(), skipped, "calendar synced");
-        let timeline_changed = full || !changes.is_empty() || state.time_zone != zone_before || failed_before;
         return Ok(Report { full, pages, changes: changes.len(), skipped, timeline_changed });
     }
 }

@@ -432,6 +432,7 @@ impl SyncService {
         // spares the leader a reconcile per quiet sync.
         if report.timeline_changed {
             self.presence.recompute(key).await?;
+            self.app.metrics.timeline_recompute("changed");
         }
         channel.map(|_| ())
     }

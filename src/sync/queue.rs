@@ -344,7 +344,13 @@ impl SyncQueue {
         // Read now: whatever this replica was promised about the mark staying unread is void.
         e.covered_until = None;
         let again = matches!(e.phase, Phase::Running { again: true });
-        generation.is_none() && e.marked && !e.since_mark && !again && e.marking == 0
+        let skip = generation.is_none() && e.marked && !e.since_mark && !again && e.marking == 0;
+        if generation.is_none() {
+            // No mark to hold: a notification from now on must write one, not rest on the one
+            // this entry once stood for (another replica's sync cleared it).
+            e.marked = false;
+        }
+        skip
     }
 
     /// Queues every calendar with a durable mark (at start).
@@ -696,9 +702,11 @@ impl SyncQueue {
         }
         entry.phase = Phase::Queued;
         entry.since_mark = false;
+        // Only a mark that is there stands for the rerun's notifications (the clear may have
+        // taken the one this entry stood for).
+        entry.marked = remaining.is_some();
         if let Some(g) = remaining {
             entry.generation = g;
-            entry.marked = true;
         }
         let ready = inner.schedule(key, now, self.rerun_delay);
         drop(inner);
@@ -1079,6 +1087,34 @@ mod tests {
         let seen = read(&store).await;
         assert_eq!(seen, Some(marks[0].2));
         assert!(!q.claimed(&k, seen), "the rerun syncs, not skipped as covered");
+        assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
+        assert!(store.dirty_calendars().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_notification_after_a_read_that_found_no_mark_writes_one() {
+        let (q, store, _dir, _stop) = shared_queue();
+        let k = CalendarKey::new("t", "u@x");
+        // This replica's notification finds the calendar held elsewhere; the holder's sync
+        // covers and clears the mark.
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        q.finish(&claim, Finish::Elsewhere { held_for: std::time::Duration::ZERO }).await.unwrap();
+        let generation = read(&store).await.expect("the mark");
+        assert!(store.clear_dirty("t", "u@x", generation).await.unwrap());
+        // The retry here finds no mark: covered, skipped.
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let retry = q.take().await;
+        assert!(q.claimed(&k, read(&store).await), "covered by the holder's sync: skipped");
+        // A notification before the retry ends must not rest on the mark that is gone.
+        q.notify(&k).await.unwrap();
+        assert!(store.dirty_generation("t", "u@x").await.unwrap().is_some(), "acknowledged on a mark of its own");
+        assert!(matches!(q.finish(&retry, Finish::Done).await.unwrap(), After::Again(_)));
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let again = q.take().await;
+        let seen = read(&store).await;
+        assert!(seen.is_some());
+        assert!(!q.claimed(&k, seen), "the rerun syncs the notification's change");
         assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
         assert!(store.dirty_calendars().await.unwrap().is_empty());
     }
