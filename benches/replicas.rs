@@ -24,6 +24,9 @@
 //!     cargo bench --bench replicas                               # ≈ 12 minutes
 //!     GWSYNC_BENCH_USERS=5000 GWSYNC_BENCH_SECONDS=3 GWSYNC_BENCH_ROUNDS=2 cargo bench --bench replicas
 //!
+//! `GWSYNC_BENCH_PG_STATEMENTS=1` loads `pg_stat_statements` and prints, for each target's last
+//! round of part a, the statements PostgreSQL ran most often (calls a second, mean time).
+//!
 //! `GWSYNC_BENCH_SECONDS` (10) and `GWSYNC_BENCH_ROUNDS` (4) size part a, `GWSYNC_BENCH_KILLS`
 //! (5) part b, `GWSYNC_BENCH_USERS` (100,000) and `GWSYNC_BENCH_TENANTS` (20) part c; a part
 //! set to 0 kills or 0 users is left out.
@@ -230,7 +233,7 @@ async fn ack_cluster(
     (replicas, fake, target, key)
 }
 
-async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize) {
+async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize, statements: Option<&str>) {
     println!(
         "a. webhook acknowledgement under wrk ({} threads, {} connections, {seconds} s a round, {rounds} rounds each, alternating), notifications over {ACK_USERS} live channels; PostgreSQL with fsync on",
         LOAD.threads, LOAD.connections
@@ -241,8 +244,15 @@ async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize) {
     }
     for round in 1..=rounds {
         for t in targets.iter_mut() {
+            let profiled = statements.filter(|_| round == rounds && !t.hosts.is_empty());
+            if let Some(url) = profiled {
+                pg_statements(url, None).await;
+            }
             let r = t.run(Duration::from_secs(seconds)).await;
             wrk::show(&format!("{} {round}", t.name), &r);
+            if let Some(url) = profiled {
+                pg_statements(url, Some(Duration::from_secs(seconds))).await;
+            }
             if !t.hosts.is_empty() && r.errors + r.non2xx > 0 {
                 // Google retries a notification it got no 2xx for; reported, not fatal.
                 println!("           ! {} connection errors or timeouts, {} non-2xx answers", r.errors, r.non2xx);
@@ -265,6 +275,31 @@ async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize) {
         );
     }
     println!("  (throughput over all rounds; percentiles the medians of the rounds')");
+}
+
+/// `pg_stat_statements`: reset (no `over`), or the most frequent statements over the last `over`.
+async fn pg_statements(url: &str, over: Option<Duration>) {
+    let pool = sqlx::PgPool::connect(url).await.expect("connect for pg_stat_statements");
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&pool).await.expect("extension");
+    let Some(over) = over else {
+        sqlx::query("SELECT pg_stat_statements_reset()").execute(&pool).await.expect("reset");
+        return;
+    };
+    let rows: Vec<(i64, f64, String)> = sqlx::query_as(
+        "SELECT calls, mean_exec_time, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements \
+         WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT 16",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("pg_stat_statements");
+    let (xacts,): (i64,) =
+        sqlx::query_as("SELECT sum(xact_commit)::bigint FROM pg_stat_database").fetch_one(&pool).await.expect("xacts");
+    println!("           PostgreSQL, most frequent statements (calls/s, mean ms; {xacts} commits since start):");
+    for (calls, mean, query) in rows {
+        let query: String = query.chars().take(110).collect();
+        println!("           {:>8.0}  {mean:>6.3}  {query}", calls as f64 / over.as_secs_f64());
+    }
+    pool.close().await;
 }
 
 /// Waits until gwsync (any replica, through the proxy) stores an event called `summary` for `user`.
@@ -435,7 +470,8 @@ async fn main() {
     gwsync::logging::init_with_default(gwsync::config::LogFormat::Plain, "warn");
     let began = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
-    let database = pg::PgCluster::start_durable();
+    let profile = setting("GWSYNC_BENCH_PG_STATEMENTS", 0) == 1;
+    let database = if profile { pg::PgCluster::start_durable_profiled() } else { pg::PgCluster::start_durable() };
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let bare_url = format!("http://{}/webhooks/google/calendar", listener.local_addr().expect("addr"));
@@ -464,7 +500,8 @@ async fn main() {
         one_target,
         three_target,
     ];
-    part_a(&mut targets, seconds, rounds).await;
+    let statements = if profile { Some(database.url("postgres")) } else { None };
+    part_a(&mut targets, seconds, rounds, statements.as_deref()).await;
     for (mut cluster, fake) in [(one_acks, fake1a), (three_acks, fake3a), (one, fake1)] {
         cluster.stop_all();
         drop(cluster);

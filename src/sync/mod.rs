@@ -303,8 +303,9 @@ impl SyncService {
         // refused (the promise that lets other replicas trust an unread mark until then): wait
         // out the rest, holding the claim.
         // A little under the queue's own window, which started before the claim: a rerun at
-        // the window's end is not refused for the claim's round trip.
-        let spacing = self.queue.rerun_delay() * 9 / 10;
+        // the window's end is not refused for the claim's round trip. For a calendar synced
+        // back to back, most of its cycle (`SyncQueue::read_promise`).
+        let spacing = self.queue.read_promise(key, self.queue.rerun_delay() * 9 / 10);
         let mut waited = 0;
         let generation = loop {
             match self.app.store.read_dirty(&key.tenant, &key.user, spacing).await {

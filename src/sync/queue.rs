@@ -52,6 +52,12 @@ pub use crate::model::CalendarKey;
 use crate::store::group_flush::GroupFlush;
 use crate::store::{SharedStore, StoreError, UnreadMark};
 
+/// A rerun read within this of the calendar's last read here is part of a busy spell
+/// (`SyncQueue::read_promise`).
+const BUSY_CYCLE: std::time::Duration = std::time::Duration::from_millis(2500);
+/// The longest promise a rerun in a busy spell makes.
+const BUSY_PROMISE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Queued,
@@ -85,6 +91,9 @@ struct Entry {
     /// Notifications whose durable mark is being written (not committed yet: no replica can
     /// have read it, so no sync but one starting after them covers them).
     marking: u32,
+    /// Shared database: this entry is a rerun its last sync here asked for (notifications
+    /// kept coming), so the calendar is being synced back to back (`read_promise`).
+    rerun: bool,
 }
 
 impl Entry {
@@ -100,6 +109,7 @@ impl Entry {
             held: false,
             covered_until: None,
             marking: 0,
+            rerun: false,
         }
     }
 }
@@ -122,6 +132,8 @@ struct Inner {
     /// When each calendar's last verified notification arrived (kept here, under the lock a
     /// notification takes anyway, so acknowledging one takes a single lock).
     notified: HashMap<CalendarKey, DateTime<Utc>>,
+    /// Shared database: when this replica last read each calendar's mark (`read_promise`).
+    last_read: HashMap<CalendarKey, DateTime<Utc>>,
 }
 
 impl Inner {
@@ -337,6 +349,11 @@ impl SyncQueue {
     /// sync another replica made since.
     pub fn claimed(&self, key: &CalendarKey, generation: Option<u64>) -> bool {
         let mut inner = self.inner.lock();
+        let now = self.clock.now();
+        if inner.last_read.len() > 1024 {
+            inner.last_read.retain(|_, t| (now - *t).to_std().unwrap_or_default() <= BUSY_CYCLE);
+        }
+        inner.last_read.insert(key.clone(), now);
         let Some(e) = inner.entries.get_mut(key) else { return false };
         e.read = generation;
         e.elsewhere = false;
@@ -351,6 +368,25 @@ impl SyncQueue {
             e.marked = false;
         }
         skip
+    }
+
+    /// How long the read of the calendar's mark about to be made may promise no other read
+    /// (`Store::read_dirty`'s spacing): `settling` (a little under the settling window), or,
+    /// for a rerun of a calendar this replica has been syncing back to back, the time since
+    /// its last read here, up to `BUSY_PROMISE`: its next sync will not come much sooner than
+    /// this one did (the replica's queue, its workers or the project's quota held it that
+    /// long), and while the promise lasts the other replicas' notifications rest on the unread
+    /// mark instead of each asking the database. The store refuses an earlier read, so under
+    /// a storm of notifications a calendar's reruns settle at one per `BUSY_PROMISE` — one
+    /// sync for all the changes of that spell, as the settling window does for a burst.
+    pub fn read_promise(&self, key: &CalendarKey, settling: std::time::Duration) -> std::time::Duration {
+        let inner = self.inner.lock();
+        let rerun = inner.entries.get(key).is_some_and(|e| e.rerun);
+        let now = self.clock.now();
+        match inner.last_read.get(key).map(|t| (now - *t).to_std().unwrap_or_default()) {
+            Some(cycle) if rerun && cycle <= BUSY_CYCLE => settling.max(cycle.min(BUSY_PROMISE)),
+            _ => settling,
+        }
     }
 
     /// Queues every calendar with a durable mark (at start).
@@ -702,6 +738,7 @@ impl SyncQueue {
         }
         entry.phase = Phase::Queued;
         entry.since_mark = false;
+        entry.rerun = true;
         // Only a mark that is there stands for the rerun's notifications (the clear may have
         // taken the one this entry stood for).
         entry.marked = remaining.is_some();
@@ -729,6 +766,7 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         inner.entries.remove(key);
         inner.notified.remove(key);
+        inner.last_read.remove(key);
         inner.keeping.remove(key);
         inner.delayed.retain(|(_, k)| k != key);
     }
@@ -738,6 +776,7 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         inner.entries.retain(|k, _| k.tenant != tenant);
         inner.notified.retain(|k, _| k.tenant != tenant);
+        inner.last_read.retain(|k, _| k.tenant != tenant);
         inner.keeping.retain(|k, _| k.tenant != tenant);
         inner.delayed.retain(|(_, k)| k.tenant != tenant);
         inner.ready.remove(tenant);
@@ -1117,6 +1156,45 @@ mod tests {
         assert!(!q.claimed(&k, seen), "the rerun syncs the notification's change");
         assert_eq!(q.finish(&again, Finish::Done).await.unwrap(), After::Ended);
         assert!(store.dirty_calendars().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_rerun_in_a_busy_spell_promises_its_cycle_and_a_first_sync_the_settling_window() {
+        let clock = Clock::system();
+        let (q, store, _dir, _stop) = queue_on(clock.clone());
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let k = CalendarKey::new("t", "u@x");
+        let settling = std::time::Duration::from_millis(225);
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        assert_eq!(q.read_promise(&k, settling), settling, "a first sync: the settling window");
+        assert!(!q.claimed(&k, read(&store).await));
+        // Notifications keep coming during the sync: it runs again.
+        q.notify(&k).await.unwrap();
+        assert!(matches!(q.finish(&claim, Finish::Done).await.unwrap(), After::Again(_)));
+        // Its rerun comes 800 ms after the read (the replica was busy): that is promised.
+        clock.advance(std::time::Duration::from_millis(800));
+        assert_eq!(q.release_due(clock.now()), 1);
+        let rerun = q.take().await;
+        let promise = q.read_promise(&k, settling);
+        let cycle = std::time::Duration::from_millis(800);
+        assert!(promise >= cycle && promise < cycle + settling, "{promise:?}");
+        assert!(!q.claimed(&k, read(&store).await));
+        q.notify(&k).await.unwrap();
+        assert!(matches!(q.finish(&rerun, Finish::Done).await.unwrap(), After::Again(_)));
+        // At most two seconds …
+        clock.advance(std::time::Duration::from_millis(2200));
+        assert_eq!(q.release_due(clock.now()), 1);
+        let slow = q.take().await;
+        assert_eq!(q.read_promise(&k, settling), std::time::Duration::from_secs(2));
+        assert!(!q.claimed(&k, read(&store).await));
+        assert_eq!(q.finish(&slow, Finish::Done).await.unwrap(), After::Ended);
+        // … and a sync after a quiet spell is no rerun: the settling window again.
+        clock.advance(std::time::Duration::from_millis(300));
+        q.notify(&k).await.unwrap();
+        let fresh = q.take().await;
+        assert_eq!(q.read_promise(&k, settling), settling);
+        q.finish(&fresh, Finish::Done).await.unwrap();
     }
 
     #[tokio::test]

@@ -102,6 +102,13 @@ impl PgCluster {
         Self::start_with("-c fsync=on -c synchronous_commit=on")
     }
 
+    /// `start_durable` with `pg_stat_statements` loaded, to see what the server spends its time on.
+    pub fn start_durable_profiled() -> PgCluster {
+        Self::start_with(
+            "-c fsync=on -c synchronous_commit=on -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all",
+        )
+    }
+
     fn start_with(durability: &str) -> PgCluster {
         let initdb = find_binary("initdb").unwrap_or_else(|| {
             panic!("PostgreSQL server binaries (initdb, postgres) are not on PATH. Install them: {INSTALL}")
