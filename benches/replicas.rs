@@ -339,12 +339,19 @@ async fn part_b(replicas: &mut Replicas, fake: &FakeGoogle, key: &Value, receive
             .expect("insert");
         assert!(r.status().is_success(), "insert: {}", r.status());
         // Fake Google notifies the public URL (the proxy): whichever replica gets it syncs.
+        let inserted = Instant::now();
         wait_stored(replicas, "bench", &user, &summary).await;
+        let stored = inserted.elapsed();
         let leader = replicas.leader().await;
         let until_start = (start - chrono::Utc::now()).to_std().unwrap_or_default();
         let due = Instant::now() + until_start;
         let kill_at = due.checked_sub(KILL_BEFORE).unwrap_or(due);
-        assert!(Instant::now() < kill_at, "the lunch was synced too late to kill the leader before it (LUNCH_AHEAD)");
+        assert!(
+            Instant::now() < kill_at,
+            "the lunch was synced too late to kill the leader before it (LUNCH_AHEAD): stored after {stored:?}, the leader known after {:?}\n{}",
+            inserted.elapsed(),
+            replicas.logs()
+        );
         tokio::time::sleep_until(kill_at.into()).await;
         let killed = Instant::now();
         replicas.kill(leader);

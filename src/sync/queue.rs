@@ -52,6 +52,10 @@ pub use crate::model::CalendarKey;
 use crate::store::group_flush::GroupFlush;
 use crate::store::{SharedStore, StoreError, UnreadMark};
 
+/// The longest a calendar found claimed by another replica waits before it is tried again here
+/// (`finish_shared`).
+const ELSEWHERE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A rerun read within this of the calendar's last read here is part of a busy spell
 /// (`SyncQueue::read_promise`).
 const BUSY_CYCLE: std::time::Duration = std::time::Duration::from_millis(2500);
@@ -648,12 +652,16 @@ impl SyncQueue {
                     // Once more when the holder's claim runs out (at the end of its settling
                     // window if it is done): it may have ended just before this replica's
                     // mark. Until then a holder sees every mark made before it ends, so there
-                    // is nothing to ask it sooner.
+                    // is nothing to ask it sooner — but no later than `ELSEWHERE_RECHECK`: a
+                    // claim held for a rerun lasts a lease beyond it, and a holder whose rerun
+                    // ends early lets it go then, while notifications that come here meanwhile
+                    // wait for this entry (a waiting entry is not hurried by them).
                     entry.elsewhere = true;
                     entry.held = false;
                     entry.since_mark = false;
                     entry.phase = Phase::Delayed;
-                    let held_for = chrono::Duration::from_std(held_for).unwrap_or(self.rerun_delay);
+                    let held_for =
+                        chrono::Duration::from_std(held_for.min(ELSEWHERE_RECHECK)).unwrap_or(self.rerun_delay);
                     let at = now + held_for.max(self.rerun_delay);
                     inner.delayed.insert((at, key.clone()));
                     (None, bump)
@@ -1195,6 +1203,22 @@ mod tests {
         let fresh = q.take().await;
         assert_eq!(q.read_promise(&k, settling), settling);
         q.finish(&fresh, Finish::Done).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_calendar_held_elsewhere_for_a_long_lease_is_tried_again_within_two_seconds() {
+        let (q, _store, _dir, _stop) = shared_queue();
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        // The holder keeps its claim a lease beyond its rerun (30 s), but may end early and let
+        // it go: a notification here meanwhile must not wait out the whole lease.
+        let lease = std::time::Duration::from_secs(30);
+        assert_eq!(q.finish(&claim, Finish::Elsewhere { held_for: lease }).await.unwrap(), After::Ended);
+        let due = q.next_due().expect("tried again");
+        let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        assert!(wait <= ELSEWHERE_RECHECK && wait > std::time::Duration::from_millis(1500), "{wait:?}");
+        assert_eq!(q.release_due(due), 1);
     }
 
     #[tokio::test]
