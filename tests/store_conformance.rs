@@ -18,7 +18,7 @@ use gwsync::store::pg_store::PgStore;
 use gwsync::store::sled_store::SledStore;
 use gwsync::store::{
     CalendarState, ChannelAuth, ChannelRecord, EventChange, OutboxMessage, PresenceRecord, SharedStore, StoreError,
-    StoredCredentials,
+    StoredCredentials, SyncInputs,
 };
 use secrecy::SecretString;
 
@@ -89,6 +89,7 @@ macro_rules! conformance {
 conformance!(
     records_survive_reopening_and_tenants_delete_with_their_users,
     a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions,
+    what_a_sync_starts_from_comes_only_for_a_user_of_an_existing_tenant,
     dirty_marks_clear_only_at_their_generation,
     a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_it,
     deleting_a_user_or_tenant_takes_everything_of_theirs,
@@ -321,6 +322,28 @@ async fn a_sync_result_lands_whole_and_deleting_a_series_takes_its_exceptions(b:
     assert!(s.events("acme", "u@x").await.unwrap().is_empty());
     assert!(s.calendar_state("acme", "u@x").await.unwrap().is_none());
     assert!(!s.delete_user("acme", "u@x").await.unwrap());
+}
+
+async fn what_a_sync_starts_from_comes_only_for_a_user_of_an_existing_tenant(b: Backend) {
+    let s = b.open().await;
+    assert_eq!(s.sync_inputs("acme", "u@x").await.unwrap(), None, "no tenant, no user");
+    s.put_tenant(&tenant("acme")).await.unwrap();
+    assert_eq!(s.sync_inputs("acme", "u@x").await.unwrap(), None, "no user");
+    s.put_user(&user("acme", "u@x")).await.unwrap();
+    s.put_user(&user("acme", "v@x")).await.unwrap();
+    assert_eq!(s.sync_inputs("acme", "u@x").await.unwrap(), Some(SyncInputs::default()), "never synced");
+    let state = CalendarState { sync_token: Some("t1".into()), events: 1, ..Default::default() };
+    s.apply_sync("acme", "u@x", false, &upserts([event("a", None)]), &state).await.unwrap();
+    let (b2, a1) = (channel("b2", "acme", "u@x"), channel("a1", "acme", "u@x"));
+    for c in [&b2, &a1, &channel("c3", "acme", "v@x")] {
+        s.put_channel(c).await.unwrap();
+    }
+    let inputs = s.sync_inputs("acme", "u@x").await.unwrap().expect("inputs");
+    assert_eq!(inputs.state, Some(state));
+    assert_eq!(inputs.channels, [a1, b2], "the user's own channels, by id");
+    // A user whose tenant is gone (a write racing the tenant's deletion) gets nothing.
+    s.put_user(&user("gone", "w@x")).await.unwrap();
+    assert_eq!(s.sync_inputs("gone", "w@x").await.unwrap(), None);
 }
 
 async fn dirty_marks_clear_only_at_their_generation(b: Backend) {

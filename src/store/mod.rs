@@ -37,6 +37,14 @@ pub struct UnreadMark {
     pub unread_until: Option<std::time::Instant>,
 }
 
+/// What a calendar's sync starts from (`Store::sync_inputs`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncInputs {
+    pub state: Option<CalendarState>,
+    /// The calendar's channels (`channels_of`).
+    pub channels: Vec<ChannelRecord>,
+}
+
 /// What a sync about to fetch got from `Store::read_dirty`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkRead {
@@ -117,6 +125,16 @@ pub trait Store: Send + Sync {
         state: &CalendarState,
     ) -> Result<usize, StoreError>;
     async fn events(&self, tenant: &str, user: &str) -> Result<Vec<StoredEvent>, StoreError>;
+    /// What a sync of the user's calendar starts from, if the tenant and the user exist: the
+    /// calendar's state and channels. (A backend shared by replicas reads it in one statement.)
+    async fn sync_inputs(&self, tenant: &str, user: &str) -> Result<Option<SyncInputs>, StoreError> {
+        if self.tenant(tenant).await?.is_none() || self.user(tenant, user).await?.is_none() {
+            return Ok(None);
+        }
+        let state = self.calendar_state(tenant, user).await?;
+        let channels = self.channels_of(tenant, user).await?;
+        Ok(Some(SyncInputs { state, channels }))
+    }
 
     /// Marks the calendar as needing a sync, durably; returns the mark's generation, above every
     /// generation returned before this call began (concurrent calls may share one: PostgreSQL

@@ -524,6 +524,22 @@ impl Store for PgStore {
         generation.map(|g| uint(g, "dirty generation")).transpose()
     }
 
+    async fn sync_inputs(&self, tenant: &str, user: &str) -> Result<Option<super::SyncInputs>, StoreError> {
+        let row: Option<(Option<String>, Vec<String>)> = sqlx::query_as(
+            "SELECT (SELECT c.data FROM calendars c WHERE c.tenant = u.tenant AND c.email = u.email), \
+                    ARRAY(SELECT ch.data FROM channels ch WHERE ch.tenant = u.tenant AND ch.email = u.email ORDER BY ch.id) \
+             FROM users u JOIN tenants t ON t.id = u.tenant WHERE u.tenant = $1 AND u.email = $2",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg)?;
+        let Some((state, channels)) = row else { return Ok(None) };
+        let state = state.map(|s| decode(&s)).transpose()?;
+        Ok(Some(super::SyncInputs { state, channels: decode_all(channels)? }))
+    }
+
     async fn clear_dirty_then_pending(
         &self,
         tenant: &str,

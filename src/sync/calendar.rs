@@ -58,14 +58,17 @@ impl<'a> CalendarToken<'a> {
     }
 }
 
+/// Syncs the calendar from `stored`, its state as the store holds it (the caller read it under
+/// the user's job lock).
 pub async fn sync(
     svc: &SyncService,
     tenant: &str,
     user: &str,
     token: &mut CalendarToken<'_>,
+    stored: Option<crate::store::CalendarState>,
 ) -> Result<Report, SyncError> {
     let app = &svc.app;
-    let mut state = app.store.calendar_state(tenant, user).await?.unwrap_or_default();
+    let mut state = stored.unwrap_or_default();
     let (zone_before, pending_before) = (state.time_zone.clone(), state.timeline_pending);
     let event_types: Vec<String> = SYNCED_EVENT_TYPES.iter().map(|t| t.to_string()).collect();
     if state.sync_token.is_some() && state.event_types.as_ref() != Some(&event_types) {

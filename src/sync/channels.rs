@@ -58,8 +58,21 @@ pub async fn ensure(
     within: std::time::Duration,
     force: bool,
 ) -> Result<Ensured, SyncError> {
-    let now = svc.clock.now();
     let existing = svc.app.store.channels_of(tenant, user).await?;
+    ensure_from(svc, tenant, user, token, within, force, existing).await
+}
+
+/// `ensure`, given the calendar's channels as the store holds them now.
+pub async fn ensure_from(
+    svc: &SyncService,
+    tenant: &str,
+    user: &str,
+    token: &mut CalendarToken<'_>,
+    within: std::time::Duration,
+    force: bool,
+    existing: Vec<ChannelRecord>,
+) -> Result<Ensured, SyncError> {
+    let now = svc.clock.now();
     let live: Vec<&ChannelRecord> = existing.iter().filter(|c| is_live(c, now)).collect();
     let Some(newest) = live.iter().max_by_key(|c| c.expiration) else {
         return register(svc, tenant, user, token).await.map(Ensured::Registered);

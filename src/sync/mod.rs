@@ -412,10 +412,8 @@ impl SyncService {
         // The user's lock first, then the check that the user exists: a deletion after the
         // check is caught by the store (`Gone`), one before it ends the job here.
         let _job = self.lock(key).await;
-        let store = &self.app.store;
-        if store.tenant(&key.tenant).await?.is_none() || store.user(&key.tenant, &key.user).await?.is_none() {
-            return Ok(());
-        }
+        // The tenant, the user, the calendar's state and channels, in one read.
+        let Some(inputs) = self.app.store.sync_inputs(&key.tenant, &key.user).await? else { return Ok(()) };
         let account = self.app.service_account(&key.tenant).await?;
         let mut token = self.token(key, &account).await?;
         // Only now a slot: waiting for a token held none.
@@ -423,11 +421,12 @@ impl SyncService {
         // The channel first: a change made between a sync and a later registration would
         // otherwise wait for the backstop.
         let within = self.app.config.sync.renew_within;
-        let channel = channels::ensure(self, &key.tenant, &key.user, &mut token, within, false).await;
+        let channel =
+            channels::ensure_from(self, &key.tenant, &key.user, &mut token, within, false, inputs.channels).await;
         if channel.is_err() {
             self.app.metrics.renewal("failed");
         }
-        let report = calendar::sync(self, &key.tenant, &key.user, &mut token).await?;
+        let report = calendar::sync(self, &key.tenant, &key.user, &mut token, inputs.state).await?;
         // A sync that changed nothing leaves the timeline as it was (a profile change
         // recomputes by itself, the scheduler rolls the horizon): on a shared database this
         // spares the leader a reconcile per quiet sync.
