@@ -135,6 +135,7 @@ pub async fn serve_with_clock(
             sync: sync.clone(),
             presence: presence.clone(),
             contacts: contacts.clone(),
+            retrying: Default::default(),
         });
         roles.start(&tracker, &cancel);
         cluster.start(&tracker, &cancel);

@@ -19,7 +19,7 @@ use crate::contacts::Contacts;
 use crate::presence::engine::Presence;
 use crate::sync::SyncService;
 
-/// How often a leader tries again to reconcile a user another replica asked for (5 s, doubling).
+/// How often a leader tries again a reconcile another replica asked for (5 s, doubling).
 const RECONCILE_ATTEMPTS: u32 = 5;
 
 pub struct Roles {
@@ -27,6 +27,8 @@ pub struct Roles {
     pub sync: Arc<SyncService>,
     pub presence: Arc<Presence>,
     pub contacts: Arc<Contacts>,
+    /// Reconciles being tried again (`retry_reconcile`).
+    pub retrying: Arc<parking_lot::Mutex<std::collections::HashSet<Event>>>,
 }
 
 impl Roles {
@@ -109,15 +111,19 @@ impl Roles {
             };
             let leading = self.cluster.is_leader();
             let result = match event {
-                Event::Presence(key) if leading => {
-                    let result = self.presence.recompute(&key).await;
+                Event::Presence(ref key) if leading => {
+                    let result = self.presence.recompute(key).await;
                     if result.is_err() {
-                        self.retry_reconcile(key, &retries, &shutdown);
+                        self.retry_reconcile(event.clone(), &retries, &shutdown);
                     }
                     result
                 }
-                Event::PresenceTenant { tenant, new_receiver } if leading => {
-                    self.presence.recompute_tenant(&tenant, new_receiver).await
+                Event::PresenceTenant { ref tenant, new_receiver } if leading => {
+                    let result = self.presence.recompute_tenant(tenant, new_receiver).await;
+                    if result.is_err() {
+                        self.retry_reconcile(event.clone(), &retries, &shutdown);
+                    }
+                    result
                 }
                 Event::Keeper if leading => {
                     self.sync.keeper_wake.notify_one();
@@ -143,27 +149,42 @@ impl Roles {
         }
     }
 
-    /// A follower's request to reconcile a user failed here (the database, most likely): the
-    /// follower counted it as sent, so this leader tries again, a few times with backoff while
-    /// it leads. (A new leader reconciles everyone.)
-    fn retry_reconcile(&self, key: crate::model::CalendarKey, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    /// A follower's request to reconcile a user (or a tenant's users) failed here (the
+    /// database, most likely): the follower counted it as sent, so this leader tries again, a
+    /// few times with backoff while it leads, once per request however often it failed
+    /// meanwhile. (A new leader reconciles everyone.)
+    fn retry_reconcile(&self, event: Event, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        if !self.retrying.lock().insert(event.clone()) {
+            return;
+        }
         let (presence, cluster, stop) = (self.presence.clone(), self.cluster.clone(), shutdown.clone());
+        let retrying = self.retrying.clone();
         tracker.spawn(async move {
             for attempt in 0..RECONCILE_ATTEMPTS {
                 let wait = std::time::Duration::from_secs(5 << attempt);
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => break,
                     () = tokio::time::sleep(wait) => {}
                 }
                 if !cluster.is_leader() {
-                    return;
+                    break;
                 }
-                match presence.recompute(&key).await {
-                    Ok(()) => return,
-                    Err(e) => tracing::warn!(tenant = %key.tenant, user = %key.user, error = %e, attempt, "reconciling a user failed again"),
+                let result = match &event {
+                    Event::Presence(key) => presence.recompute(key).await,
+                    Event::PresenceTenant { tenant, new_receiver } => {
+                        presence.recompute_tenant(tenant, *new_receiver).await
+                    }
+                    _ => Ok(()),
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(e) if attempt + 1 == RECONCILE_ATTEMPTS => {
+                        tracing::error!(?event, error = %e, "gave up reconciling; the next change, the daily roll or a new leader does it");
+                    }
+                    Err(e) => tracing::warn!(?event, error = %e, attempt, "reconciling failed again"),
                 }
             }
-            tracing::error!(tenant = %key.tenant, user = %key.user, "gave up reconciling a user; the next change, the daily roll or a new leader does it");
+            retrying.lock().remove(&event);
         });
     }
 }

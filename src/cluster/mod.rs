@@ -228,9 +228,14 @@ impl Cluster {
             .map_err(|e| ClusterError::Notify(scrub(e, &shared.url)))
     }
 
-    /// Asks the leader to reconcile a tenant's users (`new_receiver`: its phone system moved).
-    pub async fn tenant_presence_changed(&self, tenant: &str, new_receiver: bool) {
-        self.send(notify::PRESENCE_TENANT, &Event::PresenceTenant { tenant: tenant.to_owned(), new_receiver }).await;
+    /// Asks the leader to reconcile a tenant's users (`new_receiver`: its phone system moved);
+    /// an error if the request was not sent.
+    pub async fn tenant_presence_changed(&self, tenant: &str, new_receiver: bool) -> Result<(), ClusterError> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        let event = Event::PresenceTenant { tenant: tenant.to_owned(), new_receiver };
+        notify::send(&shared.pool, notify::PRESENCE_TENANT, &event)
+            .await
+            .map_err(|e| ClusterError::Notify(scrub(e, &shared.url)))
     }
 
     /// Tells every replica a tenant's key or settings changed (they drop what they cached).
@@ -251,8 +256,9 @@ impl Cluster {
     async fn send(&self, channel: &str, event: &Event) {
         let Some(shared) = &self.shared else { return };
         if let Err(e) = notify::send(&shared.pool, channel, event).await {
-            // Not fatal: the leader reconciles everyone when it takes over, the backstop syncs
-            // every calendar, and the keeper sweeps on its interval.
+            // Not fatal for what goes through here (cached tenants and phonebooks, the keeper's
+            // wake-up): replicas refresh on their own and the keeper sweeps on its interval.
+            // Requests to reconcile presence are sent by the callers themselves, who fail.
             tracing::warn!(channel, error = %e, "could not notify the other replicas");
         }
     }

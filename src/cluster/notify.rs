@@ -29,7 +29,7 @@ pub const CONTACTS: &str = "gwsync_contacts";
 
 const CHANNELS: [&str; 5] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS];
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     Presence(CalendarKey),

@@ -113,8 +113,12 @@ impl Presence {
     pub async fn recompute_tenant(&self, tenant: &str, new_receiver: bool) -> Result<(), StoreError> {
         if !self.app.cluster.reconciles_here() {
             // Only the leader reconciles (two replicas would race on users' sequences).
-            self.app.cluster.tenant_presence_changed(tenant, new_receiver).await;
-            return Ok(());
+            return self
+                .app
+                .cluster
+                .tenant_presence_changed(tenant, new_receiver)
+                .await
+                .map_err(|e| StoreError::Postgres(e.to_string()));
         }
         let store = &self.app.store;
         for u in store.users(tenant).await? {

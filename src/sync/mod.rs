@@ -299,9 +299,9 @@ impl SyncService {
             }
         }
         // Recorded as read, so a notification on another replica from now on writes a newer
-        // mark for this sync's end to find. A read within a settling window of the last one is
-        // refused (the promise that lets other replicas trust an unread mark until then): wait
-        // out the rest, holding the claim.
+        // mark for this sync's end to find. A read within the promise of the last one (a
+        // settling window, up to 2 s for a busy rerun) is refused (the promise lets other
+        // replicas trust an unread mark until then): wait out the rest, holding the claim.
         // A little under the queue's own window, which started before the claim: a rerun at
         // the window's end is not refused for the claim's round trip. For a calendar synced
         // back to back, most of its cycle (`SyncQueue::read_promise`).

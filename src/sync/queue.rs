@@ -25,8 +25,9 @@
 //! costs one write per holder's read, not one per notification. (While a replica of an older
 //! build is alive, which records no reads, every notification marks anew: `Cluster::coalescing`.)
 //! A replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) tries once more
-//! when the holder's claim runs out, and at least a `rerun_delay` later (the holder may have
-//! ended just before the mark); if the mark is gone by then, the holder covered it and the
+//! when the holder's claim runs out, but within `ELSEWHERE_RECHECK` and at least a
+//! `rerun_delay` later (the holder may have ended just before the mark), and again after each
+//! notification it had to mark meanwhile; if the mark is gone by then, the holder covered it and the
 //! retry calls no Google API. A holder clears only at the generation it read when it claimed
 //! (`claimed`), and runs again while a mark it did not cover remains; notifications it takes
 //! during its claim rest on the mark it holds, which stays for the rerun they ask for. The settling window holds across replicas: a holder with nothing
@@ -469,6 +470,10 @@ impl SyncQueue {
                         return Ok(false);
                     }
                     e.marking += 1;
+                    // Waiting for another replica's claim: this notification may come after the
+                    // holder's last clear (it may keep its claim a while without running), so
+                    // the next refusal waits again rather than leave the mark to the orphan scan.
+                    e.elsewhere = false;
                 }
             }
         }
@@ -1203,6 +1208,23 @@ mod tests {
         let fresh = q.take().await;
         assert_eq!(q.read_promise(&k, settling), settling);
         q.finish(&fresh, Finish::Done).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_notification_while_waiting_for_the_holder_keeps_the_retry_going() {
+        let (q, _store, _dir, _stop) = shared_queue();
+        let k = CalendarKey::new("t", "u@x");
+        q.notify(&k).await.unwrap();
+        let claim = q.take().await;
+        q.finish(&claim, Finish::Elsewhere { held_for: std::time::Duration::ZERO }).await.unwrap();
+        // The holder has cleared and keeps its claim for the rest of its window without running
+        // again; a notification lands here meanwhile.
+        q.notify(&k).await.unwrap();
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
+        let retry = q.take().await;
+        q.finish(&retry, Finish::Elsewhere { held_for: std::time::Duration::ZERO }).await.unwrap();
+        assert!(q.contains(&k), "refused again, it tries once more after the holder's window");
+        assert_eq!(q.release_due(Utc::now() + chrono::Duration::seconds(1)), 1);
     }
 
     #[tokio::test]
