@@ -27,8 +27,9 @@
 //! A replica that finds its calendar claimed elsewhere (`Finish::Elsewhere`) tries once more
 //! when the holder's claim runs out, but within `ELSEWHERE_RECHECK` and at least a
 //! `rerun_delay` later (the holder may have ended just before the mark), and again after each
-//! notification it had to mark meanwhile; if the mark is gone by then, the holder covered it and the
-//! retry calls no Google API. A holder clears only at the generation it read when it claimed
+//! notification it had to mark meanwhile; if the mark is gone by then, the holder covered it
+//! and the retry calls no Google API. A rerun in a busy spell promises the other replicas more
+//! than the settling window (`read_promise`). A holder clears only at the generation it read when it claimed
 //! (`claimed`), and runs again while a mark it did not cover remains; notifications it takes
 //! during its claim rest on the mark it holds, which stays for the rerun they ask for. The settling window holds across replicas: a holder with nothing
 //! more to run keeps its claim for the rest of its window (`settling_left`), so a notification
