@@ -48,22 +48,10 @@ pub enum Ensured {
 
 /// Makes sure the user's calendar has a live channel that is not about to expire: registers
 /// one if there is none, replaces the newest if it is due (`force`: if it expires within
-/// `within` at all). The caller holds the user's job lock, so there is never more than one
-/// replacement at a time.
+/// `within` at all). `existing` are the calendar's channels as the store holds them
+/// (`Store::sync_inputs`). The caller holds the user's job lock, so there is never more than
+/// one replacement at a time.
 pub async fn ensure(
-    svc: &SyncService,
-    tenant: &str,
-    user: &str,
-    token: &mut CalendarToken<'_>,
-    within: std::time::Duration,
-    force: bool,
-) -> Result<Ensured, SyncError> {
-    let existing = svc.app.store.channels_of(tenant, user).await?;
-    ensure_from(svc, tenant, user, token, within, force, existing).await
-}
-
-/// `ensure`, given the calendar's channels as the store holds them now.
-pub async fn ensure_from(
     svc: &SyncService,
     tenant: &str,
     user: &str,

@@ -179,12 +179,12 @@ impl SyncService {
         within: std::time::Duration,
     ) -> Result<channels::Ensured, SyncError> {
         let _job = self.lock(key).await;
-        if self.app.store.user(&key.tenant, &key.user).await?.is_none() {
+        let Some(inputs) = self.app.store.sync_inputs(&key.tenant, &key.user).await? else {
             return Err(StoreError::Gone.into());
-        }
+        };
         let account = self.app.service_account(&key.tenant).await?;
         let mut token = CalendarToken::new(self, &account, &key.user).await?;
-        let result = channels::ensure(self, &key.tenant, &key.user, &mut token, within, true).await;
+        let result = channels::ensure(self, &key.tenant, &key.user, &mut token, within, true, inputs.channels).await;
         if result.is_err() {
             self.app.metrics.renewal("failed");
         }
@@ -421,8 +421,7 @@ impl SyncService {
         // The channel first: a change made between a sync and a later registration would
         // otherwise wait for the backstop.
         let within = self.app.config.sync.renew_within;
-        let channel =
-            channels::ensure_from(self, &key.tenant, &key.user, &mut token, within, false, inputs.channels).await;
+        let channel = channels::ensure(self, &key.tenant, &key.user, &mut token, within, false, inputs.channels).await;
         if channel.is_err() {
             self.app.metrics.renewal("failed");
         }
