@@ -45,6 +45,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::process::CpuSplit;
 use support::replicas::Replicas;
 use support::wrk::{self, Load, Round};
 use support::{percentile, writer_token};
@@ -197,6 +198,9 @@ struct Target {
     hosts: Vec<String>,
     channels: std::path::PathBuf,
     rounds: Vec<Round>,
+    /// The replicas' processes (none for the bare handler) and their fake Google.
+    pids: Vec<u32>,
+    fake: Option<String>,
 }
 
 impl Target {
@@ -228,8 +232,15 @@ async fn ack_cluster(
     let channels = dir.join(format!("{name}.tsv"));
     channels_file(&http, &fake.base_url(), &channels).await;
     let hosts: Vec<String> = replicas.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let target =
-        Target { name, url: format!("{}/webhooks/google/calendar", replicas.base(0)), hosts, channels, rounds: vec![] };
+    let target = Target {
+        name,
+        url: format!("{}/webhooks/google/calendar", replicas.base(0)),
+        hosts,
+        channels,
+        rounds: vec![],
+        pids: replicas.pids(),
+        fake: Some(fake.base_url()),
+    };
     (replicas, fake, target, key)
 }
 
@@ -248,8 +259,13 @@ async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize, statements:
             if let Some(url) = profiled {
                 pg_statements(url, None).await;
             }
+            let lists_before = events_lists(t.fake.as_deref()).await;
+            let cpu_before = CpuSplit::now(&t.pids);
             let r = t.run(Duration::from_secs(seconds)).await;
+            let cpu = CpuSplit::now(&t.pids).since(&cpu_before);
+            let lists = events_lists(t.fake.as_deref()).await.saturating_sub(lists_before);
             wrk::show(&format!("{} {round}", t.name), &r);
+            println!("           {cpu}; events.list {:.0}/s", lists as f64 / seconds as f64);
             if let Some(url) = profiled {
                 pg_statements(url, Some(Duration::from_secs(seconds))).await;
             }
@@ -275,6 +291,13 @@ async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize, statements:
         );
     }
     println!("  (throughput over all rounds; percentiles the medians of the rounds')");
+}
+
+/// How many `events.list` calls the fake has answered so far (0 without a fake).
+async fn events_lists(fake: Option<&str>) -> u64 {
+    let Some(fake) = fake else { return 0 };
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    fake_stats(&http, fake).await["requests_by_method"]["calendar.events.list"].as_u64().unwrap_or(0)
 }
 
 /// `pg_stat_statements`: reset (no `over`), or the most frequent statements over the last `over`.
@@ -501,7 +524,15 @@ async fn main() {
     let bare_channels = dir.path().join("bare.tsv");
     std::fs::copy(&one_target.channels, &bare_channels).expect("copy");
     let mut targets = [
-        Target { name: "bare", url: bare_url, hosts: vec![], channels: bare_channels, rounds: vec![] },
+        Target {
+            name: "bare",
+            url: bare_url,
+            hosts: vec![],
+            channels: bare_channels,
+            rounds: vec![],
+            pids: vec![],
+            fake: None,
+        },
         one_acks_target,
         three_acks_target,
         one_target,

@@ -390,7 +390,10 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
     let spacing = Duration::from_millis(200);
     let first = s.mark_unread(t, u).await.unwrap();
     assert_eq!((first.generation, first.unread_until), (1, None), "a new mark, which a sync may read at once");
-    assert_eq!(s.mark_unread(t, u).await.unwrap().generation, 1, "no sync read it: it covers this one too");
+    assert!(first.created, "made from nothing: whoever made it must see to its sync");
+    let resting = s.mark_unread(t, u).await.unwrap();
+    assert_eq!(resting.generation, 1, "no sync read it: it covers this one too");
+    assert!(!resting.created, "it was there: the one that made it sees to it");
     let burst = futures_util::future::join_all((0..20).map(|_| s.mark_unread(t, u))).await;
     assert!(burst.into_iter().all(|m| m.unwrap().generation == 1), "a burst rests on the one unread mark");
     assert_eq!(s.dirty_calendars().await.unwrap(), [(t.to_owned(), u.to_owned(), 1)]);
@@ -404,6 +407,7 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
     }
     let second = s.mark_unread(t, u).await.unwrap();
     assert_eq!(second.generation, 2, "read: a newer mark");
+    assert!(!second.created, "on the row the reading sync clears, which then fails: that sync runs again");
     let until = second.unread_until.expect("no sync may read it before the window ends");
     assert!(until > Instant::now() && until <= before_read + spacing + Duration::from_millis(50), "{until:?}");
     assert_eq!(s.mark_unread(t, u).await.unwrap().generation, 2, "and that one is unread");
@@ -428,6 +432,7 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
     assert_eq!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::Read(None));
     let fresh = s.mark_unread(t, u).await.unwrap();
     assert_eq!(fresh.generation, 1, "cleared: the next notification starts a new mark");
+    assert!(fresh.created);
     assert!(
         fresh.unread_until.is_some_and(|at| at > Instant::now()),
         "and the last read's window still holds for it: {fresh:?}"

@@ -160,6 +160,11 @@ impl Replicas {
         }
     }
 
+    /// The process ids of the replicas running now.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().flatten().map(|c| c.id()).collect()
+    }
+
     pub fn rss_mib(&self, i: usize) -> f64 {
         self.children[i].as_ref().map_or(0.0, |c| rss_mib(c.id()))
     }

@@ -9,13 +9,40 @@
 //! Leases are on the database's clock, which all replicas share. The table comes from the
 //! store's migrations (`migrations/0002_cluster.sql`), applied before the cluster starts.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
 use super::ClusterError;
 use crate::model::CalendarKey;
+
+/// This replica's own claims and when each runs out at the earliest: measured from before the
+/// statement that set it, so never later than the database's `until`. A claim with most of a
+/// lease left is not asked for again (a rerun, a keep-alive): no other replica can take it
+/// before it runs out, so the statement would change nothing.
+#[derive(Default)]
+pub struct Held(parking_lot::Mutex<HashMap<CalendarKey, Instant>>);
+
+impl Held {
+    /// Whether the claim is certainly this replica's for `for_` more.
+    pub fn covers(&self, key: &CalendarKey, for_: Duration) -> bool {
+        self.0.lock().get(key).is_some_and(|until| *until > Instant::now() + for_)
+    }
+
+    pub fn set(&self, key: &CalendarKey, until: Instant) {
+        let mut held = self.0.lock();
+        if held.len() > 1024 {
+            let now = Instant::now();
+            held.retain(|_, u| *u > now);
+        }
+        held.insert(key.clone(), until);
+    }
+
+    pub fn forget(&self, key: &CalendarKey) {
+        self.0.lock().remove(key);
+    }
+}
 
 /// Whether a calendar's sync is this replica's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,4 +144,23 @@ pub async fn live(pool: &PgPool) -> Result<HashSet<CalendarKey>, ClusterError> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT tenant, user_email FROM sync_claims WHERE until >= now()").fetch_all(pool).await?;
     Ok(rows.into_iter().map(|(tenant, user)| CalendarKey { tenant, user }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_is_known_held_only_while_enough_of_it_is_left_and_until_let_go() {
+        let held = Held::default();
+        let k = CalendarKey::new("t", "u@x");
+        let minute = Duration::from_secs(60);
+        assert!(!held.covers(&k, Duration::ZERO), "never claimed here");
+        held.set(&k, Instant::now() + minute);
+        assert!(held.covers(&k, Duration::from_secs(30)));
+        assert!(!held.covers(&k, minute), "not for longer than is left");
+        assert!(!held.covers(&CalendarKey::new("t", "v@x"), Duration::ZERO), "per calendar");
+        held.forget(&k);
+        assert!(!held.covers(&k, Duration::ZERO), "let go: asked for again");
+    }
 }

@@ -91,6 +91,7 @@ struct Shared {
     url: secrecy::SecretString,
     lease: Duration,
     leader_retry: Duration,
+    held: claims::Held,
 }
 
 /// This replica's place in the cluster; in the app state.
@@ -126,7 +127,13 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Connect(scrub(e, url)))?;
         let id = config.replica_id.clone().unwrap_or_else(default_replica_id);
-        let shared = Shared { pool, url: url.clone(), lease: config.claim_lease, leader_retry: config.leader_retry };
+        let shared = Shared {
+            pool,
+            url: url.clone(),
+            lease: config.claim_lease,
+            leader_retry: config.leader_retry,
+            held: claims::Held::default(),
+        };
         Ok(Self::new(Some(shared), id, false))
     }
 
@@ -264,26 +271,46 @@ impl Cluster {
     }
 
     /// Claims a calendar's sync for this replica (with sled: always).
+    /// (A claim this replica holds with two thirds of a lease left, e.g. for a rerun, is its
+    /// own without asking: `claims::Held`.)
     pub async fn claim(&self, key: &CalendarKey) -> Result<Claimed, ClusterError> {
-        match &self.shared {
-            None => Ok(Claimed::Mine),
-            Some(s) => claims::claim(&s.pool, key, &self.replica_id, s.lease).await,
+        let Some(s) = &self.shared else { return Ok(Claimed::Mine) };
+        if s.held.covers(key, s.lease * 2 / 3) {
+            return Ok(Claimed::Mine);
         }
+        let sent = std::time::Instant::now();
+        let claimed = claims::claim(&s.pool, key, &self.replica_id, s.lease).await;
+        match claimed {
+            Ok(Claimed::Mine) => s.held.set(key, sent + s.lease),
+            _ => s.held.forget(key),
+        }
+        claimed
     }
 
     /// Keeps this replica's claim for `extra` beyond a lease from now (a job running, or
-    /// waiting for its retry or rerun).
+    /// waiting for its retry or rerun); as `claim`, without asking while two thirds of a lease
+    /// beyond `extra` are left.
     pub async fn hold(&self, key: &CalendarKey, extra: Duration) -> Result<bool, ClusterError> {
-        match &self.shared {
-            None => Ok(true),
-            Some(s) => claims::extend(&s.pool, key, &self.replica_id, s.lease + extra).await,
+        let Some(s) = &self.shared else { return Ok(true) };
+        if s.held.covers(key, extra + s.lease * 2 / 3) {
+            return Ok(true);
         }
+        let sent = std::time::Instant::now();
+        let held = claims::extend(&s.pool, key, &self.replica_id, s.lease + extra).await;
+        match held {
+            Ok(true) => s.held.set(key, sent + s.lease + extra),
+            _ => s.held.forget(key),
+        }
+        held
     }
 
     pub async fn release(&self, key: &CalendarKey) -> Result<(), ClusterError> {
         match &self.shared {
             None => Ok(()),
-            Some(s) => claims::release(&s.pool, key, &self.replica_id).await,
+            Some(s) => {
+                s.held.forget(key);
+                claims::release(&s.pool, key, &self.replica_id).await
+            }
         }
     }
 
@@ -292,7 +319,10 @@ impl Cluster {
     pub async fn release_after(&self, key: &CalendarKey, settling: Duration) -> Result<(), ClusterError> {
         match &self.shared {
             None => Ok(()),
-            Some(s) => claims::release_after(&s.pool, key, &self.replica_id, settling).await,
+            Some(s) => {
+                s.held.forget(key);
+                claims::release_after(&s.pool, key, &self.replica_id, settling).await
+            }
         }
     }
 

@@ -35,6 +35,11 @@ pub struct UnreadMark {
     /// window ago, and the store refuses a read before that window ends): until then it covers
     /// every new notification without asking the store. `None`: it may be read at any time.
     pub unread_until: Option<std::time::Instant>,
+    /// The calendar had no mark: this one was made from nothing, so no sync is coming for it
+    /// until some replica claims the calendar — the one that made it must. A mark that was
+    /// there already is some sync's to cover: the one that will read it, or the one that read
+    /// it, whose clear of the generation it read then fails and makes it run again.
+    pub created: bool,
 }
 
 /// What a calendar's sync starts from (`Store::sync_inputs`).

@@ -20,8 +20,9 @@ const BATCH: usize = 1024;
 
 type Reply = oneshot::Sender<Result<UnreadMark, StoreError>>;
 
-/// A mark as a statement returns it: tenant, email, generation, microseconds it stays unread.
-type MarkRow = (String, String, i64, Option<i64>);
+/// A mark as a statement returns it: tenant, email, generation, microseconds it stays unread,
+/// whether the statement created it (`UnreadMark::created`).
+type MarkRow = (String, String, i64, Option<i64>, bool);
 
 /// Which marks a batcher writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub enum Kind {
 const ALWAYS: &str = "INSERT INTO dirty (tenant, email, generation) \
      SELECT t, e, 1 FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS marks(t, e, n) ORDER BY n \
      ON CONFLICT (tenant, email) DO UPDATE SET generation = dirty.generation + 1 \
-     RETURNING tenant, email, generation, NULL::bigint";
+     RETURNING tenant, email, generation, NULL::bigint, (xmax = 0)";
 
 /// Microseconds from the statement's start until the mark may be read (NULL: at any time),
 /// rounded down.
@@ -55,7 +56,8 @@ macro_rules! unread_for {
 /// Each row also says how long the mark stays unread: the next read is refused before the
 /// calendar's `read_windows.next_read_at` (`PgStore::read_dirty`), and no read this snapshot does not see
 /// can have set an earlier one (reads only move it later, and it stays with the calendar when
-/// a mark is cleared).
+/// a mark is cleared), and whether the statement created it (`xmax = 0` on a row the upsert
+/// inserted rather than updated; `UnreadMark::created`).
 const UNREAD: &str = concat!(
     "WITH wanted AS (SELECT t, e, n FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS marks(t, e, n)), \
      unread AS (SELECT dirty.tenant, dirty.email, dirty.generation, ",
@@ -68,9 +70,9 @@ const UNREAD: &str = concat!(
          ON CONFLICT (tenant, email) DO UPDATE SET generation = dirty.generation + 1 \
          RETURNING tenant, email, generation, ",
     unread_for!(),
-    " AS unread_for) \
-     SELECT tenant, email, generation, unread_for FROM unread \
-     UNION ALL SELECT tenant, email, generation, unread_for FROM written"
+    " AS unread_for, (xmax = 0) AS created) \
+     SELECT tenant, email, generation, unread_for, false FROM unread \
+     UNION ALL SELECT tenant, email, generation, unread_for, created FROM written"
 );
 
 /// Hands marks to the committer task; the task ends when this is dropped.
@@ -138,12 +140,13 @@ async fn commit_marks(
         }
         match result {
             Ok(rows) => {
-                for (tenant, user, generation, unread_for) in rows {
+                for (tenant, user, generation, unread_for, created) in rows {
                     let unread_until = unread_for
                         .and_then(|us| u64::try_from(us).ok())
                         .filter(|us| *us > 0)
                         .map(|us| sent + std::time::Duration::from_micros(us));
-                    let mark = u64::try_from(generation).map(|generation| UnreadMark { generation, unread_until });
+                    let mark =
+                        u64::try_from(generation).map(|generation| UnreadMark { generation, unread_until, created });
                     for reply in calendars.remove(&(tenant, user)).unwrap_or_default() {
                         let _ =
                             reply.send(mark.map_err(|_| StoreError::Corrupt(format!("dirty generation {generation}"))));

@@ -545,13 +545,15 @@ impl Sled {
         // Under the lock `read_dirty` takes, so no read slips between the check and the write.
         let reads = self.read_marks.lock();
         let (read, next_read) = reads.get(&key).copied().map_or((0, None), |(g, at)| (g, Some(at)));
+        let mut created = false;
         let next = self.dirty.update_and_fetch(&key, |old| {
+            created = old.is_none();
             let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).unwrap_or(0);
             Some((if n > read { n } else { n + 1 }).to_be_bytes().to_vec())
         })?;
         let generation = next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(1);
         let now = std::time::Instant::now();
-        Ok(UnreadMark { generation, unread_until: next_read.filter(|at| *at > now) })
+        Ok(UnreadMark { generation, unread_until: next_read.filter(|at| *at > now), created })
     }
 
     fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration) -> Result<MarkRead, StoreError> {
