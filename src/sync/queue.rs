@@ -700,6 +700,12 @@ impl SyncQueue {
                     inner.started.retain(|_, t| *t + window > now);
                     inner.started.insert(key.clone(), now);
                     inner.keeping.retain(|k, until| *until > now && *k != key);
+                    // More is ready: pass the wake-up on (a release wakes one worker each).
+                    let more = !inner.rotation.is_empty();
+                    drop(inner);
+                    if more {
+                        self.ready.notify_one();
+                    }
                     return Claim { since, key };
                 }
             }
@@ -984,8 +990,10 @@ impl SyncQueue {
             }
         }
         drop(inner);
-        if released > 0 {
-            self.ready.notify_waiters();
+        // One worker for each (a worker that finds its tenant at its limit waits for the next
+        // `finish`): waking every worker for each release would have them all contend for the
+        // lock the acknowledgements take, many times a second in a busy spell.
+        for _ in 0..released {
             self.ready.notify_one();
         }
         released
