@@ -339,6 +339,16 @@ impl SyncQueue {
         self
     }
 
+    /// Wakes a worker for a calendar just made ready (`Inner::schedule` said so), or the
+    /// dispatcher for one that now waits in `delayed`.
+    fn wake(&self, ready: bool) {
+        if ready {
+            self.ready.notify_one();
+        } else {
+            self.delayed_changed.notify_one();
+        }
+    }
+
     /// Writes the durable mark a notification needs; its generation. On a shared database,
     /// while every replica records its reads, only where the pending mark was read.
     async fn mark(&self, key: &CalendarKey) -> Result<UnreadMark, StoreError> {
@@ -381,11 +391,7 @@ impl SyncQueue {
         inner.entries.insert(key.clone(), Entry::new(Phase::Queued, generation, true, None));
         let ready = inner.schedule(key, self.clock.now(), self.rerun_delay);
         drop(inner);
-        if ready {
-            self.ready.notify_one();
-        } else {
-            self.delayed_changed.notify_one();
-        }
+        self.wake(ready);
     }
 
     /// This replica's claim on the calendar ran out while it synced (another replica may hold
@@ -522,13 +528,9 @@ impl SyncQueue {
                         let mut entry = Entry::new(Phase::Queued, 0, false, Some(now));
                         entry.marking = 1;
                         inner.entries.insert(key.clone(), entry);
-                        if inner.schedule(key, self.clock.now(), self.rerun_delay) {
-                            drop(inner);
-                            self.ready.notify_one();
-                        } else {
-                            drop(inner);
-                            self.delayed_changed.notify_one();
-                        }
+                        let ready = inner.schedule(key, self.clock.now(), self.rerun_delay);
+                        drop(inner);
+                        self.wake(ready);
                     }
                     Some(e) => {
                         e.since.get_or_insert(now);
@@ -622,13 +624,9 @@ impl SyncQueue {
                 let mut entry = Entry::new(Phase::Queued, mark.generation, true, Some(now));
                 entry.covered_until = mark.unread_until;
                 inner.entries.insert(key.clone(), entry);
-                if inner.schedule(key, self.clock.now(), self.rerun_delay) {
-                    drop(inner);
-                    self.ready.notify_one();
-                } else {
-                    drop(inner);
-                    self.delayed_changed.notify_one();
-                }
+                let ready = inner.schedule(key, self.clock.now(), self.rerun_delay);
+                drop(inner);
+                self.wake(ready);
                 true
             }
             None => {
@@ -735,11 +733,7 @@ impl SyncQueue {
                     entry.phase = Phase::Queued;
                     let ready = inner.schedule(key, now, self.rerun_delay);
                     drop(inner);
-                    if ready {
-                        self.ready.notify_one()
-                    } else {
-                        self.delayed_changed.notify_one()
-                    }
+                    self.wake(ready);
                     None
                 }
                 Finish::Done | Finish::GiveUp => {
@@ -829,14 +823,10 @@ impl SyncQueue {
                             entry.generation = entry.generation.max(g);
                         }
                         let ready = inner.schedule(key, now, self.rerun_delay);
+                        let at = inner.next_read.get(key).copied().filter(|_| !ready);
                         drop(inner);
-                        if ready {
-                            self.ready.notify_one();
-                            return Ok(After::Again(None));
-                        }
-                        self.delayed_changed.notify_one();
-                        let at = self.inner.lock().next_read.get(key).copied();
-                        return Ok(After::Again(Some(at.unwrap_or(now + self.rerun_delay))));
+                        self.wake(ready);
+                        return Ok(After::Again(at));
                     }
                     let clear = read.filter(|_| !again);
                     if clear.is_some() {
@@ -921,13 +911,8 @@ impl SyncQueue {
         }
         let ready = inner.schedule(key, now, self.rerun_delay);
         drop(inner);
-        if ready {
-            self.ready.notify_one();
-            Ok(After::Again(None))
-        } else {
-            self.delayed_changed.notify_one();
-            Ok(After::Again(Some(now + self.rerun_delay)))
-        }
+        self.wake(ready);
+        Ok(After::Again((!ready).then(|| now + self.rerun_delay)))
     }
 
     /// Drops a calendar (its user was deleted). A claim in flight still ends with `finish`.
