@@ -287,6 +287,12 @@ impl Cluster {
         claimed
     }
 
+    /// Whether this replica's claim on the calendar is certainly live now, and so has been its
+    /// own since the statement that last took or extended it (with sled: always).
+    pub fn holds(&self, key: &CalendarKey) -> bool {
+        self.shared.as_ref().is_none_or(|s| s.held.covers(key, Duration::ZERO))
+    }
+
     /// Keeps this replica's claim for `extra` beyond a lease from now (a job running, or
     /// waiting for its retry or rerun); as `claim`, without asking while two thirds of a lease
     /// beyond `extra` are left.

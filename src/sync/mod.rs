@@ -287,8 +287,15 @@ impl SyncService {
         let cluster = &self.app.cluster;
         let Some(lease) = cluster.lease() else { return self.run(claim).await };
         let key = &claim.key;
+        // Held without a break since the last sync here: no other replica can have synced and
+        // cleared the calendar meanwhile (a look may trust the generation it reads).
+        let continued = cluster.holds(key);
         match cluster.claim(key).await {
-            Ok(crate::cluster::Claimed::Mine) => {}
+            Ok(crate::cluster::Claimed::Mine) => {
+                if !continued {
+                    self.queue.claim_renewed(key);
+                }
+            }
             Ok(crate::cluster::Claimed::Elsewhere { for_ }) => {
                 tracing::debug!(tenant = %key.tenant, user = %key.user, ?for_, "calendar claimed by another replica");
                 return Finish::Elsewhere { held_for: for_ };
@@ -312,6 +319,12 @@ impl SyncService {
                 Ok(MarkRead::Read(g)) => break g,
                 Ok(MarkRead::NotBefore(wait)) if wait < lease / 3 && waited < 3 => {
                     waited += 1;
+                    // The claim may have come with only two thirds of a lease left
+                    // (`claims::Held`): it must outlast the wait and the sync's first keep-alive.
+                    if !matches!(cluster.hold(key, wait).await, Ok(true)) {
+                        self.queue.claim_lost(key);
+                        return Finish::RetryAt(self.clock.now() + chrono::Duration::seconds(1));
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 Ok(MarkRead::NotBefore(wait)) => {
@@ -358,6 +371,9 @@ impl SyncService {
             // Held for the rest of the settling window: other replicas' notifications in it
             // wait for one sync after it, as this replica's own do.
             // (A moment longer than the queue's own window, which trusts the claim until then.)
+            // A notification here queued the calendar again meanwhile, and its sync may hold
+            // the claim already (`claims::Held`): the claim stays for it.
+            queue::After::Ended if self.queue.contains(key) => Ok(()),
             queue::After::Ended => {
                 let left = self.queue.settling_left(key);
                 let left = if left.is_zero() { left } else { left + Duration::from_millis(100) };

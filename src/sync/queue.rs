@@ -71,7 +71,10 @@ use crate::store::{SharedStore, StoreError, UnreadMark};
 
 /// The longest a calendar found claimed by another replica waits before it is tried again here
 /// (`finish_shared`).
-const ELSEWHERE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// Longer than the claim a holder keeps after a busy spell ends (`BUSY_PROMISE` and
+/// `settling_left`'s margin): a retry within it would be refused once more and give the mark up
+/// to the orphan scan.
+const ELSEWHERE_RECHECK: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A read within this of the calendar's last read here is part of a busy spell
 /// (`SyncQueue::read_promise`).
@@ -401,6 +404,17 @@ impl SyncQueue {
         inner.keeping.remove(key);
         if let Some(e) = inner.entries.get_mut(key) {
             e.held = false;
+            e.synced = None;
+        }
+    }
+
+    /// This replica's claim on the calendar may have lapsed since its last sync here (it had to
+    /// claim it anew): another replica may have synced and cleared the mark since, and a new
+    /// one may carry the same generation number, so the next read is not trusted to show
+    /// nothing new.
+    pub fn claim_renewed(&self, key: &CalendarKey) {
+        if let Some(e) = self.inner.lock().entries.get_mut(key) {
+            e.synced = None;
         }
     }
 
@@ -777,6 +791,7 @@ impl SyncQueue {
                     return Ok(After::Again(Some(at)));
                 }
                 Finish::Elsewhere { held_for } => {
+                    entry.synced = None;
                     let bump = entry.since_mark || matches!(entry.phase, Phase::Running { again: true });
                     // A mark still being written is no one's to cover yet: try once more.
                     if !bump && entry.elsewhere && entry.marking == 0 {
@@ -813,7 +828,7 @@ impl SyncQueue {
                     // replica writes, for the sync that read this one), and nothing is written
                     // or cleared for the spell's syncs; a look that finds the generation this
                     // sync read, with nothing notified here, clears it and ends (`claimed`).
-                    if entry.busy && read.is_some() && matches!(outcome, Finish::Done) {
+                    if entry.busy && entry.held && read.is_some() && matches!(outcome, Finish::Done) {
                         entry.busy = false;
                         entry.synced = if again { None } else { read };
                         entry.phase = Phase::Queued;
@@ -1423,6 +1438,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn across_replicas_a_look_whose_claim_was_taken_anew_syncs_even_if_the_generation_is_the_same() {
+        let clock = Clock::system();
+        let (q, store, _dir, _stop) = queue_on(clock.clone());
+        let q = q.shared(Arc::new(AtomicBool::new(true)));
+        let k = CalendarKey::new("t", "u@x");
+        let settling = std::time::Duration::from_millis(225);
+        q.notify(&k).await.unwrap();
+        let first = q.take().await;
+        q.read_promise(&k, settling);
+        assert!(!q.claimed(&k, read(&store).await));
+        q.notify(&k).await.unwrap();
+        q.finish(&first, Finish::Done).await.unwrap();
+        clock.advance(std::time::Duration::from_millis(300));
+        assert_eq!(q.release_due(clock.now()), 1);
+        let busy = q.take().await;
+        let promise = q.read_promise(&k, settling);
+        let fetched = read(&store).await;
+        assert!(!q.claimed(&k, fetched));
+        assert!(matches!(q.finish(&busy, Finish::Done).await.unwrap(), After::Again(Some(_))));
+        // The claim lapsed meanwhile and had to be taken anew: another replica may have synced
+        // and cleared the mark, and a new one started again at the same generation.
+        clock.advance(promise + std::time::Duration::from_millis(1));
+        assert_eq!(q.release_due(clock.now()), 1);
+        let look = q.take().await;
+        q.claim_renewed(&k);
+        q.read_promise(&k, settling);
+        let again = read(&store).await;
+        assert_eq!(again, fetched);
+        assert!(!q.claimed(&k, again), "not trusted to be the one it synced: it syncs");
+        q.finish(&look, Finish::Done).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn across_replicas_a_notification_while_waiting_for_the_holder_keeps_the_retry_going() {
         let (q, store, _dir, _stop) = shared_queue();
         let k = CalendarKey::new("t", "u@x");
@@ -1480,7 +1528,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn across_replicas_a_calendar_held_elsewhere_for_a_long_lease_is_tried_again_within_two_seconds() {
+    async fn across_replicas_a_calendar_held_elsewhere_for_a_long_lease_is_tried_again_within_three_seconds() {
         let (q, _store, _dir, _stop) = shared_queue();
         let k = CalendarKey::new("t", "u@x");
         q.notify(&k).await.unwrap();
@@ -1491,7 +1539,9 @@ mod tests {
         assert_eq!(q.finish(&claim, Finish::Elsewhere { held_for: lease }).await.unwrap(), After::Ended);
         let due = q.next_due().expect("tried again");
         let wait = (due - Utc::now()).to_std().unwrap_or_default();
-        assert!(wait <= ELSEWHERE_RECHECK && wait > std::time::Duration::from_millis(1500), "{wait:?}");
+        assert!(wait <= ELSEWHERE_RECHECK && wait > std::time::Duration::from_millis(2500), "{wait:?}");
+        // Longer than a holder keeps its claim after a busy spell: the retry finds it let go.
+        assert!(ELSEWHERE_RECHECK > BUSY_PROMISE + std::time::Duration::from_millis(500));
         assert_eq!(q.release_due(due), 1);
     }
 
