@@ -155,8 +155,9 @@ impl TestApp {
             self.clock.clone(),
         ));
         self.running = Some(Running { base: format!("http://{addr}"), shutdown: tx, task });
-        // Wait until it answers.
-        for _ in 0..200 {
+        // Wait until it answers (up to 10 s: a start while the rest of the suite loads both
+        // cores once took over 2 s).
+        for _ in 0..1000 {
             if self.http.get(format!("{}/healthz", self.base())).send().await.is_ok() {
                 return;
             }
