@@ -1405,10 +1405,12 @@ mod tests {
         q.finish(&fresh, Finish::Done).await.unwrap();
     }
 
-    #[tokio::test]
-    async fn across_replicas_a_busy_spell_syncs_again_for_a_notification_here_while_its_mark_is_kept() {
-        let clock = Clock::system();
-        let (q, store, _dir, _stop) = queue_on(clock.clone());
+    /// A shared queue whose calendar `t`/`u@x` synced twice in a row (a busy spell) and now keeps
+    /// its mark for a look when the promise ends: the promise, and the generation that sync read.
+    async fn kept_busy_spell(
+        clock: &Clock,
+    ) -> (SyncQueue, SharedStore, tempfile::TempDir, CancellationToken, std::time::Duration, Option<u64>) {
+        let (q, store, dir, stop) = queue_on(clock.clone());
         let q = q.shared(Arc::new(AtomicBool::new(true)));
         let k = CalendarKey::new("t", "u@x");
         let settling = std::time::Duration::from_millis(225);
@@ -1425,6 +1427,14 @@ mod tests {
         let fetched = read(&store).await;
         assert!(!q.claimed(&k, fetched));
         assert!(matches!(q.finish(&busy, Finish::Done).await.unwrap(), After::Again(Some(_))));
+        (q, store, dir, stop, promise, fetched)
+    }
+
+    #[tokio::test]
+    async fn across_replicas_a_busy_spell_syncs_again_for_a_notification_here_while_its_mark_is_kept() {
+        let clock = Clock::system();
+        let (q, store, _dir, _stop, promise, fetched) = kept_busy_spell(&clock).await;
+        let (k, settling) = (CalendarKey::new("t", "u@x"), std::time::Duration::from_millis(225));
         // A notification here rests on the kept mark (nothing written) and is not skipped.
         q.notify(&k).await.unwrap();
         clock.advance(promise + std::time::Duration::from_millis(1)); // whole milliseconds
@@ -1440,23 +1450,8 @@ mod tests {
     #[tokio::test]
     async fn across_replicas_a_look_whose_claim_was_taken_anew_syncs_even_if_the_generation_is_the_same() {
         let clock = Clock::system();
-        let (q, store, _dir, _stop) = queue_on(clock.clone());
-        let q = q.shared(Arc::new(AtomicBool::new(true)));
-        let k = CalendarKey::new("t", "u@x");
-        let settling = std::time::Duration::from_millis(225);
-        q.notify(&k).await.unwrap();
-        let first = q.take().await;
-        q.read_promise(&k, settling);
-        assert!(!q.claimed(&k, read(&store).await));
-        q.notify(&k).await.unwrap();
-        q.finish(&first, Finish::Done).await.unwrap();
-        clock.advance(std::time::Duration::from_millis(300));
-        assert_eq!(q.release_due(clock.now()), 1);
-        let busy = q.take().await;
-        let promise = q.read_promise(&k, settling);
-        let fetched = read(&store).await;
-        assert!(!q.claimed(&k, fetched));
-        assert!(matches!(q.finish(&busy, Finish::Done).await.unwrap(), After::Again(Some(_))));
+        let (q, store, _dir, _stop, promise, fetched) = kept_busy_spell(&clock).await;
+        let (k, settling) = (CalendarKey::new("t", "u@x"), std::time::Duration::from_millis(225));
         // The claim lapsed meanwhile and had to be taken anew: another replica may have synced
         // and cleared the mark, and a new one started again at the same generation.
         clock.advance(promise + std::time::Duration::from_millis(1));
