@@ -461,12 +461,12 @@ async fn a_database_from_before_the_cluster_migration_migrates_cleanly() {
         .fetch_all(&mut db)
         .await
         .expect("migrations");
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let schema: i64 = sqlx::query_scalar("SELECT value FROM gwsync_meta WHERE key = 'schema_version'")
         .fetch_one(&mut db)
         .await
         .expect("schema version");
-    assert_eq!(schema, 3, "the schema version is the latest migration");
+    assert_eq!(schema, 4, "the schema version is the latest migration");
     let kept: (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM sync_claims WHERE holder = 'old-replica'),
                 (SELECT count(*) FROM cluster_members WHERE id = 'old-replica')",
@@ -477,11 +477,11 @@ async fn a_database_from_before_the_cluster_migration_migrates_cleanly() {
     assert_eq!(kept, (1, 1), "the claims and heartbeats in use are kept");
 
     // A build with fewer migrations than the database refuses it before touching it.
-    sqlx::query("UPDATE gwsync_meta SET value = 4 WHERE key = 'schema_version'").execute(&mut db).await.expect("4");
+    sqlx::query("UPDATE gwsync_meta SET value = 5 WHERE key = 'schema_version'").execute(&mut db).await.expect("5");
     match open().await {
-        Err(e @ StoreError::NewerSchema { found: 4, reads: 3, .. }) => assert_eq!(
+        Err(e @ StoreError::NewerSchema { found: 5, reads: 4, .. }) => assert_eq!(
             e.to_string(),
-            "the database was written by a newer gwsync (schema 4, this build reads up to 3); upgrade gwsync"
+            "the database was written by a newer gwsync (schema 5, this build reads up to 4); upgrade gwsync"
         ),
         other => panic!("a newer schema must be refused: {:?}", other.map(|_| ())),
     }

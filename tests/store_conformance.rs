@@ -92,6 +92,7 @@ conformance!(
     what_a_sync_starts_from_comes_only_for_a_user_of_an_existing_tenant,
     dirty_marks_clear_only_at_their_generation,
     a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_it,
+    a_busy_read_leaves_the_next_mark_unread_until_its_horizon,
     deleting_a_user_or_tenant_takes_everything_of_theirs,
     a_newer_message_supersedes_older_ones_and_deleted_users_get_nothing_written,
     a_recreated_tenant_has_no_key_while_the_retired_one_stays_readable,
@@ -400,8 +401,8 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
 
     // A sync reads it: a notification from now on may be about a change that sync misses.
     let before_read = Instant::now();
-    assert_eq!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::Read(Some(1)));
-    match s.read_dirty(t, u, spacing).await.unwrap() {
+    assert_eq!(s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap(), MarkRead::Read(Some(1)));
+    match s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap() {
         MarkRead::NotBefore(wait) => assert!(wait > Duration::ZERO && wait <= spacing, "{wait:?}"),
         other => panic!("a second read within the settling window must be refused: {other:?}"),
     }
@@ -419,17 +420,17 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
     // Once the window is over the next sync reads what came after the first; the first sync
     // cannot clear it.
     tokio::time::sleep_until(until.into()).await;
-    let mut read = s.read_dirty(t, u, spacing).await.unwrap();
+    let mut read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
     if let MarkRead::NotBefore(wait) = read {
         // The promise rounds down: the window's end may be a moment after it.
         assert!(wait <= Duration::from_millis(50), "{wait:?}");
         tokio::time::sleep(wait).await;
-        read = s.read_dirty(t, u, spacing).await.unwrap();
+        read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
     }
     assert_eq!(read, MarkRead::Read(Some(3)));
     assert!(!s.clear_dirty(t, u, 1).await.unwrap());
     assert!(s.clear_dirty(t, u, 3).await.unwrap());
-    assert_eq!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::Read(None));
+    assert_eq!(s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap(), MarkRead::Read(None));
     let fresh = s.mark_unread(t, u).await.unwrap();
     assert_eq!(fresh.generation, 1, "cleared: the next notification starts a new mark");
     assert!(fresh.created);
@@ -437,25 +438,83 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
         fresh.unread_until.is_some_and(|at| at > Instant::now()),
         "and the last read's window still holds for it: {fresh:?}"
     );
-    assert!(matches!(s.read_dirty(t, u, spacing).await.unwrap(), MarkRead::NotBefore(_)));
+    assert!(matches!(s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap(), MarkRead::NotBefore(_)));
 
     // A read that finds no mark promises as well (the sync at registration): the first
     // notification after it is unread until its window ends.
     let w = "w@x";
     s.put_user(&user(t, w)).await.unwrap();
     let before_read = Instant::now();
-    assert_eq!(s.read_dirty(t, w, spacing).await.unwrap(), MarkRead::Read(None), "no mark: nothing to read");
+    assert_eq!(
+        s.read_dirty(t, w, spacing, Duration::ZERO).await.unwrap(),
+        MarkRead::Read(None),
+        "no mark: nothing to read"
+    );
     let after = s.mark_unread(t, w).await.unwrap();
     assert_eq!(after.generation, 1);
     let until = after.unread_until.expect("no sync may read it before the window of the read that found none");
     assert!(until > Instant::now() && until <= before_read + spacing + Duration::from_millis(50), "{until:?}");
-    assert!(matches!(s.read_dirty(t, w, spacing).await.unwrap(), MarkRead::NotBefore(_)));
+    assert!(matches!(s.read_dirty(t, w, spacing, Duration::ZERO).await.unwrap(), MarkRead::NotBefore(_)));
 
     // The window goes with the user: one created again under the address syncs at once.
     assert!(s.delete_user(t, w).await.unwrap());
     s.put_user(&user(t, w)).await.unwrap();
     s.mark_dirty(t, w).await.unwrap();
-    assert!(matches!(s.read_dirty(t, w, spacing).await.unwrap(), MarkRead::Read(Some(_))), "no window left");
+    assert!(
+        matches!(s.read_dirty(t, w, spacing, Duration::ZERO).await.unwrap(), MarkRead::Read(Some(_))),
+        "no window left"
+    );
+}
+
+async fn a_busy_read_leaves_the_next_mark_unread_until_its_horizon(b: Backend) {
+    use gwsync::store::MarkRead;
+    use std::time::{Duration, Instant};
+    let s = b.open().await;
+    let (t, u) = ("acme", "u@x");
+    s.put_tenant(&tenant(t)).await.unwrap();
+    s.put_user(&user(t, u)).await.unwrap();
+    // Short, because it is the database's clock.
+    let (spacing, busy_for) = (Duration::from_millis(50), Duration::from_millis(600));
+    assert!(s.mark_unread(t, u).await.unwrap().created);
+    // A read that is no spell's leaves the mark read, as before.
+    assert_eq!(s.read_dirty(t, u, Duration::ZERO, Duration::ZERO).await.unwrap(), MarkRead::Read(Some(1)));
+    assert_eq!(s.dirty_generation(t, u).await.unwrap(), Some(1));
+    // A busy read makes the next generation with it: unread, and it stays so until the horizon.
+    let before_read = Instant::now();
+    assert_eq!(s.read_dirty(t, u, spacing, busy_for).await.unwrap(), MarkRead::Read(Some(1)));
+    assert_eq!(s.dirty_generation(t, u).await.unwrap(), Some(2), "the mark made ahead");
+    let resting = s.mark_unread(t, u).await.unwrap();
+    assert_eq!(resting.generation, 2, "a notification rests on it, writing nothing");
+    assert!(!resting.created);
+    let until = resting.unread_until.expect("unread until the horizon");
+    assert!(until > Instant::now() + spacing, "beyond the read's own window: {until:?}");
+    assert!(until <= before_read + busy_for + Duration::from_millis(50), "{until:?}");
+    assert!(!s.clear_dirty(t, u, 1).await.unwrap(), "the generation read cannot be cleared");
+    // The next read within the horizon, moving it on no further, leaves one more.
+    tokio::time::sleep(spacing).await;
+    let mut read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
+    if let MarkRead::NotBefore(wait) = read {
+        tokio::time::sleep(wait).await;
+        read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
+    }
+    assert_eq!(read, MarkRead::Read(Some(2)));
+    assert!(Instant::now() < until, "the test ran too slowly to read within the horizon");
+    assert_eq!(s.dirty_generation(t, u).await.unwrap(), Some(3));
+    assert!(!s.clear_dirty(t, u, 2).await.unwrap());
+    // After the horizon a read leaves the mark read again, and its sync clears it. (`until`
+    // is on the safe side of the database's clock by the statement's latency.)
+    tokio::time::sleep_until((until + Duration::from_millis(50)).into()).await;
+    let mut read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
+    if let MarkRead::NotBefore(wait) = read {
+        assert!(wait <= Duration::from_millis(50), "{wait:?}");
+        tokio::time::sleep(wait).await;
+        read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
+    }
+    assert_eq!(read, MarkRead::Read(Some(3)));
+    assert_eq!(s.dirty_generation(t, u).await.unwrap(), Some(3), "past the horizon: nothing made ahead");
+    let newer = s.mark_unread(t, u).await.unwrap();
+    assert_eq!(newer.generation, 4, "read: a notification writes a newer mark again");
+    assert!(s.clear_dirty(t, u, 4).await.unwrap());
 }
 
 async fn deleting_a_user_or_tenant_takes_everything_of_theirs(b: Backend) {
@@ -1075,7 +1134,9 @@ async fn replicas_marking_the_same_calendars_at_once_never_fail() {
     for round in 0..8 {
         // Every mark read, so each notification writes a new generation (the rows are locked).
         for (u, seen) in users.iter().zip(&mut read) {
-            if let gwsync::store::MarkRead::Read(Some(g)) = one.read_dirty("acme", u, spacing).await.unwrap() {
+            if let gwsync::store::MarkRead::Read(Some(g)) =
+                one.read_dirty("acme", u, spacing, std::time::Duration::ZERO).await.unwrap()
+            {
                 *seen = g;
             }
         }

@@ -6,7 +6,8 @@
 //!
 //! Each heartbeat also carries the replica's schema (its latest migration), and notifications
 //! coalesce on unread marks (`Store::mark_unread`) only while every live replica records the
-//! marks it reads (`READ_MARKS_SINCE`): during a rolling upgrade from an older build, the
+//! marks it reads and makes a mark ahead for the next read in a busy spell
+//! (`COALESCING_SINCE`): during a rolling upgrade from an older build, the
 //! replicas mark every notification anew, as the older build does, until no older build has
 //! been seen for a claim lease beyond the live window. A replica starts out not coalescing,
 //! until its first heartbeat has seen the others.
@@ -22,8 +23,11 @@ use super::Cluster;
 const HEARTBEAT: Duration = Duration::from_secs(3);
 const LIVE_WITHIN_SECS: i64 = 15;
 /// The first schema whose builds record the dirty marks their syncs read
-/// (`migrations/0003_read_marks.sql`).
-pub const READ_MARKS_SINCE: i32 = 3;
+/// (`migrations/0003_read_marks.sql`) and, in a busy spell, leave the next generation unread
+/// as they read (`migrations/0004_busy_spells.sql`): a build of schema 3 reads a busy
+/// calendar's mark without it, so a notification resting on the mark until `busy_until`
+/// could be missed.
+pub const COALESCING_SINCE: i32 = 4;
 
 pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
     let Some(shared) = &cluster.shared else { return };
@@ -49,7 +53,7 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
                  FROM cluster_members WHERE last_seen > now() - $3 * interval '1 second'",
             )
             .bind(LIVE_WITHIN_SECS)
-            .bind(READ_MARKS_SINCE)
+            .bind(COALESCING_SINCE)
             .bind(LIVE_WITHIN_SECS + i64::try_from(shared.lease.as_secs()).unwrap_or(i64::MAX / 4) + 1)
             .fetch_one(&shared.pool)
             .await

@@ -31,9 +31,11 @@ pub use crate::model::records::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnreadMark {
     pub generation: u64,
-    /// No sync reads the mark before this instant (a sync read it less than its settling
-    /// window ago, and the store refuses a read before that window ends): until then it covers
-    /// every new notification without asking the store. `None`: it may be read at any time.
+    /// No sync reads the mark before this instant without leaving a newer one unread (a sync
+    /// read it less than its settling window ago, and the store refuses a read before that
+    /// window ends; or the calendar is in a busy spell, `Store::read_dirty`): until then it
+    /// covers every new notification without asking the store. `None`: it may be read at any
+    /// time.
     pub unread_until: Option<std::time::Instant>,
     /// The calendar had no mark: this one was made from nothing, so no sync is coming for it
     /// until some replica claims the calendar — the one that made it must. A mark that was
@@ -180,7 +182,21 @@ pub trait Store: Send + Sync {
     /// unread (`UnreadMark::unread_until`). A read that finds no mark opens the window too
     /// (unless one is open), so the first notification after a calendar's first sync rests
     /// on it; a calendar whose user does not exist may make no promise.
-    async fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration) -> Result<MarkRead, StoreError>;
+    ///
+    /// Busy spells: a read that passes moves the calendar's `busy_until` to `busy_for` from now
+    /// (if later; zero leaves it), and a read that passes before `busy_until` leaves the next
+    /// generation unread as it reads (a mark made ahead for the next read). No mark can be
+    /// cleared meanwhile (its generation is never one a sync read), so an unread mark covers
+    /// every notification up to `busy_until` (`UnreadMark::unread_until`), however many
+    /// reads come before it: replicas that do not sync a busy calendar ask the store once a
+    /// spell's `busy_for` instead of writing once per read.
+    async fn read_dirty(
+        &self,
+        tenant: &str,
+        user: &str,
+        spacing: std::time::Duration,
+        busy_for: std::time::Duration,
+    ) -> Result<MarkRead, StoreError>;
 
     /// `Gone` for a channel that is not orphaned whose user does not exist (checked atomically
     /// with the write, so a deletion and a registration racing leave no live channel behind).

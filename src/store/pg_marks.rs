@@ -43,7 +43,7 @@ const ALWAYS: &str = "INSERT INTO dirty (tenant, email, generation) \
 /// rounded down.
 macro_rules! unread_for {
     () => {
-        "floor(EXTRACT(EPOCH FROM ((SELECT w.next_read_at FROM read_windows w \
+        "floor(EXTRACT(EPOCH FROM ((SELECT GREATEST(w.next_read_at, w.busy_until) FROM read_windows w \
              WHERE w.tenant = dirty.tenant AND w.email = dirty.email) - now())) * 1000000)::bigint"
     };
 }

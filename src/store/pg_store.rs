@@ -566,33 +566,46 @@ impl Store for PgStore {
         self.unread_marks.mark(tenant, user).await
     }
 
-    async fn read_dirty(&self, tenant: &str, user: &str, spacing: Duration) -> Result<MarkRead, StoreError> {
+    async fn read_dirty(
+        &self,
+        tenant: &str,
+        user: &str,
+        spacing: Duration,
+        busy_for: Duration,
+    ) -> Result<MarkRead, StoreError> {
         // The promise is kept in `read_windows`, whose upsert checks it on the row's newest
         // version (a concurrent first insert waits and then meets the conflict), so two reads
         // within `spacing` cannot both pass, whatever the replicas' own clocks say. A calendar
         // whose user does not exist (yet, or any more) makes no promise: its marks give no
         // `unread_until` either. A read that finds no mark promises too: the first
-        // notification after the sync at registration rests on it.
+        // notification after the sync at registration rests on it. A read that passes before
+        // `busy_until` (moved later, never earlier, by `busy_for`) also leaves the generation
+        // after the one it read unread: SET's right-hand sides see the row before the update,
+        // and RETURNING the row after it, so `read_generation` is what was read.
         let (read, current, wait_us): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
             "WITH current AS (SELECT d.generation, \
                  floor(EXTRACT(EPOCH FROM (w.next_read_at - now())) * 1000000)::bigint AS wait_us, \
                  EXISTS (SELECT 1 FROM users u WHERE u.tenant = $1 AND u.email = $2) AS promises \
                  FROM dirty d LEFT JOIN read_windows w ON w.tenant = d.tenant AND w.email = d.email \
                  WHERE d.tenant = $1 AND d.email = $2), \
-             allowed AS (INSERT INTO read_windows (tenant, email, next_read_at) \
-                 SELECT u.tenant, u.email, now() + $3 * interval '1 microsecond' FROM users u \
+             allowed AS (INSERT INTO read_windows (tenant, email, next_read_at, busy_until) \
+                 SELECT u.tenant, u.email, now() + $3 * interval '1 microsecond', \
+                 CASE WHEN $4 > 0 THEN now() + $4 * interval '1 microsecond' END FROM users u \
                  WHERE u.tenant = $1 AND u.email = $2 \
-                 ON CONFLICT (tenant, email) DO UPDATE SET next_read_at = EXCLUDED.next_read_at \
-                 WHERE read_windows.next_read_at <= now() RETURNING 1), \
-             seen AS (UPDATE dirty SET read_generation = generation \
+                 ON CONFLICT (tenant, email) DO UPDATE SET next_read_at = EXCLUDED.next_read_at, \
+                 busy_until = GREATEST(read_windows.busy_until, EXCLUDED.busy_until) \
+                 WHERE read_windows.next_read_at <= now() RETURNING COALESCE(busy_until > now(), false) AS busy), \
+             seen AS (UPDATE dirty SET read_generation = generation, \
+                 generation = generation + CASE WHEN COALESCE((SELECT busy FROM allowed), false) THEN 1 ELSE 0 END \
                  WHERE tenant = $1 AND email = $2 \
                  AND (EXISTS (SELECT 1 FROM allowed) OR NOT (SELECT promises FROM current)) \
-                 RETURNING generation) \
-             SELECT (SELECT generation FROM seen), (SELECT generation FROM current), (SELECT wait_us FROM current)",
+                 RETURNING read_generation) \
+             SELECT (SELECT read_generation FROM seen), (SELECT generation FROM current), (SELECT wait_us FROM current)",
         )
         .bind(tenant)
         .bind(user)
         .bind(i64::try_from(spacing.as_micros()).unwrap_or(i64::MAX / 2))
+        .bind(i64::try_from(busy_for.as_micros()).unwrap_or(i64::MAX / 2))
         .fetch_one(&self.pool)
         .await
         .map_err(pg)?;

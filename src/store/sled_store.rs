@@ -62,10 +62,28 @@ struct Sled {
     channel_index: RwLock<HashMap<String, Option<Arc<ChannelAuth>>>>,
     /// Held across a channel write and its index update, so both change in the same order.
     channel_writes: Mutex<()>,
-    /// Calendar key → the mark generation its last sync read (`read_dirty`) and the earliest
-    /// the next may. One process needs it only in memory: after a restart no sync is running,
-    /// so every mark is unread.
-    read_marks: Mutex<HashMap<Vec<u8>, (u64, std::time::Instant)>>,
+    /// Calendar key → what its last sync read (`read_dirty`). One process needs it only in
+    /// memory: after a restart no sync is running, so every mark is unread.
+    read_marks: Mutex<HashMap<Vec<u8>, ReadMark>>,
+}
+
+/// A calendar's last read (`SledStore::read_marks`).
+#[derive(Debug, Clone, Copy)]
+struct ReadMark {
+    /// The mark generation it read (0: none since the mark was cleared).
+    generation: u64,
+    /// The earliest the next read may be.
+    next_read: std::time::Instant,
+    /// Reads before this leave a newer generation unread (`Store::read_dirty`'s `busy_for`).
+    busy_until: Option<std::time::Instant>,
+}
+
+impl ReadMark {
+    /// Until when an unread mark stays unread: no read before `next_read`, and none before
+    /// `busy_until` that does not leave a newer one.
+    fn unread_until(&self) -> std::time::Instant {
+        self.busy_until.map_or(self.next_read, |b| b.max(self.next_read))
+    }
 }
 
 /// Why a transaction gave up.
@@ -533,9 +551,9 @@ impl Sled {
         // The promise of no read before the window's end stays with the calendar; a new mark
         // is unread.
         if swapped.is_ok()
-            && let Some((read, _)) = reads.get_mut(&key)
+            && let Some(read) = reads.get_mut(&key)
         {
-            *read = 0;
+            read.generation = 0;
         }
         Ok(swapped.is_ok())
     }
@@ -544,7 +562,8 @@ impl Sled {
         let key = user_key(tenant, user);
         // Under the lock `read_dirty` takes, so no read slips between the check and the write.
         let reads = self.read_marks.lock();
-        let (read, next_read) = reads.get(&key).copied().map_or((0, None), |(g, at)| (g, Some(at)));
+        let window = reads.get(&key).copied();
+        let read = window.map_or(0, |w| w.generation);
         let mut created = false;
         let next = self.dirty.update_and_fetch(&key, |old| {
             created = old.is_none();
@@ -553,10 +572,17 @@ impl Sled {
         })?;
         let generation = next.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(1);
         let now = std::time::Instant::now();
-        Ok(UnreadMark { generation, unread_until: next_read.filter(|at| *at > now), created })
+        let unread_until = window.map(|w| w.unread_until()).filter(|at| *at > now);
+        Ok(UnreadMark { generation, unread_until, created })
     }
 
-    fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration) -> Result<MarkRead, StoreError> {
+    fn read_dirty(
+        &self,
+        tenant: &str,
+        user: &str,
+        spacing: std::time::Duration,
+        busy_for: std::time::Duration,
+    ) -> Result<MarkRead, StoreError> {
         let key = user_key(tenant, user);
         let mut reads = self.read_marks.lock();
         let generation = self
@@ -566,19 +592,25 @@ impl Sled {
             .transpose()
             .map_err(|_| StoreError::Corrupt("dirty generation".into()))?;
         let now = std::time::Instant::now();
-        let open = reads.get(&key).is_some_and(|(_, at)| *at > now);
-        let Some(generation) = generation else {
-            // Nothing to read, and nothing refused; the window opens (a mark made from now on
-            // rests on it) unless one is open already.
-            if !open {
-                reads.insert(key, (0, now + spacing));
+        let last = reads.get(&key).copied();
+        if let Some(last) = last.filter(|w| w.next_read > now) {
+            if generation.is_some() {
+                return Ok(MarkRead::NotBefore(last.next_read - now));
             }
+            // Nothing to read, and nothing refused; the open window stays.
+            return Ok(MarkRead::Read(None));
+        }
+        let busy_until = last.and_then(|w| w.busy_until).max((!busy_for.is_zero()).then(|| now + busy_for));
+        let Some(generation) = generation else {
+            // Nothing to read; the window opens (a mark made from now on rests on it).
+            reads.insert(key, ReadMark { generation: 0, next_read: now + spacing, busy_until });
             return Ok(MarkRead::Read(None));
         };
-        if let Some((_, at)) = reads.get(&key).filter(|_| open) {
-            return Ok(MarkRead::NotBefore(*at - now));
+        if busy_until.is_some_and(|b| b > now) {
+            // Busy: the next read finds a newer generation unread, written with this read.
+            self.dirty.insert(&key, &(generation + 1).to_be_bytes())?;
         }
-        reads.insert(key, (generation, now + spacing));
+        reads.insert(key, ReadMark { generation, next_read: now + spacing, busy_until });
         Ok(MarkRead::Read(Some(generation)))
     }
 
@@ -1015,7 +1047,7 @@ sled_store! {
     fn dirty_calendars(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
     fn clear_dirty(&self, tenant: &str, user: &str, generation: u64) -> Result<bool, StoreError>;
     fn mark_unread(&self, tenant: &str, user: &str) -> Result<UnreadMark, StoreError>;
-    fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration) -> Result<MarkRead, StoreError>;
+    fn read_dirty(&self, tenant: &str, user: &str, spacing: std::time::Duration, busy_for: std::time::Duration) -> Result<MarkRead, StoreError>;
     fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
     fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
     fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError>;

@@ -312,10 +312,10 @@ impl SyncService {
         // A little under the queue's own window, which started before the claim: a rerun at
         // the window's end is not refused for the claim's round trip. For a calendar synced
         // back to back, most of its cycle (`SyncQueue::read_promise`).
-        let spacing = self.queue.read_promise(key, self.queue.rerun_delay() * 9 / 10);
+        let terms = self.queue.read_promise(key, self.queue.rerun_delay() * 9 / 10);
         let mut waited = 0;
         let generation = loop {
-            match self.app.store.read_dirty(&key.tenant, &key.user, spacing).await {
+            match self.app.store.read_dirty(&key.tenant, &key.user, terms.spacing, terms.busy_for).await {
                 Ok(MarkRead::Read(g)) => break g,
                 Ok(MarkRead::NotBefore(wait)) if wait < lease / 3 && waited < 3 => {
                     waited += 1;

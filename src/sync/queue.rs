@@ -48,7 +48,12 @@
 //! that mark or on one newer generation written once per sync; a look that reads the very
 //! generation the last sync fetched after, with nothing notified here, calls no Google API,
 //! clears the mark and ends the spell. Under a storm a calendar so syncs at most once per
-//! `BUSY_PROMISE`, and a sync costs the database a handful of statements in all.
+//! `BUSY_PROMISE`, and a sync costs the database a handful of statements in all. A busy read
+//! that follows a notification here also moves the spell's horizon `BUSY_HORIZON` on: every
+//! read before the horizon leaves the next generation unread as it reads (`Store::read_dirty`),
+//! so the other replicas' notifications rest on the mark up to the horizon, however many reads
+//! come meanwhile — they ask the database once a horizon, and write nothing — while the
+//! holder's look finds a newer generation each time and syncs until the horizon has passed.
 //!
 //! Calendars ready to sync wait in one lane per tenant, and claims go round the tenants in
 //! turn, each tenant holding at most `per_tenant` claims at once: a tenant with thousands of
@@ -81,6 +86,21 @@ const ELSEWHERE_RECHECK: std::time::Duration = std::time::Duration::from_secs(3)
 const BUSY_CYCLE: std::time::Duration = std::time::Duration::from_secs(4);
 /// The longest promise a rerun in a busy spell makes.
 const BUSY_PROMISE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How far a busy read that follows a notification here moves the calendar's spell on
+/// (`Store::read_dirty`'s `busy_for`): reads until then leave a mark unread for the next one,
+/// so the other replicas' notifications rest on it without asking the store — they ask once
+/// a horizon, not once a read. The price: the spell reads on (once a `BUSY_PROMISE`) until the
+/// horizon after the last notification here, then ends with a read and a look.
+const BUSY_HORIZON: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// What a sync's read of its calendar's mark asks of the store (`SyncQueue::read_promise`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTerms {
+    /// No other read within this (`Store::read_dirty`'s `spacing`).
+    pub spacing: std::time::Duration,
+    /// Moves the busy spell's horizon this far (zero: not at all).
+    pub busy_for: std::time::Duration,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -468,12 +488,19 @@ impl SyncQueue {
     /// keeping the claim (`settling_left`), so the next read comes as the promise ends. Under
     /// a storm of notifications a calendar's syncs thus settle within a few cycles at one per
     /// `BUSY_PROMISE` — one sync for all the changes of that spell, as the settling window
-    /// does for a burst — and the other replicas write one mark per sync.
-    pub fn read_promise(&self, key: &CalendarKey, settling: std::time::Duration) -> std::time::Duration {
+    /// does for a burst. A busy read with a notification here since the last read also moves
+    /// the spell's horizon `BUSY_HORIZON` on (`busy_for`): the reads until then leave a mark
+    /// unread for the next, so the other replicas ask the database once a horizon.
+    pub fn read_promise(&self, key: &CalendarKey, settling: std::time::Duration) -> ReadTerms {
         let mut inner = self.inner.lock();
         let now = self.clock.now();
-        let cycle = inner.last_read.get(key).map(|t| (now - *t).to_std().unwrap_or_default());
-        let Some(e) = inner.entries.get_mut(key) else { return settling };
+        let last = inner.last_read.get(key).copied();
+        // (One in the same instant as the read may have come after it.)
+        let notified_since = last.is_some_and(|read| inner.notified.get(key).is_some_and(|n| *n >= read));
+        let cycle = last.map(|t| (now - t).to_std().unwrap_or_default());
+        let Some(e) = inner.entries.get_mut(key) else {
+            return ReadTerms { spacing: settling, busy_for: std::time::Duration::ZERO };
+        };
         let busy = cycle.is_some_and(|cycle| cycle <= BUSY_CYCLE);
         let promise = match cycle {
             // Up to a fifth less at random: calendars that became busy together (a storm
@@ -485,7 +512,8 @@ impl SyncQueue {
         };
         e.promise = Some(promise);
         e.busy = busy;
-        promise
+        let busy_for = if busy && notified_since { BUSY_HORIZON } else { std::time::Duration::ZERO };
+        ReadTerms { spacing: promise, busy_for }
     }
 
     /// Queues every calendar with a durable mark (at start).
@@ -1054,7 +1082,7 @@ mod tests {
 
     /// What a sync on another replica reads (no settling window: these tests read at will).
     async fn read(store: &SharedStore) -> Option<u64> {
-        match store.read_dirty("t", "u@x", std::time::Duration::ZERO).await.unwrap() {
+        match store.read_dirty("t", "u@x", std::time::Duration::ZERO, std::time::Duration::ZERO).await.unwrap() {
             crate::store::MarkRead::Read(g) => g,
             other => panic!("{other:?}"),
         }
@@ -1212,7 +1240,10 @@ mod tests {
         q.finish(&claim, Finish::Elsewhere { held_for: std::time::Duration::ZERO }).await.unwrap();
         // The holder's sync reads the mark, and no sync may read it again for a minute.
         let minute = std::time::Duration::from_secs(60);
-        assert_eq!(store.read_dirty("t", "u@x", minute).await.unwrap(), crate::store::MarkRead::Read(Some(1)));
+        assert_eq!(
+            store.read_dirty("t", "u@x", minute, std::time::Duration::ZERO).await.unwrap(),
+            crate::store::MarkRead::Read(Some(1))
+        );
         // A notification here asks the store, which writes a newer mark …
         q.notify(&k).await.unwrap();
         assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "asked: a newer mark");
@@ -1352,7 +1383,7 @@ mod tests {
         let ms = std::time::Duration::from_millis;
         q.notify(&k).await.unwrap();
         let claim = q.take().await;
-        assert_eq!(q.read_promise(&k, settling), settling, "a first sync: the settling window");
+        assert_eq!(q.read_promise(&k, settling).spacing, settling, "a first sync: the settling window");
         assert!(!q.claimed(&k, read(&store).await));
         // Notifications keep coming during the sync: it runs again.
         q.notify(&k).await.unwrap();
@@ -1362,7 +1393,7 @@ mod tests {
         clock.advance(ms(800));
         assert_eq!(q.release_due(clock.now()), 1);
         let rerun = q.take().await;
-        let promise = q.read_promise(&k, settling);
+        let promise = q.read_promise(&k, settling).spacing;
         assert!(promise >= ms(1280) && promise <= ms(1600), "{promise:?}");
         let fetched = read(&store).await;
         assert!(!q.claimed(&k, fetched));
@@ -1382,7 +1413,7 @@ mod tests {
         clock.advance(promise + ms(1)); // the clock counts whole milliseconds
         assert_eq!(q.release_due(clock.now()), 1);
         let look = q.take().await;
-        let longer = q.read_promise(&k, settling);
+        let longer = q.read_promise(&k, settling).spacing;
         assert!(longer >= ms(1600) && longer <= ms(2000), "at most two seconds: {longer:?}");
         let fetched = read(&store).await;
         assert_eq!(fetched, Some(newer.generation));
@@ -1401,7 +1432,7 @@ mod tests {
         clock.advance(BUSY_CYCLE + ms(1000));
         q.notify(&k).await.unwrap();
         let fresh = q.take().await;
-        assert_eq!(q.read_promise(&k, settling), settling);
+        assert_eq!(q.read_promise(&k, settling).spacing, settling);
         q.finish(&fresh, Finish::Done).await.unwrap();
     }
 
@@ -1423,11 +1454,72 @@ mod tests {
         clock.advance(std::time::Duration::from_millis(300));
         assert_eq!(q.release_due(clock.now()), 1);
         let busy = q.take().await;
-        let promise = q.read_promise(&k, settling);
+        let promise = q.read_promise(&k, settling).spacing;
         let fetched = read(&store).await;
         assert!(!q.claimed(&k, fetched));
         assert!(matches!(q.finish(&busy, Finish::Done).await.unwrap(), After::Again(Some(_))));
         (q, store, dir, stop, promise, fetched)
+    }
+
+    /// What a sync reads on its terms (no settling window: these tests read at will).
+    async fn read_on(store: &SharedStore, terms: ReadTerms) -> Option<u64> {
+        match store.read_dirty("t", "u@x", std::time::Duration::ZERO, terms.busy_for).await.unwrap() {
+            crate::store::MarkRead::Read(g) => g,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn across_replicas_notifications_elsewhere_rest_on_the_mark_a_busy_spell_makes_ahead_and_ask_once_a_horizon()
+    {
+        let clock = Clock::system();
+        let (holder, store, _dir, stop) = queue_on(clock.clone());
+        let holder = holder.shared(Arc::new(AtomicBool::new(true)));
+        let flush = GroupFlush::start(store.clone(), stop.clone());
+        let other = SyncQueue::new(store.clone(), flush, std::time::Duration::from_millis(250), 4, clock.clone())
+            .shared(Arc::new(AtomicBool::new(true)));
+        let k = CalendarKey::new("t", "u@x");
+        let settling = std::time::Duration::from_millis(225);
+        holder.notify(&k).await.unwrap();
+        let first = holder.take().await;
+        let terms = holder.read_promise(&k, settling);
+        assert_eq!(terms.busy_for, std::time::Duration::ZERO, "a first sync is no spell");
+        assert_eq!(read_on(&store, terms).await, Some(1));
+        assert!(!holder.claimed(&k, Some(1)));
+        // Notified here during the sync: it runs again, back to back, and is busy.
+        holder.notify(&k).await.unwrap();
+        holder.finish(&first, Finish::Done).await.unwrap();
+        clock.advance(std::time::Duration::from_millis(300));
+        assert_eq!(holder.release_due(clock.now()), 1);
+        let busy = holder.take().await;
+        let terms = holder.read_promise(&k, settling);
+        assert_eq!(terms.busy_for, BUSY_HORIZON, "busy, and notified here since its last read");
+        assert_eq!(read_on(&store, terms).await, Some(1));
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "the next mark made with the read");
+        assert!(!holder.claimed(&k, Some(1)));
+        // The other replica's notification rests on it: nothing written, nothing queued there.
+        other.notify(&k).await.unwrap();
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(2));
+        assert!(!other.contains(&k));
+        assert!(matches!(holder.finish(&busy, Finish::Done).await.unwrap(), After::Again(Some(_))));
+        // The holder looks again when its promise ends: it reads the mark made ahead (so it
+        // syncs), and, still within the horizon, makes the next one; nothing was notified here
+        // since, so it does not move the horizon on.
+        clock.advance(terms.spacing + std::time::Duration::from_millis(1));
+        assert_eq!(holder.release_due(clock.now()), 1);
+        let look = holder.take().await;
+        let terms = holder.read_promise(&k, settling);
+        assert_eq!(terms.busy_for, std::time::Duration::ZERO, "nothing notified here since");
+        assert_eq!(read_on(&store, terms).await, Some(2));
+        assert!(!holder.claimed(&k, Some(2)), "the mark made ahead: it syncs");
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(3));
+        // A notification on the other replica after that read still does not ask the store:
+        // its mark is unread until the horizon, whoever reads meanwhile. (The mark is taken
+        // away by hand to see whether it asks; had it asked, it would have written one.)
+        assert!(store.clear_dirty("t", "u@x", 3).await.unwrap());
+        other.notify(&k).await.unwrap();
+        assert!(store.dirty_calendars().await.unwrap().is_empty(), "answered from memory");
+        holder.finish(&look, Finish::Done).await.unwrap();
     }
 
     #[tokio::test]
