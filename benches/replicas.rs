@@ -10,7 +10,9 @@
 //!    (benches/replicas.lua sets each thread's address), as a balancer spreads connections,
 //!    with no proxy process taking the two cores' CPU or adding its hop to the latency. Rounds
 //!    alternate bare / one / three; throughput over all rounds, the medians of the rounds'
-//!    percentiles. Targets: ≥ 50 % of the bare handler's throughput, p99 ≤ 3×.
+//!    percentiles. Targets: ≥ 50 % of the bare handler's throughput, p99 ≤ 3×. After each round
+//!    the bench waits for the target's syncs to stop (`settle`: a storm's busy spells read on
+//!    for a while after it), so no round shares the cores with the tail of the one before.
 //! b. Failover: a lunch a few seconds ahead, the leader SIGKILLed just before it starts; the
 //!    time from the kill to the switch arriving at the phone system, over `GWSYNC_BENCH_KILLS`
 //!    kills (the killed replica restarted each time). Target < 10 s.
@@ -26,6 +28,11 @@
 //!
 //! `GWSYNC_BENCH_PG_STATEMENTS=1` loads `pg_stat_statements` and prints, for each target's last
 //! round of part a, the statements PostgreSQL ran most often (calls a second, mean time).
+//!
+//! By default a target's rounds start cold: its storm stopped during the other targets' rounds,
+//! so each round also measures a storm's onset (every calendar's first syncs, before its busy
+//! spell settles). `GWSYNC_BENCH_WARM_EACH=1` gives each round `WARM_UP` of load, unreported,
+//! right before it, to measure the storm's steady state alone.
 //!
 //! `GWSYNC_BENCH_SECONDS` (10) and `GWSYNC_BENCH_ROUNDS` (4) size part a, `GWSYNC_BENCH_KILLS`
 //! (5) part b, `GWSYNC_BENCH_USERS` (100,000) and `GWSYNC_BENCH_TENANTS` (20) part c; a part
@@ -244,10 +251,12 @@ async fn ack_cluster(
     (replicas, fake, target, key)
 }
 
-async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize, statements: Option<&str>) {
+async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize, warm_each: bool, statements: Option<&str>) {
     println!(
-        "a. webhook acknowledgement under wrk ({} threads, {} connections, {seconds} s a round, {rounds} rounds each, alternating), notifications over {ACK_USERS} live channels; PostgreSQL with fsync on",
-        LOAD.threads, LOAD.connections
+        "a. webhook acknowledgement under wrk ({} threads, {} connections, {seconds} s a round, {rounds} rounds each, alternating, {}), notifications over {ACK_USERS} live channels; PostgreSQL with fsync on",
+        LOAD.threads,
+        LOAD.connections,
+        if warm_each { "each round right after 2 s of unreported load" } else { "each round cold" }
     );
     for t in targets.iter_mut() {
         t.run(WARM_UP).await;
@@ -255,6 +264,9 @@ async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize, statements:
     }
     for round in 1..=rounds {
         for t in targets.iter_mut() {
+            if warm_each {
+                wrk::run(&t.url, &t.hosts, &t.channels, LOAD, WARM_UP).await;
+            }
             let profiled = statements.filter(|_| round == rounds && !t.hosts.is_empty());
             if let Some(url) = profiled {
                 pg_statements(url, None).await;
@@ -273,6 +285,7 @@ async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize, statements:
                 // Google retries a notification it got no 2xx for; reported, not fatal.
                 println!("           ! {} connection errors or timeouts, {} non-2xx answers", r.errors, r.non2xx);
             }
+            settle(t.fake.as_deref()).await;
         }
     }
     let base = targets[0].rounds.clone();
@@ -291,6 +304,23 @@ async fn part_a(targets: &mut [Target], seconds: u64, rounds: usize, statements:
         );
     }
     println!("  (throughput over all rounds; percentiles the medians of the rounds')");
+}
+
+/// Waits until the target's storm is over (its busy spells read on for a while after the last
+/// notification: `sync::queue`'s horizon), so the next round measures its own target alone:
+/// no `events.list` call for a second, or 30 s at most.
+async fn settle(fake: Option<&str>) {
+    let started = Instant::now();
+    let mut last = events_lists(fake).await;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(1) && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = events_lists(fake).await;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
 }
 
 /// How many `events.list` calls the fake has answered so far (0 without a fake).
@@ -539,7 +569,8 @@ async fn main() {
         three_target,
     ];
     let statements = if profile { Some(database.url("postgres")) } else { None };
-    part_a(&mut targets, seconds, rounds, statements.as_deref()).await;
+    let warm_each = setting("GWSYNC_BENCH_WARM_EACH", 0) == 1;
+    part_a(&mut targets, seconds, rounds, warm_each, statements.as_deref()).await;
     for (mut cluster, fake) in [(one_acks, fake1a), (three_acks, fake3a), (one, fake1)] {
         cluster.stop_all();
         drop(cluster);

@@ -49,7 +49,8 @@
 //! generation the last sync fetched after, with nothing notified here, calls no Google API,
 //! clears the mark and ends the spell. Under a storm a calendar so syncs at most once per
 //! `BUSY_PROMISE`, and a sync costs the database a handful of statements in all. A busy read
-//! that follows a notification here also moves the spell's horizon `BUSY_HORIZON` on: every
+//! that follows a notification here, from the spell's third read on (a burst for one change
+//! is over by then: `HORIZON_AFTER_READS`), also moves the spell's horizon `BUSY_HORIZON` on: every
 //! read before the horizon leaves the next generation unread as it reads (`Store::read_dirty`),
 //! so the other replicas' notifications rest on the mark up to the horizon, however many reads
 //! come meanwhile — they ask the database once a horizon, and write nothing — while the
@@ -90,8 +91,15 @@ const BUSY_PROMISE: std::time::Duration = std::time::Duration::from_secs(2);
 /// (`Store::read_dirty`'s `busy_for`): reads until then leave a mark unread for the next one,
 /// so the other replicas' notifications rest on it without asking the store — they ask once
 /// a horizon, not once a read. The price: the spell reads on (once a `BUSY_PROMISE`) until the
-/// horizon after the last notification here, then ends with a read and a look.
-const BUSY_HORIZON: std::time::Duration = std::time::Duration::from_secs(6);
+/// horizon after the last notification here, then ends with a read and a look. (Measured:
+/// with 6 s the replicas that did not hold a calendar still asked often enough to set the p99
+/// of a storm's acknowledgements; `cargo bench --bench replicas`.)
+const BUSY_HORIZON: std::time::Duration = std::time::Duration::from_secs(12);
+/// A spell moves its horizon only from its third read on (after this many reads back to
+/// back): a burst of notifications for one change that straddles a sync makes a rerun read
+/// back to back, but is over before the rerun's look, and costs its two syncs, not a
+/// horizon's worth; notifications that keep coming over two syncs are a storm.
+const HORIZON_AFTER_READS: u32 = 2;
 
 /// What a sync's read of its calendar's mark asks of the store (`SyncQueue::read_promise`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +194,8 @@ struct Inner {
     notified: HashMap<CalendarKey, DateTime<Utc>>,
     /// Shared database: when this replica last read each calendar's mark (`read_promise`).
     last_read: HashMap<CalendarKey, DateTime<Utc>>,
+    /// Shared database: how many reads back to back each calendar's busy spell here has had.
+    spell_reads: HashMap<CalendarKey, u32>,
     /// Shared database: the time before which the store refuses the next read of each
     /// calendar this replica read last (its promise): a sync waits for it in `delayed`, not
     /// in a worker, and the claim is kept until then.
@@ -446,6 +456,9 @@ impl SyncQueue {
         let now = self.clock.now();
         if inner.last_read.len() > 1024 {
             inner.last_read.retain(|_, t| (now - *t).to_std().unwrap_or_default() <= BUSY_CYCLE);
+            let last_read = std::mem::take(&mut inner.last_read);
+            inner.spell_reads.retain(|k, _| last_read.contains_key(k));
+            inner.last_read = last_read;
             inner.next_read.retain(|_, t| *t > now);
         }
         inner.last_read.insert(key.clone(), now);
@@ -488,9 +501,10 @@ impl SyncQueue {
     /// keeping the claim (`settling_left`), so the next read comes as the promise ends. Under
     /// a storm of notifications a calendar's syncs thus settle within a few cycles at one per
     /// `BUSY_PROMISE` — one sync for all the changes of that spell, as the settling window
-    /// does for a burst. A busy read with a notification here since the last read also moves
-    /// the spell's horizon `BUSY_HORIZON` on (`busy_for`): the reads until then leave a mark
-    /// unread for the next, so the other replicas ask the database once a horizon.
+    /// does for a burst. A busy read with a notification here since the last read, from the
+    /// spell's third read on (`HORIZON_AFTER_READS`), also moves the spell's horizon `BUSY_HORIZON` on
+    /// (`busy_for`): the reads until then leave a mark unread for the next, so the other
+    /// replicas ask the database once a horizon.
     pub fn read_promise(&self, key: &CalendarKey, settling: std::time::Duration) -> ReadTerms {
         let mut inner = self.inner.lock();
         let now = self.clock.now();
@@ -498,10 +512,12 @@ impl SyncQueue {
         // (One in the same instant as the read may have come after it.)
         let notified_since = last.is_some_and(|read| inner.notified.get(key).is_some_and(|n| *n >= read));
         let cycle = last.map(|t| (now - t).to_std().unwrap_or_default());
+        let busy = cycle.is_some_and(|cycle| cycle <= BUSY_CYCLE);
+        let spell_reads = if busy { inner.spell_reads.get(key).map_or(1, |n| n.saturating_add(1)) } else { 0 };
+        inner.spell_reads.insert(key.clone(), spell_reads);
         let Some(e) = inner.entries.get_mut(key) else {
             return ReadTerms { spacing: settling, busy_for: std::time::Duration::ZERO };
         };
-        let busy = cycle.is_some_and(|cycle| cycle <= BUSY_CYCLE);
         let promise = match cycle {
             // Up to a fifth less at random: calendars that became busy together (a storm
             // over a whole company) drift apart instead of syncing in step.
@@ -512,7 +528,8 @@ impl SyncQueue {
         };
         e.promise = Some(promise);
         e.busy = busy;
-        let busy_for = if busy && notified_since { BUSY_HORIZON } else { std::time::Duration::ZERO };
+        let busy_for =
+            if notified_since && spell_reads >= HORIZON_AFTER_READS { BUSY_HORIZON } else { std::time::Duration::ZERO };
         ReadTerms { spacing: promise, busy_for }
     }
 
@@ -969,6 +986,7 @@ impl SyncQueue {
         inner.entries.remove(key);
         inner.notified.remove(key);
         inner.last_read.remove(key);
+        inner.spell_reads.remove(key);
         inner.next_read.remove(key);
         inner.keeping.remove(key);
         inner.resting.remove(key);
@@ -981,6 +999,7 @@ impl SyncQueue {
         inner.entries.retain(|k, _| k.tenant != tenant);
         inner.notified.retain(|k, _| k.tenant != tenant);
         inner.last_read.retain(|k, _| k.tenant != tenant);
+        inner.spell_reads.retain(|k, _| k.tenant != tenant);
         inner.next_read.retain(|k, _| k.tenant != tenant);
         inner.keeping.retain(|k, _| k.tenant != tenant);
         inner.resting.retain(|k, _| k.tenant != tenant);
@@ -1491,9 +1510,20 @@ mod tests {
         holder.finish(&first, Finish::Done).await.unwrap();
         clock.advance(std::time::Duration::from_millis(300));
         assert_eq!(holder.release_due(clock.now()), 1);
+        let young = holder.take().await;
+        let terms = holder.read_promise(&k, settling);
+        assert_eq!(terms.busy_for, std::time::Duration::ZERO, "a spell's second read may be a burst's: no horizon");
+        assert_eq!(read_on(&store, terms).await, Some(1));
+        assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(1), "nothing made ahead");
+        assert!(!holder.claimed(&k, Some(1)));
+        // Notifications keep coming here: the spell's third read moves the horizon on.
+        holder.notify(&k).await.unwrap();
+        assert!(matches!(holder.finish(&young, Finish::Done).await.unwrap(), After::Again(Some(_))));
+        clock.advance(terms.spacing + std::time::Duration::from_millis(1));
+        assert_eq!(holder.release_due(clock.now()), 1);
         let busy = holder.take().await;
         let terms = holder.read_promise(&k, settling);
-        assert_eq!(terms.busy_for, BUSY_HORIZON, "busy, and notified here since its last read");
+        assert_eq!(terms.busy_for, BUSY_HORIZON, "a third read back to back, notified here since the last");
         assert_eq!(read_on(&store, terms).await, Some(1));
         assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "the next mark made with the read");
         assert!(!holder.claimed(&k, Some(1)));
