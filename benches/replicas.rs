@@ -23,7 +23,7 @@
 //!    replica, the database's size, and restart-to-ready of all three (spawn → `/readyz` 200).
 //!
 //!     apt-get install wrk        # once (Debian/Ubuntu); PostgreSQL's server binaries as for the tests
-//!     cargo bench --bench replicas                               # ≈ 12 minutes
+//!     cargo bench --bench replicas                               # ≈ 15 minutes
 //!     GWSYNC_BENCH_USERS=5000 GWSYNC_BENCH_SECONDS=3 GWSYNC_BENCH_ROUNDS=2 cargo bench --bench replicas
 //!
 //! `GWSYNC_BENCH_PG_STATEMENTS=1` loads `pg_stat_statements` and prints, for each target's last

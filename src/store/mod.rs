@@ -9,6 +9,7 @@
 
 pub mod copy;
 pub mod group_flush;
+pub mod pg_channels;
 pub mod pg_marks;
 pub mod pg_store;
 pub mod sled_store;

@@ -12,9 +12,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use parking_lot::RwLock;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -23,6 +21,7 @@ use serde::de::DeserializeOwned;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 
+use super::pg_channels::{ChannelCache, Lookup};
 use super::pg_marks::{Kind, MarkBatcher};
 use super::{
     CalendarState, ChannelAuth, ChannelRecord, EventChange, MarkRead, OutboxMessage, PresenceRecord, SCHEMA_VERSION,
@@ -53,20 +52,14 @@ pub struct PgStore {
     marks: MarkBatcher,
     /// Marks only where the pending one was read (`mark_unread`), likewise batched.
     unread_marks: MarkBatcher,
-    /// What verifying a notification needs, per channel read from the database, with when it
-    /// was read: the webhook reads a channel once per `CHANNEL_CACHE_TTL`, not per notification.
-    channel_cache: RwLock<HashMap<String, (Arc<ChannelAuth>, Instant)>>,
+    /// What verifying a notification needs, per channel read from the database: the webhook
+    /// reads a channel once per `CHANNEL_CACHE_TTL`, not per notification.
+    channel_cache: Arc<ChannelCache>,
 }
 
-/// How long a channel read from the database answers webhooks from memory. This replica's own
-/// writes update it at once; another replica's are seen within this time, which is safe: a
-/// channel's id and token never change, an id not in memory is always read (a channel another
-/// replica just created is never refused), and a notification on a channel stopped elsewhere
-/// meanwhile only causes a sync that finds nothing to do.
+/// How long a channel read from the database answers webhooks from memory before it is read
+/// again (`pg_channels`).
 const CHANNEL_CACHE_TTL: Duration = Duration::from_secs(30);
-
-/// Past this many cached channels, the stale ones are dropped (channels deleted elsewhere).
-const CHANNEL_CACHE_PRUNE_AT: usize = 200_000;
 
 fn pg(e: sqlx::Error) -> StoreError {
     // A foreign-key violation means the user row went away under a write: the write is refused.
@@ -154,11 +147,7 @@ async fn orphan_channels(conn: &mut PgConnection, tenant: &str, email: Option<&s
 
 impl PgStore {
     fn remember_channel(&self, id: &str, auth: Arc<ChannelAuth>) {
-        let mut cache = self.channel_cache.write();
-        if cache.len() >= CHANNEL_CACHE_PRUNE_AT {
-            cache.retain(|_, (_, read_at)| read_at.elapsed() < CHANNEL_CACHE_TTL);
-        }
-        cache.insert(id.to_owned(), (auth, Instant::now()));
+        self.channel_cache.remember(id, auth);
     }
 
     /// Connects (a pool of at most `pool_size` connections; giving up on the first after
@@ -180,7 +169,7 @@ impl PgStore {
         let store = PgStore {
             marks: MarkBatcher::start(pool.clone(), Kind::Always),
             unread_marks: MarkBatcher::start(pool.clone(), Kind::Unread),
-            channel_cache: RwLock::new(HashMap::new()),
+            channel_cache: Arc::new(ChannelCache::new(CHANNEL_CACHE_TTL)),
             pool,
         };
         store.migrate().await?;
@@ -299,7 +288,7 @@ impl Store for PgStore {
             .rows_affected()
             > 0;
         tx.commit().await.map_err(pg)?;
-        self.channel_cache.write().retain(|_, (c, _)| c.tenant != id);
+        self.channel_cache.retain(|c| c.tenant != id);
         Ok(existed)
     }
 
@@ -379,7 +368,7 @@ impl Store for PgStore {
         }
         orphan_channels(&mut tx, tenant, Some(email)).await?;
         tx.commit().await.map_err(pg)?;
-        self.channel_cache.write().retain(|_, (c, _)| !(c.tenant == tenant && c.user == email));
+        self.channel_cache.retain(|c| !(c.tenant == tenant && c.user == email));
         Ok(existed)
     }
 
@@ -653,10 +642,29 @@ impl Store for PgStore {
     }
 
     async fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
-        if let Some((auth, read_at)) = self.channel_cache.read().get(id)
-            && read_at.elapsed() < CHANNEL_CACHE_TTL
-        {
-            return Ok(Some(auth.clone()));
+        match self.channel_cache.get(id) {
+            Lookup::Fresh(auth) | Lookup::Refreshing(auth) => return Ok(Some(auth)),
+            Lookup::Stale(auth) => {
+                let (pool, cache, id) = (self.pool.clone(), self.channel_cache.clone(), id.to_owned());
+                tokio::spawn(async move {
+                    let read = sqlx::query_scalar::<_, String>("SELECT data FROM channels WHERE id = $1")
+                        .bind(&id)
+                        .fetch_optional(&pool)
+                        .await
+                        .map_err(pg)
+                        .and_then(|v| v.map(|v| decode::<ChannelRecord>(&v)).transpose());
+                    match read {
+                        Ok(Some(c)) => cache.remember(&id, Arc::new(ChannelAuth::of(&c))),
+                        Ok(None) => cache.forget(&id),
+                        Err(e) => {
+                            tracing::warn!(channel = %id, error = %e, "reading a channel again failed");
+                            cache.refresh_failed(&id);
+                        }
+                    }
+                });
+                return Ok(Some(auth));
+            }
+            Lookup::Missing => {}
         }
         match self.channel(id).await? {
             Some(c) => {
@@ -665,7 +673,7 @@ impl Store for PgStore {
                 Ok(Some(auth))
             }
             None => {
-                self.channel_cache.write().remove(id);
+                self.channel_cache.forget(id);
                 Ok(None)
             }
         }
@@ -685,7 +693,7 @@ impl Store for PgStore {
 
     async fn delete_channel(&self, id: &str) -> Result<(), StoreError> {
         self.exec("DELETE FROM channels WHERE id = $1", &[id]).await?;
-        self.channel_cache.write().remove(id);
+        self.channel_cache.forget(id);
         Ok(())
     }
 

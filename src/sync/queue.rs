@@ -49,8 +49,9 @@
 //! generation the last sync fetched after, with nothing notified here, calls no Google API,
 //! clears the mark and ends the spell. Under a storm a calendar so syncs at most once per
 //! `BUSY_PROMISE`, and a sync costs the database a handful of statements in all. A busy read
-//! that follows a notification here, from the spell's third read on (a burst for one change
-//! is over by then: `HORIZON_AFTER_READS`), also moves the spell's horizon `BUSY_HORIZON` on: every
+//! that follows a few notifications here (`HORIZON_NOTIFICATIONS`), from the spell's third read
+//! on (a burst for one change is over by then: `HORIZON_AFTER_READS`), also moves the spell's
+//! horizon `BUSY_HORIZON` on: every
 //! read before the horizon leaves the next generation unread as it reads (`Store::read_dirty`),
 //! so the other replicas' notifications rest on the mark up to the horizon, however many reads
 //! come meanwhile — they ask the database once a horizon, and write nothing — while the
@@ -100,6 +101,10 @@ const BUSY_HORIZON: std::time::Duration = std::time::Duration::from_secs(12);
 /// back to back, but is over before the rerun's look, and costs its two syncs, not a
 /// horizon's worth; notifications that keep coming over two syncs are a storm.
 const HORIZON_AFTER_READS: u32 = 2;
+/// A read moves the horizon only after at least this many notifications here since the last
+/// read: someone editing a calendar now and then (a notification or two a change) is no storm,
+/// and the syncs for it end as soon as the edits do.
+const HORIZON_NOTIFICATIONS: u32 = 4;
 
 /// What a sync's read of its calendar's mark asks of the store (`SyncQueue::read_promise`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +157,8 @@ struct Entry {
     /// Shared database: the generation the last sync here fetched after reading, while it
     /// keeps the mark; a look that reads it again finds nothing new (`claimed`).
     synced: Option<u64>,
+    /// Notifications here since this replica last read the calendar's mark (`read_promise`).
+    since_read: u32,
 }
 
 impl Entry {
@@ -170,6 +177,7 @@ impl Entry {
             promise: None,
             busy: false,
             synced: None,
+            since_read: 0,
         }
     }
 }
@@ -467,6 +475,7 @@ impl SyncQueue {
         e.read = generation;
         e.elsewhere = false;
         e.held = true;
+        e.since_read = 0;
         // Read now: whatever this replica was promised about the mark staying unread is void.
         e.covered_until = None;
         let again = matches!(e.phase, Phase::Running { again: true });
@@ -501,16 +510,14 @@ impl SyncQueue {
     /// keeping the claim (`settling_left`), so the next read comes as the promise ends. Under
     /// a storm of notifications a calendar's syncs thus settle within a few cycles at one per
     /// `BUSY_PROMISE` — one sync for all the changes of that spell, as the settling window
-    /// does for a burst. A busy read with a notification here since the last read, from the
-    /// spell's third read on (`HORIZON_AFTER_READS`), also moves the spell's horizon `BUSY_HORIZON` on
+    /// does for a burst. A busy read with `HORIZON_NOTIFICATIONS` here since the last read, from
+    /// the spell's third read on (`HORIZON_AFTER_READS`), also moves the spell's horizon `BUSY_HORIZON` on
     /// (`busy_for`): the reads until then leave a mark unread for the next, so the other
     /// replicas ask the database once a horizon.
     pub fn read_promise(&self, key: &CalendarKey, settling: std::time::Duration) -> ReadTerms {
         let mut inner = self.inner.lock();
         let now = self.clock.now();
         let last = inner.last_read.get(key).copied();
-        // (One in the same instant as the read may have come after it.)
-        let notified_since = last.is_some_and(|read| inner.notified.get(key).is_some_and(|n| *n >= read));
         let cycle = last.map(|t| (now - t).to_std().unwrap_or_default());
         let busy = cycle.is_some_and(|cycle| cycle <= BUSY_CYCLE);
         let spell_reads = if busy { inner.spell_reads.get(key).map_or(1, |n| n.saturating_add(1)) } else { 0 };
@@ -528,8 +535,8 @@ impl SyncQueue {
         };
         e.promise = Some(promise);
         e.busy = busy;
-        let busy_for =
-            if notified_since && spell_reads >= HORIZON_AFTER_READS { BUSY_HORIZON } else { std::time::Duration::ZERO };
+        let storm = e.since_read >= HORIZON_NOTIFICATIONS && spell_reads >= HORIZON_AFTER_READS;
+        let busy_for = if storm { BUSY_HORIZON } else { std::time::Duration::ZERO };
         ReadTerms { spacing: promise, busy_for }
     }
 
@@ -586,12 +593,14 @@ impl SyncQueue {
                         added = true;
                         let mut entry = Entry::new(Phase::Queued, 0, false, Some(now));
                         entry.marking = 1;
+                        entry.since_read = 1;
                         inner.entries.insert(key.clone(), entry);
                         let ready = inner.schedule(key, self.clock.now(), self.rerun_delay);
                         drop(inner);
                         self.wake(ready);
                     }
                     Some(e) => {
+                        e.since_read = e.since_read.saturating_add(1);
                         e.since.get_or_insert(now);
                         if let Phase::Running { again } = &mut e.phase {
                             *again = true;
@@ -1516,14 +1525,26 @@ mod tests {
         assert_eq!(read_on(&store, terms).await, Some(1));
         assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(1), "nothing made ahead");
         assert!(!holder.claimed(&k, Some(1)));
-        // Notifications keep coming here: the spell's third read moves the horizon on.
+        // One notification here is no storm: the third read moves nothing with it …
         holder.notify(&k).await.unwrap();
         assert!(matches!(holder.finish(&young, Finish::Done).await.unwrap(), After::Again(Some(_))));
         clock.advance(terms.spacing + std::time::Duration::from_millis(1));
         assert_eq!(holder.release_due(clock.now()), 1);
+        let calm = holder.take().await;
+        let terms = holder.read_promise(&k, settling);
+        assert_eq!(terms.busy_for, std::time::Duration::ZERO, "a single notification since the last read");
+        assert_eq!(read_on(&store, terms).await, Some(1));
+        assert!(!holder.claimed(&k, Some(1)));
+        // … notifications that keep coming here are: the next read moves the horizon on.
+        for _ in 0..HORIZON_NOTIFICATIONS {
+            holder.notify(&k).await.unwrap();
+        }
+        assert!(matches!(holder.finish(&calm, Finish::Done).await.unwrap(), After::Again(Some(_))));
+        clock.advance(terms.spacing + std::time::Duration::from_millis(1));
+        assert_eq!(holder.release_due(clock.now()), 1);
         let busy = holder.take().await;
         let terms = holder.read_promise(&k, settling);
-        assert_eq!(terms.busy_for, BUSY_HORIZON, "a third read back to back, notified here since the last");
+        assert_eq!(terms.busy_for, BUSY_HORIZON, "a read back to back, a storm's notifications here since the last");
         assert_eq!(read_on(&store, terms).await, Some(1));
         assert_eq!(store.dirty_generation("t", "u@x").await.unwrap(), Some(2), "the next mark made with the read");
         assert!(!holder.claimed(&k, Some(1)));
