@@ -378,6 +378,26 @@ async fn dirty_marks_clear_only_at_their_generation(b: Backend) {
     assert!(s.mark_dirty("acme", "u@x").await.unwrap() > newest);
 }
 
+/// A sync's read as its window ends: the promise rounds down, so the window's end may be a
+/// moment after the instant it gave; a read refused for that moment waits it out, once.
+async fn read_once_open(
+    s: &dyn gwsync::store::Store,
+    t: &str,
+    u: &str,
+    spacing: std::time::Duration,
+) -> gwsync::store::MarkRead {
+    use gwsync::store::MarkRead;
+    use std::time::Duration;
+    match s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap() {
+        MarkRead::NotBefore(wait) => {
+            assert!(wait <= Duration::from_millis(50), "{wait:?}");
+            tokio::time::sleep(wait).await;
+            s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap()
+        }
+        read => read,
+    }
+}
+
 async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_it(b: Backend) {
     use gwsync::store::MarkRead;
     use std::time::{Duration, Instant};
@@ -420,13 +440,7 @@ async fn a_notification_rests_on_an_unread_mark_and_marks_anew_once_a_sync_read_
     // Once the window is over the next sync reads what came after the first; the first sync
     // cannot clear it.
     tokio::time::sleep_until(until.into()).await;
-    let mut read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
-    if let MarkRead::NotBefore(wait) = read {
-        // The promise rounds down: the window's end may be a moment after it.
-        assert!(wait <= Duration::from_millis(50), "{wait:?}");
-        tokio::time::sleep(wait).await;
-        read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
-    }
+    let read = read_once_open(s.as_ref(), t, u, spacing).await;
     assert_eq!(read, MarkRead::Read(Some(3)));
     assert!(!s.clear_dirty(t, u, 1).await.unwrap());
     assert!(s.clear_dirty(t, u, 3).await.unwrap());
@@ -492,11 +506,7 @@ async fn a_busy_read_leaves_the_next_mark_unread_until_its_horizon(b: Backend) {
     assert!(!s.clear_dirty(t, u, 1).await.unwrap(), "the generation read cannot be cleared");
     // The next read within the horizon, moving it on no further, leaves one more.
     tokio::time::sleep(spacing).await;
-    let mut read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
-    if let MarkRead::NotBefore(wait) = read {
-        tokio::time::sleep(wait).await;
-        read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
-    }
+    let read = read_once_open(s.as_ref(), t, u, spacing).await;
     assert_eq!(read, MarkRead::Read(Some(2)));
     assert!(Instant::now() < until, "the test ran too slowly to read within the horizon");
     assert_eq!(s.dirty_generation(t, u).await.unwrap(), Some(3));
@@ -504,12 +514,7 @@ async fn a_busy_read_leaves_the_next_mark_unread_until_its_horizon(b: Backend) {
     // After the horizon a read leaves the mark read again, and its sync clears it. (`until`
     // is on the safe side of the database's clock by the statement's latency.)
     tokio::time::sleep_until((until + Duration::from_millis(50)).into()).await;
-    let mut read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
-    if let MarkRead::NotBefore(wait) = read {
-        assert!(wait <= Duration::from_millis(50), "{wait:?}");
-        tokio::time::sleep(wait).await;
-        read = s.read_dirty(t, u, spacing, Duration::ZERO).await.unwrap();
-    }
+    let read = read_once_open(s.as_ref(), t, u, spacing).await;
     assert_eq!(read, MarkRead::Read(Some(3)));
     assert_eq!(s.dirty_generation(t, u).await.unwrap(), Some(3), "past the horizon: nothing made ahead");
     let newer = s.mark_unread(t, u).await.unwrap();

@@ -146,10 +146,6 @@ async fn orphan_channels(conn: &mut PgConnection, tenant: &str, email: Option<&s
 }
 
 impl PgStore {
-    fn remember_channel(&self, id: &str, auth: Arc<ChannelAuth>) {
-        self.channel_cache.remember(id, auth);
-    }
-
     /// Connects (a pool of at most `pool_size` connections; giving up on the first after
     /// `connect_timeout`), refuses a database written by a newer gwsync, and applies the
     /// migrations this build has. Errors never contain the URL's password.
@@ -637,7 +633,7 @@ impl Store for PgStore {
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
-        self.remember_channel(&channel.id, Arc::new(ChannelAuth::of(channel)));
+        self.channel_cache.remember(&channel.id, Arc::new(ChannelAuth::of(channel)));
         Ok(())
     }
 
@@ -669,7 +665,7 @@ impl Store for PgStore {
         match self.channel(id).await? {
             Some(c) => {
                 let auth = Arc::new(ChannelAuth::of(&c));
-                self.remember_channel(id, auth.clone());
+                self.channel_cache.remember(id, auth.clone());
                 Ok(Some(auth))
             }
             None => {

@@ -1489,6 +1489,14 @@ mod tests {
         (q, store, dir, stop, promise, fetched)
     }
 
+    /// The clock moved `by` (plus a millisecond: it counts whole ones): the one calendar waiting
+    /// in `delayed` comes due and is claimed.
+    async fn claim_after(q: &SyncQueue, clock: &Clock, by: std::time::Duration) -> Claim {
+        clock.advance(by + std::time::Duration::from_millis(1));
+        assert_eq!(q.release_due(clock.now()), 1);
+        q.take().await
+    }
+
     /// What a sync reads on its terms (no settling window: these tests read at will).
     async fn read_on(store: &SharedStore, terms: ReadTerms) -> Option<u64> {
         match store.read_dirty("t", "u@x", std::time::Duration::ZERO, terms.busy_for).await.unwrap() {
@@ -1528,9 +1536,7 @@ mod tests {
         // One notification here is no storm: the third read moves nothing with it …
         holder.notify(&k).await.unwrap();
         assert!(matches!(holder.finish(&young, Finish::Done).await.unwrap(), After::Again(Some(_))));
-        clock.advance(terms.spacing + std::time::Duration::from_millis(1));
-        assert_eq!(holder.release_due(clock.now()), 1);
-        let calm = holder.take().await;
+        let calm = claim_after(&holder, &clock, terms.spacing).await;
         let terms = holder.read_promise(&k, settling);
         assert_eq!(terms.busy_for, std::time::Duration::ZERO, "a single notification since the last read");
         assert_eq!(read_on(&store, terms).await, Some(1));
@@ -1540,9 +1546,7 @@ mod tests {
             holder.notify(&k).await.unwrap();
         }
         assert!(matches!(holder.finish(&calm, Finish::Done).await.unwrap(), After::Again(Some(_))));
-        clock.advance(terms.spacing + std::time::Duration::from_millis(1));
-        assert_eq!(holder.release_due(clock.now()), 1);
-        let busy = holder.take().await;
+        let busy = claim_after(&holder, &clock, terms.spacing).await;
         let terms = holder.read_promise(&k, settling);
         assert_eq!(terms.busy_for, BUSY_HORIZON, "a read back to back, a storm's notifications here since the last");
         assert_eq!(read_on(&store, terms).await, Some(1));
@@ -1556,9 +1560,7 @@ mod tests {
         // The holder looks again when its promise ends: it reads the mark made ahead (so it
         // syncs), and, still within the horizon, makes the next one; nothing was notified here
         // since, so it does not move the horizon on.
-        clock.advance(terms.spacing + std::time::Duration::from_millis(1));
-        assert_eq!(holder.release_due(clock.now()), 1);
-        let look = holder.take().await;
+        let look = claim_after(&holder, &clock, terms.spacing).await;
         let terms = holder.read_promise(&k, settling);
         assert_eq!(terms.busy_for, std::time::Duration::ZERO, "nothing notified here since");
         assert_eq!(read_on(&store, terms).await, Some(2));
@@ -1580,9 +1582,7 @@ mod tests {
         let (k, settling) = (CalendarKey::new("t", "u@x"), std::time::Duration::from_millis(225));
         // A notification here rests on the kept mark (nothing written) and is not skipped.
         q.notify(&k).await.unwrap();
-        clock.advance(promise + std::time::Duration::from_millis(1)); // whole milliseconds
-        assert_eq!(q.release_due(clock.now()), 1);
-        let look = q.take().await;
+        let look = claim_after(&q, &clock, promise).await;
         q.read_promise(&k, settling);
         let again = read(&store).await;
         assert_eq!(again, fetched, "no new generation: the notification rested on the kept mark");
@@ -1597,9 +1597,7 @@ mod tests {
         let (k, settling) = (CalendarKey::new("t", "u@x"), std::time::Duration::from_millis(225));
         // The claim lapsed meanwhile and had to be taken anew: another replica may have synced
         // and cleared the mark, and a new one started again at the same generation.
-        clock.advance(promise + std::time::Duration::from_millis(1));
-        assert_eq!(q.release_due(clock.now()), 1);
-        let look = q.take().await;
+        let look = claim_after(&q, &clock, promise).await;
         q.claim_renewed(&k);
         q.read_promise(&k, settling);
         let again = read(&store).await;
