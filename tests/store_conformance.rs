@@ -1125,6 +1125,62 @@ async fn a_replica_verifies_a_channel_another_replica_just_made() {
     assert_eq!(one.channel(&c.id).await.unwrap(), None);
 }
 
+/// A notification resting on an unread mark is answered while another calendar's mark waits to
+/// be written (here for a row lock another transaction holds; under a storm, for the disk): it
+/// rests without waiting for anyone's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_resting_on_an_unread_mark_does_not_wait_for_another_calendars_write() {
+    use gwsync::store::MarkRead;
+    use sqlx::Connection as _;
+    use std::time::Duration;
+    let b = Backend::postgres().await;
+    let Backend::Postgres(url) = &b else { unreachable!("a PostgreSQL backend") };
+    let s = b.open().await;
+    s.put_tenant(&tenant("acme")).await.unwrap();
+    for u in ["a@x", "b@x"] {
+        s.put_user(&user("acme", u)).await.unwrap();
+        assert!(s.mark_unread("acme", u).await.unwrap().created);
+    }
+    // b@x's mark was read, so its next notification writes a newer one; a@x's is unread.
+    assert_eq!(s.read_dirty("acme", "b@x", Duration::ZERO, Duration::ZERO).await.unwrap(), MarkRead::Read(Some(1)));
+    let mut blocker = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut tx = blocker.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM dirty WHERE tenant = 'acme' AND email = 'b@x' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let writing = tokio::spawn({
+        let s = s.clone();
+        async move { s.mark_unread("acme", "b@x").await }
+    });
+    // The write waits for the lock …
+    let mut watcher = sqlx::PgConnection::connect(url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "b@x's write never waited for the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // … and a@x's notification is answered meanwhile, resting on its unread mark.
+    let resting = tokio::time::timeout(Duration::from_secs(5), s.mark_unread("acme", "a@x"))
+        .await
+        .expect("answered while another calendar's write waits")
+        .unwrap();
+    assert_eq!((resting.generation, resting.created), (1, false));
+    assert!(!writing.is_finished(), "b@x's write still waits");
+    tx.rollback().await.unwrap();
+    let written = writing.await.unwrap().unwrap();
+    assert_eq!(written.generation, 2, "then written: a newer mark for the sync that read b@x's");
+}
+
 /// Two replicas marking the same calendars at once, each burst in its own order (as
 /// notifications arrive): every mark is answered, none with an error (their statements lock
 /// rows in one order, so they cannot deadlock, which PostgreSQL would break only after a second

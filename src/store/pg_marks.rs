@@ -5,8 +5,11 @@
 //!
 //! Two kinds (`Kind`), each with its own committer: `Always` writes a new generation for every
 //! calendar (`Store::mark_dirty`); `Unread` writes one only for calendars whose pending mark a
-//! sync has read (`Store::mark_unread`), and a statement whose calendars all hold an unread
-//! mark writes nothing, so it commits without waiting for the disk.
+//! sync has read (`Store::mark_unread`). `Unread` asks in two steps: a read-only statement
+//! first finds which calendars of a batch hold an unread mark (most, under a storm), and
+//! answers those at once; only the rest go on to the committer, which writes their marks. So
+//! a notification that rests on an unread mark never waits for the disk, not even for another
+//! calendar's write in the same batch, and the checks go on while a write is in flight.
 
 use std::collections::BTreeMap;
 
@@ -75,19 +78,39 @@ const UNREAD: &str = concat!(
      UNION ALL SELECT tenant, email, generation, unread_for, created FROM written"
 );
 
-/// Hands marks to the committer task; the task ends when this is dropped.
+/// The batch's calendars that hold an unread mark in the statement's snapshot, as `UNREAD`
+/// returns them (it re-checks the others in its own snapshot, writing where needed). Read-only:
+/// the same reasoning as `UNREAD`'s holds for its snapshot, which is taken after every
+/// notification of the batch arrived.
+const UNREAD_NOW: &str = concat!(
+    "SELECT dirty.tenant, dirty.email, dirty.generation, ",
+    unread_for!(),
+    " AS unread_for, false FROM dirty \
+     JOIN UNNEST($1::text[], $2::text[]) AS w(t, e) ON dirty.tenant = w.t AND dirty.email = w.e \
+     WHERE dirty.generation > dirty.read_generation"
+);
+
+/// A mark asked for: tenant, email, where to answer.
+type Request = (String, String, Reply);
+
+/// Hands marks to the batching tasks; they end when this is dropped.
 pub struct MarkBatcher {
-    requests: mpsc::UnboundedSender<(String, String, Reply)>,
+    requests: mpsc::UnboundedSender<Request>,
 }
 
 impl MarkBatcher {
     pub fn start(pool: PgPool, kind: Kind) -> Self {
         let (requests, incoming) = mpsc::unbounded_channel();
-        let statement = match kind {
-            Kind::Always => ALWAYS,
-            Kind::Unread => UNREAD,
-        };
-        tokio::spawn(commit_marks(pool, statement, incoming));
+        match kind {
+            Kind::Always => {
+                tokio::spawn(commit_marks(pool, ALWAYS, incoming));
+            }
+            Kind::Unread => {
+                let (writes, to_write) = mpsc::unbounded_channel();
+                tokio::spawn(check_marks(pool.clone(), incoming, writes));
+                tokio::spawn(commit_marks(pool, UNREAD, to_write));
+            }
+        }
         MarkBatcher { requests }
     }
 
@@ -101,27 +124,69 @@ impl MarkBatcher {
     }
 }
 
-async fn commit_marks(
+/// The requests waiting now (the first awaited), up to `BATCH`, one entry per calendar: a
+/// statement may not update a row twice, and one new generation covers every notification of
+/// the batch for that calendar. In key order, which the statements keep: two replicas'
+/// batches sharing calendars then lock their rows in the same order, and cannot deadlock.
+async fn next_batch(incoming: &mut mpsc::UnboundedReceiver<Request>) -> Option<BTreeMap<(String, String), Vec<Reply>>> {
+    let first = incoming.recv().await?;
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match incoming.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    let mut calendars: BTreeMap<(String, String), Vec<Reply>> = BTreeMap::new();
+    for (tenant, user, reply) in batch {
+        calendars.entry((tenant, user)).or_default().push(reply);
+    }
+    Some(calendars)
+}
+
+/// Answers the calendars among `calendars` that a statement sent at `sent` returned, taking
+/// them out.
+fn answer(calendars: &mut BTreeMap<(String, String), Vec<Reply>>, rows: Vec<MarkRow>, sent: std::time::Instant) {
+    for (tenant, user, generation, unread_for, created) in rows {
+        let unread_until = unread_for
+            .and_then(|us| u64::try_from(us).ok())
+            .filter(|us| *us > 0)
+            .map(|us| sent + std::time::Duration::from_micros(us));
+        let mark = u64::try_from(generation).map(|generation| UnreadMark { generation, unread_until, created });
+        for reply in calendars.remove(&(tenant, user)).unwrap_or_default() {
+            let _ = reply.send(mark.map_err(|_| StoreError::Corrupt(format!("dirty generation {generation}"))));
+        }
+    }
+}
+
+/// `Kind::Unread`'s first step (module doc): answers the calendars that hold an unread mark,
+/// and passes the others on to the committer (all of them if the check fails: the committer
+/// checks again as it writes).
+async fn check_marks(
     pool: PgPool,
-    statement: &'static str,
-    mut incoming: mpsc::UnboundedReceiver<(String, String, Reply)>,
+    mut incoming: mpsc::UnboundedReceiver<Request>,
+    writes: mpsc::UnboundedSender<Request>,
 ) {
-    while let Some(first) = incoming.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match incoming.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+    while let Some(mut calendars) = next_batch(&mut incoming).await {
+        let (tenants, users): (Vec<&str>, Vec<&str>) = calendars.keys().map(|(t, u)| (t.as_str(), u.as_str())).unzip();
+        let sent = std::time::Instant::now();
+        let found: Result<Vec<MarkRow>, sqlx::Error> =
+            sqlx::query_as(UNREAD_NOW).bind(&tenants).bind(&users).fetch_all(&pool).await;
+        if let Ok(rows) = found {
+            answer(&mut calendars, rows, sent);
+        }
+        for ((tenant, user), replies) in calendars {
+            for reply in replies {
+                // The committer stopped (shutting down): the reply is dropped, and the
+                // notification answered as not marked.
+                let _ = writes.send((tenant.clone(), user.clone(), reply));
             }
         }
-        // One row per calendar: a statement may not update a row twice, and one new
-        // generation covers every notification of the batch for that calendar. In key order,
-        // which the statements keep: two replicas' batches sharing calendars then lock their
-        // rows in the same order, and cannot deadlock.
-        let mut calendars: BTreeMap<(String, String), Vec<Reply>> = BTreeMap::new();
-        for (tenant, user, reply) in batch {
-            calendars.entry((tenant, user)).or_default().push(reply);
-        }
+    }
+}
+
+async fn commit_marks(pool: PgPool, statement: &'static str, mut incoming: mpsc::UnboundedReceiver<Request>) {
+    while let Some(mut calendars) = next_batch(&mut incoming).await {
         let (tenants, users): (Vec<&str>, Vec<&str>) = calendars.keys().map(|(t, u)| (t.as_str(), u.as_str())).unzip();
         // Before the statement starts, so the instants below are never later than PostgreSQL's.
         let mut sent;
@@ -140,18 +205,7 @@ async fn commit_marks(
         }
         match result {
             Ok(rows) => {
-                for (tenant, user, generation, unread_for, created) in rows {
-                    let unread_until = unread_for
-                        .and_then(|us| u64::try_from(us).ok())
-                        .filter(|us| *us > 0)
-                        .map(|us| sent + std::time::Duration::from_micros(us));
-                    let mark =
-                        u64::try_from(generation).map(|generation| UnreadMark { generation, unread_until, created });
-                    for reply in calendars.remove(&(tenant, user)).unwrap_or_default() {
-                        let _ =
-                            reply.send(mark.map_err(|_| StoreError::Corrupt(format!("dirty generation {generation}"))));
-                    }
-                }
+                answer(&mut calendars, rows, sent);
                 // A calendar the statement did not return (it cannot happen) is not answered
                 // as marked.
                 for reply in calendars.into_values().flatten() {
