@@ -419,6 +419,41 @@ async fn a_change_notified_on_each_replica_in_turn_within_the_settling_window_co
     cluster.app.fake.stop().await;
 }
 
+/// A rolling upgrade from an older build: while a replica of schema 3 is alive (it reads marks
+/// without making the next one ahead in a busy spell), every replica marks each notification
+/// anew instead of resting on unread marks, and `/readyz` says so; once its heartbeat has aged
+/// out, they coalesce again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_an_older_build_is_alive_the_replicas_stop_coalescing_and_say_so_on_readyz() {
+    use sqlx::Connection as _;
+    let c = Cluster::start(&[]).await;
+    let all = async |coalescing: bool, live: u64| {
+        eventually("every replica's readyz", async || {
+            for i in 0..REPLICAS {
+                let r = c.readyz(i).await;
+                if r["coalescing"] != coalescing || r["live_replicas"] != live {
+                    return Err(format!("replica {i}: {r}"));
+                }
+            }
+            Ok(())
+        })
+        .await
+    };
+    all(true, 3).await;
+    let mut db = sqlx::PgConnection::connect(&c.database_url).await.expect("connect");
+    sqlx::query("INSERT INTO cluster_members (id, last_seen, schema_version) VALUES ('older', now(), 3)")
+        .execute(&mut db)
+        .await
+        .expect("an older replica's heartbeat");
+    all(false, 4).await;
+    // It stopped long enough ago (a claim lease beyond the live window).
+    sqlx::query("UPDATE cluster_members SET last_seen = now() - interval '1 hour' WHERE id = 'older'")
+        .execute(&mut db)
+        .await
+        .expect("age it out");
+    all(true, 3).await;
+}
+
 /// A database from before the cluster tables were a migration (each replica created
 /// `sync_claims` and `cluster_members` at start): migration 2 applies over them and keeps their
 /// rows; the schema version then counts migrations, so a build without migration 2 is refused.

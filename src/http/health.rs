@@ -32,6 +32,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "database": if reachable { "reachable" } else { "unreachable" },
             "replica": cluster.replica_id(),
             "roles": cluster.roles(),
+            "live_replicas": cluster.members(),
+            // False while a live replica runs an older build: every notification is then
+            // marked anew (`cluster::members`), which a rolling upgrade should see end.
+            "coalescing": cluster.coalescing().load(std::sync::atomic::Ordering::Relaxed),
         });
         return if reachable { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) };
     }
