@@ -1181,6 +1181,43 @@ async fn a_notification_resting_on_an_unread_mark_does_not_wait_for_another_cale
     assert_eq!(written.generation, 2, "then written: a newer mark for the sync that read b@x's");
 }
 
+/// A channel another replica changed is seen once its time in memory is over: the first
+/// notification after that is still answered from memory, without waiting for the database,
+/// while the channel is read again in the background; the next ones see the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_sees_another_replicas_channel_change_after_its_cache_time_without_waiting_for_it() {
+    use std::time::Duration;
+    let b = Backend::postgres().await;
+    let Backend::Postgres(url) = &b else { unreachable!("a PostgreSQL backend") };
+    let one = b.open().await;
+    let ttl = Duration::from_millis(300);
+    let other: SharedStore = Arc::new(
+        PgStore::connect(&SecretString::from(url.clone()), 2, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .with_channel_cache_ttl(ttl),
+    );
+    one.put_tenant(&tenant("acme")).await.unwrap();
+    one.put_user(&user("acme", "a@x")).await.unwrap();
+    let c = channel("ch-7", "acme", "a@x");
+    one.put_channel(&c).await.unwrap();
+    assert!(!other.channel_auth("ch-7").await.unwrap().expect("read once").orphaned);
+    // Deleting the user orphans its channel, on the first replica.
+    assert!(one.delete_user("acme", "a@x").await.unwrap());
+    assert!(one.channel_auth("ch-7").await.unwrap().expect("kept for the keeper").orphaned);
+    assert!(!other.channel_auth("ch-7").await.unwrap().unwrap().orphaned, "within its time: from memory");
+    tokio::time::sleep(ttl).await;
+    assert!(
+        !other.channel_auth("ch-7").await.unwrap().unwrap().orphaned,
+        "past its time: still answered from memory, while it is read again"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !other.channel_auth("ch-7").await.unwrap().unwrap().orphaned {
+        assert!(tokio::time::Instant::now() < deadline, "the background read never landed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Two replicas marking the same calendars at once, each burst in its own order (as
 /// notifications arrive): every mark is answered, none with an error (their statements lock
 /// rows in one order, so they cannot deadlock, which PostgreSQL would break only after a second

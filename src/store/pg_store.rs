@@ -146,6 +146,13 @@ async fn orphan_channels(conn: &mut PgConnection, tenant: &str, email: Option<&s
 }
 
 impl PgStore {
+    /// This store with its channels kept in memory for `ttl` instead of `CHANNEL_CACHE_TTL`
+    /// (tests: another replica's change is seen within it).
+    pub fn with_channel_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.channel_cache = Arc::new(ChannelCache::new(ttl));
+        self
+    }
+
     /// Connects (a pool of at most `pool_size` connections; giving up on the first after
     /// `connect_timeout`), refuses a database written by a newer gwsync, and applies the
     /// migrations this build has. Errors never contain the URL's password.
