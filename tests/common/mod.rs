@@ -141,6 +141,23 @@ impl TestApp {
     }
 
     async fn launch(&mut self) {
+        // A restart in this process may find the data directory still locked for a moment: the
+        // last instance's HTTP workers drop their copies of the store on their own threads
+        // (a new process, as in production, finds it free). Another try then; any other
+        // failure to start is reported as it is.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.launch_once().await {
+                Ok(()) => return,
+                Err(e) if format!("{e:#}").contains("lock") && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("gwsync did not start: {e:#}"),
+            }
+        }
+    }
+
+    async fn launch_once(&mut self) -> anyhow::Result<()> {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = self.config(addr);
@@ -159,11 +176,19 @@ impl TestApp {
         // cores once took over 2 s).
         for _ in 0..1000 {
             if self.http.get(format!("{}/healthz", self.base())).send().await.is_ok() {
-                return;
+                return Ok(());
+            }
+            if self.running.as_ref().is_some_and(|r| r.task.is_finished()) {
+                let running = self.running.take().expect("running");
+                return Err(match running.task.await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow::anyhow!("it stopped at once"),
+                    Err(e) => anyhow::anyhow!("its task failed: {e}"),
+                });
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        panic!("gwsync did not start");
+        anyhow::bail!("it did not answer /healthz within 10 s")
     }
 
     /// Stops gwsync gracefully (the server's result is returned) without touching the fake.
