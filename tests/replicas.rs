@@ -452,6 +452,7 @@ async fn while_an_older_build_is_alive_the_replicas_stop_coalescing_and_say_so_o
         .await
         .expect("age it out");
     all(true, 3).await;
+    c.app.fake.stop().await;
 }
 
 /// A database from before the cluster tables were a migration (each replica created
