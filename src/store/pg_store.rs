@@ -61,6 +61,29 @@ pub struct PgStore {
 /// again (`pg_channels`).
 const CHANNEL_CACHE_TTL: Duration = Duration::from_secs(30);
 
+const CHANNEL_BY_ID: &str = "SELECT data FROM channels WHERE id = $1";
+
+/// Reads what verifying a notification on channel `id` needs, and keeps it in `cache` (or
+/// drops it there, if the channel is gone).
+async fn read_channel_auth(
+    pool: &PgPool,
+    cache: &ChannelCache,
+    id: &str,
+) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
+    let data = sqlx::query_scalar::<_, String>(CHANNEL_BY_ID).bind(id).fetch_optional(pool).await.map_err(pg)?;
+    match data.map(|v| decode::<ChannelRecord>(&v)).transpose()? {
+        Some(c) => {
+            let auth = Arc::new(ChannelAuth::of(&c));
+            cache.remember(id, auth.clone());
+            Ok(Some(auth))
+        }
+        None => {
+            cache.forget(id);
+            Ok(None)
+        }
+    }
+}
+
 fn pg(e: sqlx::Error) -> StoreError {
     // A foreign-key violation means the user row went away under a write: the write is refused.
     if let sqlx::Error::Database(d) = &e
@@ -646,44 +669,23 @@ impl Store for PgStore {
 
     async fn channel_auth(&self, id: &str) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
         match self.channel_cache.get(id) {
-            Lookup::Fresh(auth) | Lookup::Refreshing(auth) => return Ok(Some(auth)),
+            Lookup::Fresh(auth) | Lookup::Refreshing(auth) => Ok(Some(auth)),
             Lookup::Stale(auth) => {
                 let (pool, cache, id) = (self.pool.clone(), self.channel_cache.clone(), id.to_owned());
                 tokio::spawn(async move {
-                    let read = sqlx::query_scalar::<_, String>("SELECT data FROM channels WHERE id = $1")
-                        .bind(&id)
-                        .fetch_optional(&pool)
-                        .await
-                        .map_err(pg)
-                        .and_then(|v| v.map(|v| decode::<ChannelRecord>(&v)).transpose());
-                    match read {
-                        Ok(Some(c)) => cache.remember(&id, Arc::new(ChannelAuth::of(&c))),
-                        Ok(None) => cache.forget(&id),
-                        Err(e) => {
-                            tracing::warn!(channel = %id, error = %e, "reading a channel again failed");
-                            cache.refresh_failed(&id);
-                        }
+                    if let Err(e) = read_channel_auth(&pool, &cache, &id).await {
+                        tracing::warn!(channel = %id, error = %e, "reading a channel again failed");
+                        cache.refresh_failed(&id);
                     }
                 });
-                return Ok(Some(auth));
-            }
-            Lookup::Missing => {}
-        }
-        match self.channel(id).await? {
-            Some(c) => {
-                let auth = Arc::new(ChannelAuth::of(&c));
-                self.channel_cache.remember(id, auth.clone());
                 Ok(Some(auth))
             }
-            None => {
-                self.channel_cache.forget(id);
-                Ok(None)
-            }
+            Lookup::Missing => read_channel_auth(&self.pool, &self.channel_cache, id).await,
         }
     }
 
     async fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
-        self.one("SELECT data FROM channels WHERE id = $1", &[id]).await
+        self.one(CHANNEL_BY_ID, &[id]).await
     }
 
     async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {

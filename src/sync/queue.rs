@@ -182,6 +182,14 @@ impl Entry {
     }
 }
 
+/// A calendar's last read here (`Inner::last_read`).
+#[derive(Debug, Clone, Copy)]
+struct LastRead {
+    at: DateTime<Utc>,
+    /// How many reads back to back its busy spell here has had (0: no spell).
+    spell_reads: u32,
+}
+
 #[derive(Default)]
 struct Inner {
     entries: HashMap<CalendarKey, Entry>,
@@ -200,10 +208,8 @@ struct Inner {
     /// When each calendar's last verified notification arrived (kept here, under the lock a
     /// notification takes anyway, so acknowledging one takes a single lock).
     notified: HashMap<CalendarKey, DateTime<Utc>>,
-    /// Shared database: when this replica last read each calendar's mark (`read_promise`).
-    last_read: HashMap<CalendarKey, DateTime<Utc>>,
-    /// Shared database: how many reads back to back each calendar's busy spell here has had.
-    spell_reads: HashMap<CalendarKey, u32>,
+    /// Shared database: this replica's last read of each calendar's mark (`read_promise`).
+    last_read: HashMap<CalendarKey, LastRead>,
     /// Shared database: the time before which the store refuses the next read of each
     /// calendar this replica read last (its promise): a sync waits for it in `delayed`, not
     /// in a worker, and the claim is kept until then.
@@ -463,13 +469,10 @@ impl SyncQueue {
         let mut inner = self.inner.lock();
         let now = self.clock.now();
         if inner.last_read.len() > 1024 {
-            inner.last_read.retain(|_, t| (now - *t).to_std().unwrap_or_default() <= BUSY_CYCLE);
-            let last_read = std::mem::take(&mut inner.last_read);
-            inner.spell_reads.retain(|k, _| last_read.contains_key(k));
-            inner.last_read = last_read;
+            inner.last_read.retain(|_, r| (now - r.at).to_std().unwrap_or_default() <= BUSY_CYCLE);
             inner.next_read.retain(|_, t| *t > now);
         }
-        inner.last_read.insert(key.clone(), now);
+        inner.last_read.entry(key.clone()).and_modify(|r| r.at = now).or_insert(LastRead { at: now, spell_reads: 0 });
         let Some(e) = inner.entries.get_mut(key) else { return false };
         let promise = e.promise.take().and_then(|p| chrono::Duration::from_std(p).ok());
         e.read = generation;
@@ -517,11 +520,14 @@ impl SyncQueue {
     pub fn read_promise(&self, key: &CalendarKey, settling: std::time::Duration) -> ReadTerms {
         let mut inner = self.inner.lock();
         let now = self.clock.now();
-        let last = inner.last_read.get(key).copied();
-        let cycle = last.map(|t| (now - t).to_std().unwrap_or_default());
+        let last = inner.last_read.get_mut(key);
+        let cycle = last.as_ref().map(|r| (now - r.at).to_std().unwrap_or_default());
         let busy = cycle.is_some_and(|cycle| cycle <= BUSY_CYCLE);
-        let spell_reads = if busy { inner.spell_reads.get(key).map_or(1, |n| n.saturating_add(1)) } else { 0 };
-        inner.spell_reads.insert(key.clone(), spell_reads);
+        let mut spell_reads = 0;
+        if let Some(r) = last {
+            spell_reads = if busy { r.spell_reads.saturating_add(1) } else { 0 };
+            r.spell_reads = spell_reads;
+        }
         let Some(e) = inner.entries.get_mut(key) else {
             return ReadTerms { spacing: settling, busy_for: std::time::Duration::ZERO };
         };
@@ -995,7 +1001,6 @@ impl SyncQueue {
         inner.entries.remove(key);
         inner.notified.remove(key);
         inner.last_read.remove(key);
-        inner.spell_reads.remove(key);
         inner.next_read.remove(key);
         inner.keeping.remove(key);
         inner.resting.remove(key);
@@ -1008,7 +1013,6 @@ impl SyncQueue {
         inner.entries.retain(|k, _| k.tenant != tenant);
         inner.notified.retain(|k, _| k.tenant != tenant);
         inner.last_read.retain(|k, _| k.tenant != tenant);
-        inner.spell_reads.retain(|k, _| k.tenant != tenant);
         inner.next_read.retain(|k, _| k.tenant != tenant);
         inner.keeping.retain(|k, _| k.tenant != tenant);
         inner.resting.retain(|k, _| k.tenant != tenant);
