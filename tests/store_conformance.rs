@@ -1181,6 +1181,17 @@ async fn a_notification_resting_on_an_unread_mark_does_not_wait_for_another_cale
     assert_eq!(written.generation, 2, "then written: a newer mark for the sync that read b@x's");
 }
 
+/// Another replica on `b`'s database, keeping channels in memory for `ttl`.
+async fn replica_with_channel_cache_ttl(b: &Backend, ttl: std::time::Duration) -> SharedStore {
+    let Backend::Postgres(url) = b else { unreachable!("a PostgreSQL backend") };
+    Arc::new(
+        PgStore::connect(&SecretString::from(url.clone()), 2, std::time::Duration::from_secs(10))
+            .await
+            .unwrap()
+            .with_channel_cache_ttl(ttl),
+    )
+}
+
 /// A channel another replica changed is seen once its time in memory is over: the first
 /// notification after that is still answered from memory, without waiting for the database,
 /// while the channel is read again in the background; the next ones see the change.
@@ -1188,15 +1199,9 @@ async fn a_notification_resting_on_an_unread_mark_does_not_wait_for_another_cale
 async fn a_replica_sees_another_replicas_channel_change_after_its_cache_time_without_waiting_for_it() {
     use std::time::Duration;
     let b = Backend::postgres().await;
-    let Backend::Postgres(url) = &b else { unreachable!("a PostgreSQL backend") };
     let one = b.open().await;
     let ttl = Duration::from_millis(300);
-    let other: SharedStore = Arc::new(
-        PgStore::connect(&SecretString::from(url.clone()), 2, Duration::from_secs(10))
-            .await
-            .unwrap()
-            .with_channel_cache_ttl(ttl),
-    );
+    let other = replica_with_channel_cache_ttl(&b, ttl).await;
     one.put_tenant(&tenant("acme")).await.unwrap();
     one.put_user(&user("acme", "a@x")).await.unwrap();
     let c = channel("ch-7", "acme", "a@x");
@@ -1215,6 +1220,106 @@ async fn a_replica_sees_another_replicas_channel_change_after_its_cache_time_wit
     while !other.channel_auth("ch-7").await.unwrap().unwrap().orphaned {
         assert!(tokio::time::Instant::now() < deadline, "the background read never landed");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// After a quiet spell longer than the cache's time, a storm finds every channel stale at once:
+/// they are all answered from memory while read again together, and each lands as the database
+/// has it — a channel deleted elsewhere is forgotten (and then refused), one orphaned elsewhere
+/// is seen orphaned, the rest stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_channels_are_read_again_together_each_as_the_database_has_it() {
+    use std::time::Duration;
+    let b = Backend::postgres().await;
+    let one = b.open().await;
+    let ttl = Duration::from_millis(300);
+    let other = replica_with_channel_cache_ttl(&b, ttl).await;
+    one.put_tenant(&tenant("acme")).await.unwrap();
+    let ids: Vec<String> = (0..40).map(|i| format!("ch-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let email = format!("u{i}@x");
+        one.put_user(&user("acme", &email)).await.unwrap();
+        one.put_channel(&channel(id, "acme", &email)).await.unwrap();
+        assert!(other.channel_auth(id).await.unwrap().is_some(), "read once");
+    }
+    one.delete_channel("ch-0").await.unwrap();
+    assert!(one.delete_user("acme", "u1@x").await.unwrap(), "orphans ch-1");
+    tokio::time::sleep(ttl).await;
+    for id in &ids {
+        assert!(other.channel_auth(id).await.unwrap().is_some(), "{id}: past its time, answered from memory");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let gone = other.channel_auth("ch-0").await.unwrap().is_none();
+        let orphaned = other.channel_auth("ch-1").await.unwrap().is_some_and(|c| c.orphaned);
+        if gone && orphaned {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the background reads never landed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (i, id) in ids.iter().enumerate().skip(2) {
+        let c = other.channel_auth(id).await.unwrap().unwrap_or_else(|| panic!("{id} kept"));
+        assert_eq!((c.user.as_str(), c.orphaned), (format!("u{i}@x").as_str(), false), "{id} as it was");
+    }
+}
+
+/// The dirty-mark batchers send on connections of their own (`pg_marks`); when those are cut
+/// (the server restarted, a proxy dropped them), the next notifications are still marked and
+/// answered, through the pool, and the batchers open their own connections again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marks_are_answered_when_the_batchers_own_connections_are_cut() {
+    use gwsync::store::pg_marks::APPLICATION_NAME;
+    use std::time::Duration;
+    let b = Backend::postgres().await;
+    let Backend::Postgres(url) = &b else { unreachable!("a PostgreSQL backend") };
+    let s = b.open().await;
+    s.put_tenant(&tenant("acme")).await.unwrap();
+    let admin = sqlx::PgPool::connect(url).await.unwrap();
+    let own = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(APPLICATION_NAME)
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+    // Marks flow until all three are open (the first statements go through the pool meanwhile).
+    let mut n = 0;
+    let mut marks = || {
+        n += 1;
+        let (s, always, unread) = (s.clone(), format!("a{n}@x"), format!("u{n}@x"));
+        async move {
+            s.mark_dirty("acme", &always).await.unwrap();
+            assert!(s.mark_unread("acme", &unread).await.unwrap().created, "a check, then a write");
+            assert!(!s.mark_unread("acme", &unread).await.unwrap().created, "a check that finds it");
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while own().await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the batchers never opened their own connections");
+        marks().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(APPLICATION_NAME)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, 3);
+    // Answered at once, without an error, and durable.
+    let generation = s.mark_dirty("acme", "after@x").await.unwrap();
+    assert!(s.mark_unread("acme", "after-unread@x").await.unwrap().created);
+    assert!(!s.mark_unread("acme", "after-unread@x").await.unwrap().created);
+    let dirty = s.dirty_calendars().await.unwrap();
+    assert!(dirty.iter().any(|(t, u, g)| (t.as_str(), u.as_str(), *g) == ("acme", "after@x", generation)));
+    assert!(dirty.iter().any(|(t, u, _)| (t.as_str(), u.as_str()) == ("acme", "after-unread@x")));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while own().await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the batchers never opened their own connections again");
+        marks().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -5,11 +5,13 @@
 //! replica just created is never refused), and a notification on a channel stopped elsewhere
 //! meanwhile only causes a sync that finds nothing to do.
 //!
-//! A channel past its time is still answered from memory while one request reads it again in
-//! the background (`Lookup::Stale` goes to one caller at a time): no acknowledgement waits for
-//! that read. And each channel's time is drawn from the last quarter of `ttl`, so the channels
-//! read together (all of a replica's at its first notifications) do not all fall due together
-//! and send the database hundreds of reads at once, every `ttl`.
+//! A channel past its time is still answered from memory while the store reads it again in the
+//! background (`Lookup::Stale` goes to one caller at a time, who hands it to the store's
+//! refresher; `PgStore` reads the stale channels many to a statement): no acknowledgement waits
+//! for that read. And each channel's time is drawn from the last quarter of `ttl`, so the
+//! channels read together (all of a replica's at its first notifications) do not all fall due
+//! together every `ttl`; after a quiet spell longer than `ttl` they do, and the refresher's
+//! batches keep that to a few statements.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -55,6 +55,7 @@ pub struct PgStore {
     /// What verifying a notification needs, per channel read from the database: the webhook
     /// reads a channel once per `CHANNEL_CACHE_TTL`, not per notification.
     channel_cache: Arc<ChannelCache>,
+    channel_refresher: ChannelRefresher,
 }
 
 /// How long a channel read from the database answers webhooks from memory before it is read
@@ -80,6 +81,74 @@ async fn read_channel_auth(
         None => {
             cache.forget(id);
             Ok(None)
+        }
+    }
+}
+
+/// The most stale channels one statement reads again.
+const REFRESH_BATCH: usize = 512;
+
+/// Reads channels past their time again in the background (`Lookup::Stale`), many to a
+/// statement. After a quiet spell longer than the cache's time every channel a storm names is
+/// stale at once: one read each would send the database hundreds of statements just as the
+/// storm starts, and take the pool's connections from the acknowledgements' marks.
+struct ChannelRefresher {
+    stale: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl ChannelRefresher {
+    fn start(pool: PgPool, cache: Arc<ChannelCache>) -> Self {
+        let (stale, incoming) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(refresh_channels(pool, cache, incoming));
+        ChannelRefresher { stale }
+    }
+
+    /// Reads `id` again soon; the cache answers with what it had meanwhile.
+    fn refresh(&self, cache: &ChannelCache, id: &str) {
+        if self.stale.send(id.to_owned()).is_err() {
+            // Shutting down: the next caller tries again.
+            cache.refresh_failed(id);
+        }
+    }
+}
+
+/// `ChannelRefresher`'s task: the ids waiting now (the first awaited), one statement for them,
+/// until the store is dropped.
+async fn refresh_channels(
+    pool: PgPool,
+    cache: Arc<ChannelCache>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(first) = incoming.recv().await {
+        let mut ids = vec![first];
+        while ids.len() < REFRESH_BATCH {
+            match incoming.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        let rows: Result<Vec<(String, String)>, sqlx::Error> =
+            sqlx::query_as("SELECT id, data FROM channels WHERE id = ANY($1)").bind(&ids).fetch_all(&pool).await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(channels = ids.len(), error = %e, "reading channels again failed");
+                for id in &ids {
+                    cache.refresh_failed(id);
+                }
+                continue;
+            }
+        };
+        let mut read: HashMap<String, String> = rows.into_iter().collect();
+        for id in ids {
+            match read.remove(&id).map(|data| decode::<ChannelRecord>(&data)) {
+                Some(Ok(c)) => cache.remember(&id, Arc::new(ChannelAuth::of(&c))),
+                Some(Err(e)) => {
+                    tracing::warn!(channel = %id, error = %e, "reading a channel again failed");
+                    cache.refresh_failed(&id);
+                }
+                None => cache.forget(&id),
+            }
         }
     }
 }
@@ -173,6 +242,7 @@ impl PgStore {
     /// (tests: another replica's change is seen within it).
     pub fn with_channel_cache_ttl(mut self, ttl: Duration) -> Self {
         self.channel_cache = Arc::new(ChannelCache::new(ttl));
+        self.channel_refresher = ChannelRefresher::start(self.pool.clone(), self.channel_cache.clone());
         self
     }
 
@@ -189,13 +259,15 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(connect_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Postgres(scrub(format!("connecting to {target}: {e}"), url)))?;
+        let channel_cache = Arc::new(ChannelCache::new(CHANNEL_CACHE_TTL));
         let store = PgStore {
-            marks: MarkBatcher::start(pool.clone(), Kind::Always),
-            unread_marks: MarkBatcher::start(pool.clone(), Kind::Unread),
-            channel_cache: Arc::new(ChannelCache::new(CHANNEL_CACHE_TTL)),
+            marks: MarkBatcher::start(&options, &pool, connect_timeout, Kind::Always)?,
+            unread_marks: MarkBatcher::start(&options, &pool, connect_timeout, Kind::Unread)?,
+            channel_refresher: ChannelRefresher::start(pool.clone(), channel_cache.clone()),
+            channel_cache,
             pool,
         };
         store.migrate().await?;
@@ -671,13 +743,7 @@ impl Store for PgStore {
         match self.channel_cache.get(id) {
             Lookup::Fresh(auth) | Lookup::Refreshing(auth) => Ok(Some(auth)),
             Lookup::Stale(auth) => {
-                let (pool, cache, id) = (self.pool.clone(), self.channel_cache.clone(), id.to_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = read_channel_auth(&pool, &cache, &id).await {
-                        tracing::warn!(channel = %id, error = %e, "reading a channel again failed");
-                        cache.refresh_failed(&id);
-                    }
-                });
+                self.channel_refresher.refresh(&self.channel_cache, id);
                 Ok(Some(auth))
             }
             Lookup::Missing => read_channel_auth(&self.pool, &self.channel_cache, id).await,
