@@ -127,6 +127,9 @@ async fn refresh_channels(
                 Err(_) => break,
             }
         }
+        // Once each: an id answered below is taken out of what was read.
+        ids.sort_unstable();
+        ids.dedup();
         let rows: Result<Vec<(String, String)>, sqlx::Error> =
             sqlx::query_as("SELECT id, data FROM channels WHERE id = ANY($1)").bind(&ids).fetch_all(&pool).await;
         let rows = match rows {
