@@ -1264,65 +1264,6 @@ async fn stale_channels_are_read_again_together_each_as_the_database_has_it() {
     }
 }
 
-/// The dirty-mark batchers send on connections of their own (`pg_marks`); when those are cut
-/// (the server restarted, a proxy dropped them), the next notifications are still marked and
-/// answered, through the pool, and the batchers open their own connections again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn marks_are_answered_when_the_batchers_own_connections_are_cut() {
-    use gwsync::store::pg_marks::APPLICATION_NAME;
-    use std::time::Duration;
-    let b = Backend::postgres().await;
-    let Backend::Postgres(url) = &b else { unreachable!("a PostgreSQL backend") };
-    let s = b.open().await;
-    s.put_tenant(&tenant("acme")).await.unwrap();
-    let admin = sqlx::PgPool::connect(url).await.unwrap();
-    let own = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
-            .bind(APPLICATION_NAME)
-            .fetch_one(&admin)
-            .await
-            .unwrap()
-    };
-    // Marks flow until all three are open (the first statements go through the pool meanwhile).
-    let mut n = 0;
-    let mut marks = || {
-        n += 1;
-        let (s, always, unread) = (s.clone(), format!("a{n}@x"), format!("u{n}@x"));
-        async move {
-            s.mark_dirty("acme", &always).await.unwrap();
-            assert!(s.mark_unread("acme", &unread).await.unwrap().created, "a check, then a write");
-            assert!(!s.mark_unread("acme", &unread).await.unwrap().created, "a check that finds it");
-        }
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while own().await < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the batchers never opened their own connections");
-        marks().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let cut: i64 = sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-    )
-    .bind(APPLICATION_NAME)
-    .fetch_one(&admin)
-    .await
-    .unwrap();
-    assert_eq!(cut, 3);
-    // Answered at once, without an error, and durable.
-    let generation = s.mark_dirty("acme", "after@x").await.unwrap();
-    assert!(s.mark_unread("acme", "after-unread@x").await.unwrap().created);
-    assert!(!s.mark_unread("acme", "after-unread@x").await.unwrap().created);
-    let dirty = s.dirty_calendars().await.unwrap();
-    assert!(dirty.iter().any(|(t, u, g)| (t.as_str(), u.as_str(), *g) == ("acme", "after@x", generation)));
-    assert!(dirty.iter().any(|(t, u, _)| (t.as_str(), u.as_str()) == ("acme", "after-unread@x")));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while own().await < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the batchers never opened their own connections again");
-        marks().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Two replicas marking the same calendars at once, each burst in its own order (as
 /// notifications arrive): every mark is answered, none with an error (their statements lock
 /// rows in one order, so they cannot deadlock, which PostgreSQL would break only after a second

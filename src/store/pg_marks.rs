@@ -10,30 +10,13 @@
 //! answers those at once; only the rest go on to the committer, which writes their marks. So
 //! a notification that rests on an unread mark never waits for the disk, not even for another
 //! calendar's write in the same batch, and the checks go on while a write is in flight.
-//!
-//! The batchers run on a thread of their own, each statement on a connection of its own
-//! (`Link`): a webhook's acknowledgement never queues behind the sync work on the service's
-//! runtime, nor for a pooled connection that sync work holds. (Measured with `cargo bench
-//! --bench replicas`: as a storm starts, the runtime that syncs every calendar at once falls
-//! tens of milliseconds behind, and acknowledgements that asked the database waited for it.)
-//! Until its own connection is open (and while it is lost), a batcher sends its statements
-//! through the pool; a lost one is opened again after `RECONNECT_AFTER`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{StoreError, UnreadMark};
-
-/// How long a batcher that lost its own connection (or could not open it) sends through the
-/// pool before it tries to open one again.
-const RECONNECT_AFTER: Duration = Duration::from_secs(1);
-
-/// The batchers' own connections, as `pg_stat_activity` names them.
-pub const APPLICATION_NAME: &str = "gwsync-marks";
 
 /// The most marks one statement carries (the rest wait for the next).
 const BATCH: usize = 1024;
@@ -116,33 +99,19 @@ pub struct MarkBatcher {
 }
 
 impl MarkBatcher {
-    /// Starts the batching on a thread of its own; it ends when this is dropped.
-    pub fn start(
-        options: &PgConnectOptions,
-        pool: &PgPool,
-        connect_timeout: Duration,
-        kind: Kind,
-    ) -> Result<Self, StoreError> {
+    pub fn start(pool: PgPool, kind: Kind) -> Self {
         let (requests, incoming) = mpsc::unbounded_channel();
-        let (first, second) = (Link::new(options, pool, connect_timeout), Link::new(options, pool, connect_timeout));
-        let batching = async move {
-            match kind {
-                Kind::Always => commit_marks(first, ALWAYS, incoming).await,
-                Kind::Unread => {
-                    let (writes, to_write) = mpsc::unbounded_channel();
-                    tokio::join!(check_marks(first, incoming, writes), commit_marks(second, UNREAD, to_write));
-                }
+        match kind {
+            Kind::Always => {
+                tokio::spawn(commit_marks(pool, ALWAYS, incoming));
             }
-        };
-        std::thread::Builder::new()
-            .name("gwsync-marks".into())
-            .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(batching),
-                // Every mark is then refused (503), and Google retries.
-                Err(e) => tracing::error!(error = %e, "the dirty-mark committer could not start"),
-            })
-            .map_err(|e| StoreError::Background(format!("starting the dirty-mark committer: {e}")))?;
-        Ok(MarkBatcher { requests })
+            Kind::Unread => {
+                let (writes, to_write) = mpsc::unbounded_channel();
+                tokio::spawn(check_marks(pool.clone(), incoming, writes));
+                tokio::spawn(commit_marks(pool, UNREAD, to_write));
+            }
+        }
+        MarkBatcher { requests }
     }
 
     /// Marks the calendar dirty; returns the mark once it is committed.
@@ -152,100 +121,6 @@ impl MarkBatcher {
             .send((tenant.to_owned(), user.to_owned(), reply))
             .map_err(|_| StoreError::Background("the dirty-mark committer stopped".into()))?;
         answer.await.map_err(|_| StoreError::Background("the dirty-mark committer stopped".into()))?
-    }
-}
-
-/// Where a batcher sends its statements: its own connection, opened on its thread (so its
-/// replies are read there), or the pool while it has none. The connection is opened in the
-/// background: no statement waits for a connection attempt.
-struct Link {
-    options: PgConnectOptions,
-    pool: PgPool,
-    connect_timeout: Duration,
-    own: Option<PgConnection>,
-    connecting: Option<tokio::task::JoinHandle<Result<PgConnection, String>>>,
-    /// No new connection is tried before this (the last attempt failed).
-    retry_at: Option<Instant>,
-}
-
-impl Link {
-    fn new(options: &PgConnectOptions, pool: &PgPool, connect_timeout: Duration) -> Self {
-        Link {
-            options: options.clone().application_name(APPLICATION_NAME),
-            pool: pool.clone(),
-            connect_timeout,
-            own: None,
-            connecting: None,
-            retry_at: None,
-        }
-    }
-
-    async fn fetch(
-        &mut self,
-        statement: &'static str,
-        tenants: &[&str],
-        users: &[&str],
-    ) -> Result<Vec<MarkRow>, sqlx::Error> {
-        let query = || sqlx::query_as(statement).bind(tenants).bind(users);
-        let Some(connection) = self.connection().await else {
-            return query().fetch_all(&self.pool).await;
-        };
-        let result = query().fetch_all(connection).await;
-        match &result {
-            Err(e) if broke_connection(e) => {
-                // Once more through the pool. (A write that did commit before the connection
-                // broke only adds a generation: one more sync.)
-                self.own = None;
-                self.lost(&e.to_string());
-                query().fetch_all(&self.pool).await
-            }
-            _ => result,
-        }
-    }
-
-    /// The own connection, if it is open; starts opening one if it is due.
-    async fn connection(&mut self) -> Option<&mut PgConnection> {
-        if self.own.is_some() {
-            return self.own.as_mut();
-        }
-        if let Some(attempt) = self.connecting.take_if(|attempt| attempt.is_finished()) {
-            match attempt.await {
-                Ok(Ok(connection)) => {
-                    self.own = Some(connection);
-                    self.retry_at = None;
-                    return self.own.as_mut();
-                }
-                Ok(Err(e)) => self.lost(&e),
-                Err(e) => self.lost(&e.to_string()),
-            }
-        }
-        if self.connecting.is_none() && self.retry_at.is_none_or(|at| Instant::now() >= at) {
-            let (options, timeout) = (self.options.clone(), self.connect_timeout);
-            self.connecting = Some(tokio::spawn(async move {
-                match tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await {
-                    Ok(connected) => connected.map_err(|e| e.to_string()),
-                    Err(_) => Err("connecting timed out".to_owned()),
-                }
-            }));
-        }
-        None
-    }
-
-    fn lost(&mut self, error: &str) {
-        // A connection error names the server, never the password (the URL was parsed before).
-        tracing::warn!(error, "the dirty-mark committer has no connection of its own; it uses the pool meanwhile");
-        self.retry_at = Some(Instant::now() + RECONNECT_AFTER);
-    }
-}
-
-/// Whether `error` leaves the connection unusable: anything but an error the server answered
-/// a statement with (a deadlock broken, say), and of those the server ending the session
-/// (class 57, operator intervention: a terminated backend or a shutdown) or a connection
-/// exception (class 08).
-fn broke_connection(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
-        _ => true,
     }
 }
 
@@ -288,14 +163,15 @@ fn answer(calendars: &mut BTreeMap<(String, String), Vec<Reply>>, rows: Vec<Mark
 /// and passes the others on to the committer (all of them if the check fails: the committer
 /// checks again as it writes).
 async fn check_marks(
-    mut link: Link,
+    pool: PgPool,
     mut incoming: mpsc::UnboundedReceiver<Request>,
     writes: mpsc::UnboundedSender<Request>,
 ) {
     while let Some(mut calendars) = next_batch(&mut incoming).await {
         let (tenants, users): (Vec<&str>, Vec<&str>) = calendars.keys().map(|(t, u)| (t.as_str(), u.as_str())).unzip();
         let sent = std::time::Instant::now();
-        let found = link.fetch(UNREAD_NOW, &tenants, &users).await;
+        let found: Result<Vec<MarkRow>, sqlx::Error> =
+            sqlx::query_as(UNREAD_NOW).bind(&tenants).bind(&users).fetch_all(&pool).await;
         if let Ok(rows) = found {
             answer(&mut calendars, rows, sent);
         }
@@ -309,7 +185,7 @@ async fn check_marks(
     }
 }
 
-async fn commit_marks(mut link: Link, statement: &'static str, mut incoming: mpsc::UnboundedReceiver<Request>) {
+async fn commit_marks(pool: PgPool, statement: &'static str, mut incoming: mpsc::UnboundedReceiver<Request>) {
     while let Some(mut calendars) = next_batch(&mut incoming).await {
         let (tenants, users): (Vec<&str>, Vec<&str>) = calendars.keys().map(|(t, u)| (t.as_str(), u.as_str())).unzip();
         // Before the statement starts, so the instants below are never later than PostgreSQL's.
@@ -318,7 +194,7 @@ async fn commit_marks(mut link: Link, statement: &'static str, mut incoming: mps
         let mut attempts = 0;
         loop {
             sent = std::time::Instant::now();
-            result = link.fetch(statement, &tenants, &users).await;
+            result = sqlx::query_as(statement).bind(&tenants).bind(&users).fetch_all(&pool).await;
             attempts += 1;
             // A deadlock with a statement of another kind (the order above holds among marks)
             // is PostgreSQL's to break, and nothing was written: once more, not a 503.

@@ -262,13 +262,13 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(connect_timeout)
-            .connect_with(options.clone())
+            .connect_with(options)
             .await
             .map_err(|e| StoreError::Postgres(scrub(format!("connecting to {target}: {e}"), url)))?;
         let channel_cache = Arc::new(ChannelCache::new(CHANNEL_CACHE_TTL));
         let store = PgStore {
-            marks: MarkBatcher::start(&options, &pool, connect_timeout, Kind::Always)?,
-            unread_marks: MarkBatcher::start(&options, &pool, connect_timeout, Kind::Unread)?,
+            marks: MarkBatcher::start(pool.clone(), Kind::Always),
+            unread_marks: MarkBatcher::start(pool.clone(), Kind::Unread),
             channel_refresher: ChannelRefresher::start(pool.clone(), channel_cache.clone()),
             channel_cache,
             pool,
