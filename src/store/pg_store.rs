@@ -72,7 +72,13 @@ async fn read_channel_auth(
     id: &str,
 ) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
     let data = sqlx::query_scalar::<_, String>(CHANNEL_BY_ID).bind(id).fetch_optional(pool).await.map_err(pg)?;
-    match data.map(|v| decode::<ChannelRecord>(&v)).transpose()? {
+    keep_channel(cache, id, data.as_deref())
+}
+
+/// Keeps in `cache` what verifying a notification on channel `id` needs, from its row as read
+/// (`None`: the channel is gone, and is dropped there).
+fn keep_channel(cache: &ChannelCache, id: &str, data: Option<&str>) -> Result<Option<Arc<ChannelAuth>>, StoreError> {
+    match data.map(decode::<ChannelRecord>).transpose()? {
         Some(c) => {
             let auth = Arc::new(ChannelAuth::of(&c));
             cache.remember(id, auth.clone());
@@ -144,13 +150,9 @@ async fn refresh_channels(
         };
         let mut read: HashMap<String, String> = rows.into_iter().collect();
         for id in ids {
-            match read.remove(&id).map(|data| decode::<ChannelRecord>(&data)) {
-                Some(Ok(c)) => cache.remember(&id, Arc::new(ChannelAuth::of(&c))),
-                Some(Err(e)) => {
-                    tracing::warn!(channel = %id, error = %e, "reading a channel again failed");
-                    cache.refresh_failed(&id);
-                }
-                None => cache.forget(&id),
+            if let Err(e) = keep_channel(&cache, &id, read.remove(&id).as_deref()) {
+                tracing::warn!(channel = %id, error = %e, "reading a channel again failed");
+                cache.refresh_failed(&id);
             }
         }
     }
