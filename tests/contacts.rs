@@ -531,6 +531,67 @@ async fn personal_contacts_rank_after_the_directory_and_go_when_switched_off() {
     app.stop().await;
 }
 
+/// The tenant's key uploaded again: gwsync forgets its cached tokens, so the next sync asks
+/// Google for new ones under the delegation as it is now.
+async fn upload_key_again(app: &TestApp) {
+    let r = app
+        .raw(
+            "PUT",
+            &format!("/api/v1/tenants/{TENANT}/credentials"),
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            app.key.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_scope_not_delegated_fails_only_its_own_books_and_is_asked_for_once_a_sync() {
+    let app = start().await;
+    quiet_poller(&app).await;
+    add_directory(&app, person("Acme Växel", &["08-123 456 78"], Some("Acme AB"))).await;
+    app.setup_tenant().await;
+    for u in [ALICE, BOB] {
+        let r = app.put_user(u, json!({})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    add_personal(&app, ALICE, person("Mamma", &["070-111 22 33"], None)).await;
+    add_personal(&app, BOB, person("Bobs tandläkare", &["073-222 33 44"], None)).await;
+    put_tenant(&app, json!({"personal_contacts": true})).await;
+    let [calendar, contacts, directory] = [GWSYNC_SCOPES[0], GWSYNC_SCOPES[1], GWSYNC_SCOPES[2]];
+
+    // Users' own contacts not delegated: the directory is synced, and the users' books fail on
+    // one refused token request — Alice's; Bob's book takes the same answer without asking.
+    app.delegate(&[calendar, directory]).await;
+    let (_, since) = fake_requests(&app, "oauth2.token", 0).await;
+    let summary = sync(&app).await;
+    assert!(book(&summary, "directory").get("error").is_none_or(Value::is_null), "{summary:#}");
+    for u in [ALICE, BOB] {
+        let b = book(&summary, &format!("personal:{u}"));
+        assert_eq!(b["error"]["code"], "delegation_missing", "{summary:#}");
+        assert!(b["error"]["message"].as_str().unwrap_or_default().contains("contacts.readonly"), "{summary:#}");
+    }
+    let (tokens, _) = fake_requests(&app, "oauth2.token", since).await;
+    let refused: Vec<&Value> = tokens.iter().filter(|t| t["status"] != 200).collect();
+    assert_eq!(refused.len(), 1, "one refused token request for the users' contacts, not one a user: {tokens:#?}");
+    assert_eq!(lookup_names(&app, "08-123 456 78").await, ["Acme Växel"]);
+
+    // The directory not delegated instead: its book fails, and every user's own contacts are
+    // still synced — a scope's refusal ends only the books that need that scope.
+    app.delegate(&[calendar, contacts]).await;
+    upload_key_again(&app).await;
+    let summary = sync(&app).await;
+    assert_eq!(book(&summary, "directory")["error"]["code"], "delegation_missing", "{summary:#}");
+    for u in [ALICE, BOB] {
+        let b = book(&summary, &format!("personal:{u}"));
+        assert!(b.get("error").is_none_or(Value::is_null), "{summary:#}");
+        assert_eq!(b["entries"], 1, "{summary:#}");
+    }
+    assert_eq!(lookup_names(&app, "070-111 22 33").await, ["Mamma"]);
+    assert_eq!(lookup_names(&app, "+46732223344").await, ["Bobs tandläkare"]);
+    app.stop().await;
+}
+
 // ---- 4. directory sharing ----
 
 #[tokio::test]

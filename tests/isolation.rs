@@ -425,6 +425,83 @@ async fn a_company_whose_token_endpoint_hangs_holds_up_no_other_company() {
     app.stop().await;
 }
 
+/// The tenant's phonebook books as `GET …/contacts/status` lists them, by name.
+async fn phonebook_books(app: &TestApp, tenant: &str) -> Vec<Value> {
+    let r = app.api("GET", &format!("/api/v1/tenants/{tenant}/contacts/status"), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["books"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_company_whose_token_endpoint_hangs_costs_a_phonebook_poll_one_wait_not_one_per_user() {
+    let app = TestApp::start_with(|c| c.sync.token_timeout = Duration::from_secs(1)).await;
+    // Company B's phonebook: the directory and each of its 6 users' own contacts, 7 books.
+    let b = Company::create_with(&app, "globex", 6, None, true).await;
+    let r = app
+        .api(
+            "PUT",
+            &format!("/api/v1/tenants/{}", b.tenant),
+            Some(json!({"domain": "globex.test", "directory_admin": "it@globex.test",
+                        "contacts": {"personal_contacts": true}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    b.add_users(&app).await;
+    // The background poller sweeps now (advancing the clock wakes it) and polls B, which has no
+    // key yet: seven books fail without a token request, and B's next poll is a poll interval
+    // away, so the sync below is the only one asking for tokens.
+    app.advance("16s").await;
+    eventually("the poller's first poll of B", async || {
+        let books = phonebook_books(&app, b.tenant).await;
+        if books.len() == 7 { Ok(()) } else { Err(format!("{books:?}")) }
+    })
+    .await;
+
+    // B's key names a token endpoint that accepts and never answers. Its calendars meet it first:
+    // one probe, then they wait (the tenant's gate).
+    let hang = HangingServer::start().await;
+    let mut hanging_key = b.key.clone();
+    hanging_key["token_uri"] = json!(hang.url("/token"));
+    b.upload_key(&app, &hanging_key).await;
+    eventually("B's calendars to find the token endpoint failing", async || {
+        let s = tenant_status(&app, b.tenant).await;
+        if s["google_token"]["state"] == "failing" && hang.open() == 0 { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
+    let calls = hang.accepted();
+
+    // A phonebook sync of B: the directory admin's token request hangs until the token timeout;
+    // that failure is the tenant's, so the six users' books take it without asking again.
+    let r = app.api("POST", &format!("/api/v1/tenants/{}/contacts/sync", b.tenant), None).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let job = r.body["status"].as_str().expect("status").to_owned();
+    let done = eventually("B's phonebook sync to finish", async || {
+        let r = app.api("GET", &job, None).await;
+        if r.body["state"] == "done" { Ok(r.body) } else { Err(r.body.to_string()) }
+    })
+    .await;
+    let books = done["result"]["books"].as_array().cloned().unwrap_or_default();
+    assert_eq!(books.len(), 7, "{done}");
+    for book in &books {
+        let e = &book["error"];
+        assert_eq!(e["code"], "google_unavailable", "{book}");
+        assert!(e["message"].as_str().unwrap_or_default().contains("did not answer within 1s"), "{book}");
+        assert!(e["hint"].as_str().unwrap_or_default().contains("token endpoint"), "{book}");
+    }
+    assert_eq!(
+        hang.accepted(),
+        calls + 1,
+        "B's phonebook sync asked its hanging token endpoint {} times for 7 books: once is enough",
+        hang.accepted() - calls
+    );
+    // The status each book shows says so too.
+    for book in phonebook_books(&app, b.tenant).await {
+        assert_eq!(book["last_error"]["code"], "google_unavailable", "{book}");
+    }
+    hang.stop();
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_deleted_company_whose_token_endpoint_failed_no_longer_counts_as_failing() {
     let app = TestApp::start_with(|c| c.sync.token_timeout = Duration::from_secs(1)).await;

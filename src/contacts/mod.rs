@@ -31,6 +31,7 @@ use crate::app::AppState;
 use crate::google::Scope;
 use crate::google::auth::ServiceAccount;
 use crate::google::error::ApiError;
+use crate::google::error::AuthError;
 use crate::google::error::DIRECTORY_SHARING_FIX;
 use crate::google::people::Book;
 use crate::store::{StoreError, SyncFailure};
@@ -173,7 +174,15 @@ impl Contacts {
                 store.delete_contact_book(&tenant.id, &book).await?;
             }
         }
+        // A token failure that every later book would meet too ends those books at once, so
+        // a tenant whose token endpoint hangs holds a poll slot (`contacts.parallel_tenants`)
+        // for one `sync.token_timeout`, not one per user with personal contacts.
+        let mut shared: Vec<(Option<Scope>, SyncFailure)> = Vec::new();
         for (book, kind, subject, scope, source) in plan {
+            if let Some((_, failure)) = shared.iter().find(|(reach, _)| reach.is_none_or(|s| s == scope)) {
+                summary.books.push(self.record_failure(&tenant.id, &book, failure.clone()).await?);
+                continue;
+            }
             let result = match &account {
                 Ok(a) => {
                     self.sync_book(&tenant.id, &tenant.default_region, a, &book, kind, &subject, scope, &source).await
@@ -201,9 +210,11 @@ impl Contacts {
                         _ => e.code(),
                     };
                     tracing::warn!(tenant = %tenant.id, book, code, error = %e, "phonebook sync failed");
-                    summary
-                        .books
-                        .push(self.record_failure(&tenant.id, &book, failure(now, code, &e.to_string(), &hint)).await?);
+                    let failure = failure(now, code, &e.to_string(), &hint);
+                    if let Some(reach) = token_failure_reach(&e, scope) {
+                        shared.push((reach, failure.clone()));
+                    }
+                    summary.books.push(self.record_failure(&tenant.id, &book, failure).await?);
                 }
             }
         }
@@ -392,6 +403,19 @@ impl Contacts {
             "next_poll": self.next_poll(tenant),
             "books": books,
         }))
+    }
+}
+
+/// Which of a poll's later books a book's token failure is theirs too: every book (`Some(None)`)
+/// when it is the tenant's — its token endpoint, its key, the key's `token_uri` — and the
+/// books of the same scope when that scope is not delegated; none when it is one user's (not a
+/// Workspace user) or not a token failure.
+fn token_failure_reach(e: &SyncError, scope: Scope) -> Option<Option<Scope>> {
+    match e {
+        SyncError::Auth(AuthError::DelegationMissing { .. }) => Some(Some(scope)),
+        SyncError::Auth(AuthError::UnknownUser { .. }) => None,
+        SyncError::Auth(_) => Some(None),
+        _ => None,
     }
 }
 
