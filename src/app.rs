@@ -89,6 +89,7 @@ impl AppState {
 
     /// On a replica of a shared database.
     pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.jobs = self.jobs.shared(cluster.clone());
         self.cluster = cluster;
         self
     }

@@ -497,12 +497,12 @@ async fn a_database_from_before_the_cluster_migration_migrates_cleanly() {
         .fetch_all(&mut db)
         .await
         .expect("migrations");
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     let schema: i64 = sqlx::query_scalar("SELECT value FROM gwsync_meta WHERE key = 'schema_version'")
         .fetch_one(&mut db)
         .await
         .expect("schema version");
-    assert_eq!(schema, 4, "the schema version is the latest migration");
+    assert_eq!(schema, 5, "the schema version is the latest migration");
     let kept: (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM sync_claims WHERE holder = 'old-replica'),
                 (SELECT count(*) FROM cluster_members WHERE id = 'old-replica')",
@@ -513,11 +513,11 @@ async fn a_database_from_before_the_cluster_migration_migrates_cleanly() {
     assert_eq!(kept, (1, 1), "the claims and heartbeats in use are kept");
 
     // A build with fewer migrations than the database refuses it before touching it.
-    sqlx::query("UPDATE gwsync_meta SET value = 5 WHERE key = 'schema_version'").execute(&mut db).await.expect("5");
+    sqlx::query("UPDATE gwsync_meta SET value = 6 WHERE key = 'schema_version'").execute(&mut db).await.expect("6");
     match open().await {
-        Err(e @ StoreError::NewerSchema { found: 5, reads: 4, .. }) => assert_eq!(
+        Err(e @ StoreError::NewerSchema { found: 6, reads: 5, .. }) => assert_eq!(
             e.to_string(),
-            "the database was written by a newer gwsync (schema 5, this build reads up to 4); upgrade gwsync"
+            "the database was written by a newer gwsync (schema 6, this build reads up to 5); upgrade gwsync"
         ),
         other => panic!("a newer schema must be refused: {:?}", other.map(|_| ())),
     }
@@ -575,6 +575,86 @@ async fn the_leader_killed_before_a_switch_the_next_leader_delivers_it_in_time()
             assert_eq!(seen, body, "sequence {} sent twice with different content", a.seq());
         }
     }
+    cluster.app.fake.stop().await;
+}
+
+/// `GET` of a job's status URL straight from replica `i`, with `token`.
+async fn job_on(cluster: &Cluster, i: usize, status: &str, token: &str) -> Reply {
+    let r = cluster
+        .app
+        .http
+        .get(format!("{}{status}", cluster.replica(i).base()))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("job status");
+    reply(r).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_request_is_watched_on_any_replica_and_one_whose_replica_dies_shows_interrupted() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.setup_tenant(None).await;
+    let r = cluster.api("PUT", "/api/v1/tenants/globex", Some(json!({"domain": "globex.test"}))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let r =
+        cluster.api("POST", "/api/v1/tenants/globex/tokens", Some(json!({"name": "pbx", "role": "integration"}))).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let globex = r.body["token"].as_str().expect("globex's token").to_owned();
+    let sync = format!("/api/v1/tenants/{TENANT}/contacts/sync");
+
+    // A phonebook sync asked of replica 0: its status URL answers on every replica at once (a
+    // balancer rarely sends the next request to the same one), and each shows the report.
+    let r = cluster.replica(0).api(&cluster.app, "POST", &sync, None).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let status = r.body["status"].as_str().expect("status").to_owned();
+    for i in 0..REPLICAS {
+        let r = job_on(&cluster, i, &status, ADMIN_TOKEN).await;
+        assert_eq!(r.status, 200, "replica {i} does not know the job: {r:?}");
+        assert_eq!(r.body["kind"], "contacts.sync", "{r:?}");
+        assert_eq!(r.body["tenant"], TENANT, "{r:?}");
+    }
+    let mut reports = Vec::new();
+    for i in 0..REPLICAS {
+        let done = eventually(&format!("replica {i} to show the job done"), async || {
+            let r = job_on(&cluster, i, &status, ADMIN_TOKEN).await;
+            if r.body["state"] == "done" { Ok(r.body) } else { Err(r.body.to_string()) }
+        })
+        .await;
+        assert!(done["result"]["books"].as_array().is_some_and(|b| !b.is_empty()), "{done}");
+        reports.push(done);
+    }
+    assert!(reports.iter().all(|r| *r == reports[0]), "the replicas show different reports: {reports:#?}");
+    // Another tenant's token sees it on no replica, as if the id were wrong.
+    for i in 0..REPLICAS {
+        let r = job_on(&cluster, i, &status, &globex).await;
+        assert_eq!(r.status, 404, "replica {i} shows acme's job to globex: {r:?}");
+    }
+
+    // A sync whose listing hangs, asked of replica 1, shows running elsewhere; replica 1 killed,
+    // the others show it failed once its heartbeat has aged out, instead of running for ever.
+    arm_fault(&cluster.app, json!({"method": "people.people.listDirectoryPeople", "delay_ms": 60_000, "count": 10}))
+        .await;
+    let r = cluster.replica(1).api(&cluster.app, "POST", &sync, None).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let status = r.body["status"].as_str().expect("status").to_owned();
+    // (Its listing waits a minute at the fake: the job runs that long.)
+    let r = job_on(&cluster, 2, &status, ADMIN_TOKEN).await;
+    assert_eq!(r.body["state"], "running", "{r:?}");
+    cluster.kill(1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let failed = loop {
+        let r = job_on(&cluster, 2, &status, ADMIN_TOKEN).await;
+        if r.body["state"] != "running" {
+            break r.body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the killed replica's job still shows running: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["result"]["code"], "job_interrupted", "{failed}");
+    assert_eq!(job_on(&cluster, 0, &status, ADMIN_TOKEN).await.body, failed, "replicas 0 and 2 agree");
     cluster.app.fake.stop().await;
 }
 

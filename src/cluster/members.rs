@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::Cluster;
 
 const HEARTBEAT: Duration = Duration::from_secs(3);
-const LIVE_WITHIN_SECS: i64 = 15;
+pub(super) const LIVE_WITHIN_SECS: i64 = 15;
 /// The first schema whose builds record the dirty marks their syncs read
 /// (`migrations/0003_read_marks.sql`) and, in a busy spell, leave the next generation unread
 /// as they read (`migrations/0004_busy_spells.sql`): a build of schema 3 reads a busy

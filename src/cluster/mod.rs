@@ -33,6 +33,7 @@
 //! `roles`.
 
 pub mod claims;
+pub mod jobs;
 pub mod leader;
 pub mod members;
 pub mod notify;
@@ -243,6 +244,25 @@ impl Cluster {
         notify::send(&shared.pool, notify::PRESENCE_TENANT, &event)
             .await
             .map_err(|e| ClusterError::Notify(scrub(e, &shared.url)))
+    }
+
+    /// Records a long request (`crate::jobs`) for the other replicas to show; false if the
+    /// record could not be written (logged), true with sled (nothing to share).
+    pub async fn record_job(&self, id: &str, job: &serde_json::Value, finished: bool) -> bool {
+        let Some(shared) = &self.shared else { return true };
+        match jobs::put(&shared.pool, &self.replica_id, id, job, finished).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(job = id, error = %scrub(e, &shared.url), "could not record a job for the other replicas");
+                false
+            }
+        }
+    }
+
+    /// A job another replica runs or ran, as recorded (none with sled).
+    pub async fn job(&self, id: &str) -> Result<Option<jobs::Record>, ClusterError> {
+        let Some(shared) = &self.shared else { return Ok(None) };
+        Ok(jobs::get(&shared.pool, id, members::LIVE_WITHIN_SECS).await?)
     }
 
     /// Tells every replica a tenant's key or settings changed (they drop what they cached).

@@ -39,10 +39,13 @@ async fn renew(
     // No channel lives longer than 7 days, so a longer window just means every channel.
     let within = within.min(Duration::from_secs(7 * 24 * 3600));
     let sync = sync.into_inner();
-    let job = state.jobs.start("channels.renew", None, async move {
-        crate::sync::renewal::renew_due(sync, within)
-            .await
-            .map_err(|e| json!({"code": "database", "message": format!("the renewal stopped: {e}")}))
-    });
+    let job = state
+        .jobs
+        .start("channels.renew", None, async move {
+            crate::sync::renewal::renew_due(sync, within)
+                .await
+                .map_err(|e| json!({"code": "database", "message": format!("the renewal stopped: {e}")}))
+        })
+        .await;
     Ok(accepted(&job))
 }

@@ -100,15 +100,18 @@ async fn sync(
 ) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path).await?;
     let (contacts, tenant) = (contacts.into_inner(), t.id.clone());
-    let job = state.jobs.start("contacts.sync", Some(&t.id), async move {
-        match contacts.sync_tenant(&tenant).await {
-            Ok(summary) => Ok(serde_json::to_value(summary).unwrap_or(serde_json::Value::Null)),
-            Err(e) => {
-                tracing::error!(tenant = %tenant, error = %e, "phonebook sync failed");
-                Err(json!({"code": "database", "message": "the phonebook sync failed; see the server log"}))
+    let job = state
+        .jobs
+        .start("contacts.sync", Some(&t.id), async move {
+            match contacts.sync_tenant(&tenant).await {
+                Ok(summary) => Ok(serde_json::to_value(summary).unwrap_or(serde_json::Value::Null)),
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %e, "phonebook sync failed");
+                    Err(json!({"code": "database", "message": "the phonebook sync failed; see the server log"}))
+                }
             }
-        }
-    });
+        })
+        .await;
     Ok(super::jobs::accepted(&job))
 }
 

@@ -26,11 +26,12 @@ async fn get(
     let id = path.into_inner();
     // A tenant token sees its own tenant's jobs only; others' are as unknown as a wrong id.
     let visible = |job: &Job| actor.tenant.is_none() || actor.tenant == job.tenant;
-    match state.jobs.get(&id).filter(visible) {
+    let found = state.jobs.get(&id).await.map_err(|e| ApiError::internal("reading the job", &e))?;
+    match found.filter(visible) {
         Some(job) => Ok(HttpResponse::Ok().json(job)),
         None => Err(ApiError::not_found(
             "job_not_found",
-            format!("no job '{id}': jobs are kept in memory until the server restarts (the last 200)"),
+            format!("no job '{id}': job reports are kept until the server restarts (the last 200)"),
         )),
     }
 }
