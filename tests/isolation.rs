@@ -425,6 +425,37 @@ async fn a_company_whose_token_endpoint_hangs_holds_up_no_other_company() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_token_endpoint_that_answers_5xx_for_a_while_is_waited_out_and_then_the_calendar_syncs() {
+    let app = TestApp::start().await;
+    app.setup_tenant().await;
+    // Google's token endpoint fails Alice's next two grants: a 503 with Google's API error
+    // envelope (JSON without an access token: not a token to keep), then a 503 in OAuth's shape.
+    arm_fault(&app, json!({"method": "oauth2.token", "status": 503, "user": ALICE})).await;
+    let oauth_503 = json!({"error": "temporarily_unavailable", "error_description": "Try again later."});
+    arm_fault(&app, json!({"method": "oauth2.token", "status": 503, "user": ALICE, "body": oauth_503})).await;
+    add_user(&app, TENANT, ALICE).await;
+    let mut retry_at = None;
+    for attempt in 1..=2 {
+        // Each failure is the endpoint's, retried soon with backoff — not a key an admin must
+        // replace — and the next attempt asks Google again rather than reuse what it answered.
+        let failure = eventually(&format!("failure {attempt} to show"), async || {
+            let s = tenant_status(&app, TENANT).await;
+            let f = &s["google_token"]["error"];
+            if f["failures"] == attempt { Ok(f.clone()) } else { Err(s.to_string()) }
+        })
+        .await;
+        assert_eq!(failure["code"], "google_unavailable", "{failure}");
+        assert!(time(&failure["retry_at"]) - time(&failure["since"]) < mins(5), "retried soon: {failure}");
+        retry_at = Some(time(&failure["retry_at"]));
+        advance_to(&app, time(&failure["retry_at"]) + secs(1)).await;
+    }
+    assert!(retry_at.is_some());
+    synced(&app, TENANT, ALICE).await;
+    assert_eq!(tenant_status(&app, TENANT).await["google_token"], json!({"state": "ok"}));
+    app.stop().await;
+}
+
 /// The tenant's phonebook books as `GET …/contacts/status` lists them, by name.
 async fn phonebook_books(app: &TestApp, tenant: &str) -> Vec<Value> {
     let r = app.api("GET", &format!("/api/v1/tenants/{tenant}/contacts/status"), None).await;

@@ -578,6 +578,54 @@ async fn the_leader_killed_before_a_switch_the_next_leader_delivers_it_in_time()
     cluster.app.fake.stop().await;
 }
 
+/// The tenant's `status.google_token` as replica `i` shows it.
+async fn google_token_on(cluster: &Cluster, i: usize) -> Value {
+    let r = cluster.replica(i).api(&cluster.app, "GET", &format!("/api/v1/tenants/{TENANT}"), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["status"]["google_token"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_replica_and_ok_again_on_every_one() {
+    let cluster = Cluster::start(&[]).await;
+    cluster.setup_tenant(None).await;
+    // Google's token endpoint fails Alice's next token request (503).
+    arm_fault(&cluster.app, json!({"method": "oauth2.token", "status": 503, "user": ALICE})).await;
+    // Alice saved on replica 0: only replica 0 syncs her calendar, and so only it meets the
+    // failure; the tenant waits (one probe a retry time) there.
+    let body = json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]});
+    let path = format!("/api/v1/tenants/{TENANT}/users/{ALICE}");
+    let r = cluster.replica(0).api(&cluster.app, "PUT", &path, Some(body)).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let failing = eventually("replica 0 to find the token endpoint failing", async || {
+        let g = google_token_on(&cluster, 0).await;
+        if g["state"] == "failing" { Ok(g) } else { Err(g.to_string()) }
+    })
+    .await;
+    assert_eq!(failing["error"]["code"], "google_unavailable", "{failing}");
+    // The admin sees the same whichever replica the balancer picks, though the other two asked
+    // for no token of the tenant.
+    for i in 1..REPLICAS {
+        eventually(&format!("replica {i} to show the tenant's token endpoint failing"), async || {
+            let g = google_token_on(&cluster, i).await;
+            let same = g["error"]["code"] == failing["error"]["code"]
+                && g["error"]["retry_at"] == failing["error"]["retry_at"];
+            if g["state"] == "failing" && same { Ok(()) } else { Err(g.to_string()) }
+        })
+        .await;
+    }
+
+    // At the retry time replica 0's probe gets a token, and every replica shows ok again.
+    for i in 0..REPLICAS {
+        eventually(&format!("replica {i} to show the token endpoint answering again"), async || {
+            let g = google_token_on(&cluster, i).await;
+            if g == json!({"state": "ok"}) { Ok(()) } else { Err(g.to_string()) }
+        })
+        .await;
+    }
+    cluster.app.fake.stop().await;
+}
+
 /// `GET` of a job's status URL straight from replica `i`, with `token`.
 async fn job_on(cluster: &Cluster, i: usize, status: &str, token: &str) -> Reply {
     let r = cluster

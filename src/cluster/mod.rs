@@ -270,6 +270,12 @@ impl Cluster {
         self.send(notify::TENANT, &Event::Tenant { tenant: tenant.to_owned() }).await;
     }
 
+    /// Tells every replica what this one found of a tenant's token endpoint (`failure` as JSON;
+    /// none: it answers again).
+    pub async fn tenant_token_changed(&self, tenant: &str, failure: Option<String>) {
+        self.send(notify::TENANT_TOKEN, &Event::TenantToken { tenant: tenant.to_owned(), failure }).await;
+    }
+
     /// Tells every replica a tenant's phonebook changed (they rebuild their index).
     pub async fn contacts_changed(&self, tenant: &str) {
         self.send(notify::CONTACTS, &Event::Contacts { tenant: tenant.to_owned() }).await;

@@ -26,8 +26,11 @@ pub const TENANT: &str = "gwsync_tenant";
 pub const KEEPER: &str = "gwsync_keeper";
 /// A tenant's phonebook changed: every replica rebuilds its caller-ID index from the store.
 pub const CONTACTS: &str = "gwsync_contacts";
+/// A replica found a tenant's token endpoint failing, or answering again: every replica shows
+/// it and holds the tenant's jobs alike.
+pub const TENANT_TOKEN: &str = "gwsync_tenant_token";
 
-const CHANNELS: [&str; 5] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS];
+const CHANNELS: [&str; 6] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS, TENANT_TOKEN];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -43,6 +46,12 @@ pub enum Event {
     Keeper,
     Contacts {
         tenant: String,
+    },
+    /// `failure`: the tenant's token failure as JSON (`sync::tenant_auth::TokenFailure`, which
+    /// this module does not know); none when the endpoint answers again.
+    TenantToken {
+        tenant: String,
+        failure: Option<String>,
     },
     /// The listener reconnected: notifications may have been lost meanwhile.
     Missed,

@@ -198,10 +198,29 @@ impl TokenSource {
             .await
             .map_err(|_| self.timed_out())?
             .map_err(|e| classify(e, account, user, scope))?;
-        token
-            .token()
-            .map(|t| SecretString::from(t.to_owned()))
-            .ok_or_else(|| AuthError::Transient("no access token in the response".into()))
+        self.access_token(&token, account, user, scope)
+    }
+
+    /// The token's access token. yup-oauth2 takes any JSON answer without an OAuth `error` for a
+    /// token, whatever its HTTP status, and keeps one without an expiry for good: a token
+    /// endpoint that once answers a 5xx with such a body (`{}`, Google's API error envelope)
+    /// would fail this user's every later request. So the authenticator that holds it goes,
+    /// and the next request signs in afresh.
+    fn access_token(
+        &self,
+        token: &yup_oauth2::AccessToken,
+        account: &ServiceAccount,
+        user: &str,
+        scope: Scope,
+    ) -> Result<SecretString, AuthError> {
+        match token.token() {
+            Some(t) => Ok(SecretString::from(t.to_owned())),
+            None => {
+                let key = (account.tenant.clone(), account.key_identity(), user.to_owned(), scope);
+                self.authenticators.lock().retain(|k| *k != key);
+                Err(AuthError::Transient("no access token in the response".into()))
+            }
+        }
     }
 
     /// A new token, ignoring the cache: after Google refused the cached one with 401.
@@ -216,10 +235,7 @@ impl TokenSource {
             .await
             .map_err(|_| self.timed_out())?
             .map_err(|e| classify(e, account, user, scope))?;
-        token
-            .token()
-            .map(|t| SecretString::from(t.to_owned()))
-            .ok_or_else(|| AuthError::Transient("no access token in the response".into()))
+        self.access_token(&token, account, user, scope)
     }
 
     fn timed_out(&self) -> AuthError {
@@ -252,6 +268,13 @@ fn classify(e: yup_oauth2::Error, account: &ServiceAccount, user: &str, scope: S
                     AuthError::UnknownUser { user: user.to_owned() }
                 }
                 AuthErrorCode::InvalidGrant => AuthError::KeyRejected { description },
+                // OAuth's codes for the server's own trouble (RFC 6749 §4.1.2.1; Google's token
+                // endpoint has answered `internal_failure`): nothing an admin can fix, so soon again.
+                AuthErrorCode::Other(code)
+                    if matches!(code.as_str(), "server_error" | "temporarily_unavailable" | "internal_failure") =>
+                {
+                    AuthError::Transient(format!("{code}: {description}"))
+                }
                 other => AuthError::KeyRejected { description: format!("{}: {description}", other.as_str()) },
             }
         }

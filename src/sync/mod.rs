@@ -467,6 +467,7 @@ impl SyncService {
             Ok(token) => {
                 if self.tenant_auth.succeeded(&key.tenant) {
                     self.queue.release_tenant(&key.tenant);
+                    self.app.cluster.tenant_token_changed(&key.tenant, None).await;
                 }
                 self.publish_tenant_health();
                 Ok(token)
@@ -483,6 +484,8 @@ impl SyncService {
                     if transient { crate::backoff::delay(n, Duration::from_secs(5), max) } else { jittered(slow) }
                 });
                 self.publish_tenant_health();
+                let failure = self.tenant_auth.failure(&key.tenant).and_then(|f| serde_json::to_string(&f).ok());
+                self.app.cluster.tenant_token_changed(&key.tenant, failure).await;
                 Err(SyncError::TenantWaiting { tenant: key.tenant.clone(), retry_at })
             }
             Err(e) => {
@@ -496,6 +499,23 @@ impl SyncService {
     async fn key_still_current(&self, tenant: &str, used: &crate::google::auth::ServiceAccount) -> bool {
         matches!(self.app.store.tenant(tenant).await, Ok(Some(_)))
             && self.app.service_account(tenant).await.is_ok_and(|current| current.info == used.info)
+    }
+
+    /// Another replica found the tenant's token endpoint failing (`failure`, as JSON) or
+    /// answering again (`None`): this one shows the same and holds or releases its jobs alike.
+    pub fn tenant_token_elsewhere(&self, tenant: &str, failure: Option<&str>) {
+        let failure = match failure.map(serde_json::from_str::<tenant_auth::TokenFailure>) {
+            Some(Ok(f)) => Some(f),
+            Some(Err(e)) => {
+                tracing::warn!(tenant, error = %e, "ignoring another replica's token failure that cannot be read");
+                return;
+            }
+            None => None,
+        };
+        if self.tenant_auth.adopt(tenant, failure) {
+            self.queue.release_tenant(tenant);
+        }
+        self.publish_tenant_health();
     }
 
     fn publish_tenant_health(&self) {

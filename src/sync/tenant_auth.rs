@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::google::error::AuthError;
 
 /// A tenant-wide token failure, as the tenant's status shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TokenFailure {
-    pub code: &'static str,
+    pub code: String,
     pub message: String,
     pub hint: String,
     pub since: DateTime<Utc>,
@@ -94,7 +94,7 @@ impl TenantAuth {
             tracing::warn!(tenant, code = e.code(), error = %e, retry_at = %retry_at, "the tenant's token endpoint fails; its calendars wait");
         }
         let failure = TokenFailure {
-            code: e.code(),
+            code: e.code().to_owned(),
             message: e.to_string(),
             hint: e.hint(),
             since: previous.map_or(now, |s| s.failure.since),
@@ -109,6 +109,23 @@ impl TenantAuth {
     pub fn release_probe(&self, tenant: &str) {
         if let Some(s) = self.states.lock().get_mut(tenant) {
             s.probing = false;
+        }
+    }
+
+    /// What another replica found (`None`: its token request succeeded): the tenant's jobs
+    /// here wait for the same retry time, or go again. True if the tenant was failing here and
+    /// is not any more. A failure with an earlier retry time than the one known here is older
+    /// news, and ignored.
+    pub fn adopt(&self, tenant: &str, failure: Option<TokenFailure>) -> bool {
+        let mut states = self.states.lock();
+        match failure {
+            None => states.remove(tenant).is_some(),
+            Some(f) => {
+                if states.get(tenant).is_none_or(|s| s.failure.retry_at < f.retry_at) {
+                    states.insert(tenant.to_owned(), State { failure: f, probing: false });
+                }
+                false
+            }
         }
     }
 
@@ -149,5 +166,24 @@ mod tests {
         assert!(auth.succeeded("b"));
         assert_eq!(auth.gate("b", later, wait), Gate::Go);
         assert!(!auth.succeeded("b"));
+    }
+
+    #[test]
+    fn another_replicas_news_holds_or_releases_the_tenant_and_older_news_is_ignored() {
+        let (here, there) = (TenantAuth::default(), TenantAuth::default());
+        let now = Utc::now();
+        let wait = Duration::from_secs(10);
+        let e = AuthError::Transient("timed out".into());
+        let first = there.failed("b", &e, now, |_| Duration::from_secs(30));
+        let older = there.failure("b");
+        assert!(!here.adopt("b", older.clone()));
+        assert_eq!(here.gate("b", now, wait), Gate::Wait(first), "waits as the replica that failed");
+        let second = there.failed("b", &e, first, |_| Duration::from_secs(30));
+        assert!(!here.adopt("b", there.failure("b")));
+        assert!(!here.adopt("b", older), "a failure older than the one known is ignored");
+        assert_eq!(here.gate("b", now, wait), Gate::Wait(second));
+        assert!(here.adopt("b", None), "the endpoint answering there releases the tenant here");
+        assert_eq!(here.gate("b", now, wait), Gate::Go);
+        assert!(!here.adopt("b", None), "nothing to release twice");
     }
 }
