@@ -140,6 +140,10 @@ impl Roles {
                     self.contacts.forget_book(&tenant);
                     Ok(())
                 }
+                Event::PhoneSystem { tenant, health } => {
+                    self.sync.presence.outbox.heard_from_leader(&tenant, &health);
+                    Ok(())
+                }
                 Event::TenantToken { tenant, failure } => {
                     self.sync.tenant_token_elsewhere(&tenant, failure.as_deref());
                     Ok(())

@@ -626,6 +626,59 @@ async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_repli
     cluster.app.fake.stop().await;
 }
 
+/// The tenant's `status.phone_system` as replica `i` shows it.
+async fn phone_system_on(cluster: &Cluster, i: usize) -> Value {
+    let r = cluster.replica(i).api(&cluster.app, "GET", &format!("/api/v1/tenants/{TENANT}"), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body["status"]["phone_system"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_ok_again_on_every_one() {
+    let cluster = Cluster::start(&[]).await;
+    let rx = Receiver::start(&secret(), gwsync::clock::Clock::system()).await;
+    // The phone system refuses Alice's switches (500) until told otherwise.
+    rx.fail_next(ALICE, u32::MAX);
+    cluster.setup_tenant(Some((&rx.url, &secret()))).await;
+    cluster.add_user(ALICE).await;
+    cluster.channels(&[ALICE]).await;
+    // A lunch under way: Alice's profile switches to Lunch, a message for the phone system.
+    let now = Utc::now();
+    insert_event(&cluster.app, ALICE, "lunch", now - chrono::Duration::minutes(5), now + chrono::Duration::hours(1))
+        .await;
+    let leader = cluster.leader().await;
+    let failing = eventually("the leader to find the phone system failing", async || {
+        let p = phone_system_on(&cluster, leader).await;
+        if p["state"] != "ok" && !p["last_error"].is_null() { Ok(p) } else { Err(p.to_string()) }
+    })
+    .await;
+    // Only the leader delivers; the admin sees the same on whichever replica the balancer picks.
+    for i in (0..REPLICAS).filter(|i| *i != leader) {
+        eventually(&format!("replica {i} to show the phone system failing"), async || {
+            let p = phone_system_on(&cluster, i).await;
+            let same = p["last_error"] == failing["last_error"] && p["failing_since"] == failing["failing_since"];
+            if p["state"] != "ok" && same { Ok(()) } else { Err(p.to_string()) }
+        })
+        .await;
+    }
+
+    // It answers again: the leader's next attempt goes through, and every replica shows ok.
+    rx.fail_next(ALICE, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for i in 0..REPLICAS {
+        loop {
+            let p = phone_system_on(&cluster, i).await;
+            if p["state"] == "ok" && p["last_error"].is_null() && p["failing_since"].is_null() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "replica {i} still shows {p}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(rx.delivered_to(ALICE).iter().any(|a| a.ok()), "the phone system got Alice's switch");
+    cluster.app.fake.stop().await;
+}
+
 /// `GET` of a job's status URL straight from replica `i`, with `token`.
 async fn job_on(cluster: &Cluster, i: usize, status: &str, token: &str) -> Reply {
     let r = cluster

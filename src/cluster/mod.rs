@@ -276,6 +276,11 @@ impl Cluster {
         self.send(notify::TENANT_TOKEN, &Event::TenantToken { tenant: tenant.to_owned(), failure }).await;
     }
 
+    /// The leader tells the followers how a tenant's phone system is doing (`health` as JSON).
+    pub async fn phone_system_health(&self, tenant: &str, health: String) {
+        self.send(notify::PHONE_SYSTEM, &Event::PhoneSystem { tenant: tenant.to_owned(), health }).await;
+    }
+
     /// Tells every replica a tenant's phonebook changed (they rebuild their index).
     pub async fn contacts_changed(&self, tenant: &str) {
         self.send(notify::CONTACTS, &Event::Contacts { tenant: tenant.to_owned() }).await;

@@ -29,8 +29,10 @@ pub const CONTACTS: &str = "gwsync_contacts";
 /// A replica found a tenant's token endpoint failing, or answering again: every replica shows
 /// it and holds the tenant's jobs alike.
 pub const TENANT_TOKEN: &str = "gwsync_tenant_token";
+/// The leader tells how a tenant's phone system is doing: followers show the same.
+pub const PHONE_SYSTEM: &str = "gwsync_phone_system";
 
-const CHANNELS: [&str; 6] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS, TENANT_TOKEN];
+const CHANNELS: [&str; 7] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS, TENANT_TOKEN, PHONE_SYSTEM];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -52,6 +54,11 @@ pub enum Event {
     TenantToken {
         tenant: String,
         failure: Option<String>,
+    },
+    /// `health`: the tenant's phone-system health as JSON (`presence::outbox::PhoneSystemHealth`).
+    PhoneSystem {
+        tenant: String,
+        health: String,
     },
     /// The listener reconnected: notifications may have been lost meanwhile.
     Missed,

@@ -30,7 +30,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use secrecy::ExposeSecret;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,10 +48,10 @@ const BREAKER_MIN: Duration = Duration::from_secs(5);
 const BREAKER_MAX: Duration = Duration::from_secs(300);
 
 /// How a tenant's phone system is doing, as its status shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PhoneSystemHealth {
     /// `ok`, `retrying` (failing for less than `delivery_alert_after`) or `failing`.
-    pub state: &'static str,
+    pub state: String,
     /// When the current run of failures began.
     pub failing_since: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -156,7 +156,15 @@ pub struct Outbox {
     slots: Arc<Semaphore>,
     /// The last deliveries per tenant (the console's phone-system page).
     pub recent: super::deliveries::RecentDeliveries,
+    /// Replicas: on the leader, what it last told the others of each tenant's phone system,
+    /// and when; on a follower, what it heard (`tell_followers`).
+    told: Mutex<HashMap<String, (PhoneSystemHealth, DateTime<Utc>)>>,
+    heard: Mutex<HashMap<String, PhoneSystemHealth>>,
 }
+
+/// The leader tells the followers of a change in a tenant's delivery counters (`queued`,
+/// `last_delivered`) at most this often; of a change in its state, error or pause at once.
+const TELL_COUNTERS_EVERY: chrono::Duration = chrono::Duration::seconds(5);
 
 impl Outbox {
     pub fn new(app: Arc<AppState>) -> Result<Self, String> {
@@ -170,6 +178,8 @@ impl Outbox {
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(GLOBAL_CONCURRENCY)),
             recent: Default::default(),
+            told: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
         })
     }
 
@@ -298,6 +308,8 @@ impl Outbox {
 
     /// Drops everything of a tenant (it was deleted).
     pub fn forget_tenant(&self, tenant: &str) {
+        self.told.lock().remove(tenant);
+        self.heard.lock().remove(tenant);
         let mut index = self.index.lock();
         index.newest.retain(|k, _| k.tenant != tenant);
         index.due.retain(|(_, k)| k.tenant != tenant);
@@ -317,13 +329,67 @@ impl Outbox {
     }
 
     /// How the tenant's phone system is doing.
+    /// How the tenant's phone system is doing. Only the leader delivers, so a follower shows
+    /// what the leader last told it (`tell_followers`), if anything.
     pub fn health(&self, tenant: &str) -> PhoneSystemHealth {
+        let cluster = &self.app.cluster;
+        if cluster.is_shared()
+            && !cluster.is_leader()
+            && let Some(h) = self.heard.lock().get(tenant)
+        {
+            return h.clone();
+        }
+        self.local_health(tenant)
+    }
+
+    /// What the leader told of a tenant's phone system (as JSON), on a follower.
+    pub fn heard_from_leader(&self, tenant: &str, health: &str) {
+        if self.app.cluster.is_leader() {
+            return;
+        }
+        match serde_json::from_str::<PhoneSystemHealth>(health) {
+            Ok(h) => {
+                self.heard.lock().insert(tenant.to_owned(), h);
+            }
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "ignoring the leader's phone-system health that cannot be read")
+            }
+        }
+    }
+
+    /// On the leader of replicas: tells the followers how the tenant's phone system is doing
+    /// when that changed (its state, error or pause at once; its counters every
+    /// `TELL_COUNTERS_EVERY`), so the tenant's status reads the same on every replica.
+    async fn tell_followers(&self, tenant: &str) {
+        let cluster = &self.app.cluster;
+        if !cluster.is_shared() || !cluster.is_leader() {
+            return;
+        }
+        let now = self.app.clock.now();
+        let health = self.local_health(tenant);
+        let tell = match self.told.lock().get(tenant) {
+            None => true,
+            Some((told, at)) => {
+                let material = (&told.state, told.failing_since, &told.last_error, told.paused_until)
+                    != (&health.state, health.failing_since, &health.last_error, health.paused_until);
+                material || (*told != health && now - *at >= TELL_COUNTERS_EVERY)
+            }
+        };
+        if !tell {
+            return;
+        }
+        let Ok(json) = serde_json::to_string(&health) else { return };
+        self.told.lock().insert(tenant.to_owned(), (health, now));
+        cluster.phone_system_health(tenant, json).await;
+    }
+
+    fn local_health(&self, tenant: &str) -> PhoneSystemHealth {
         let now = self.app.clock.now();
         let alert_after = self.alert_after();
         let index = self.index.lock();
         let Some(lane) = index.lanes.get(tenant) else {
             return PhoneSystemHealth {
-                state: "ok",
+                state: "ok".into(),
                 failing_since: None,
                 last_error: None,
                 last_delivered: None,
@@ -336,7 +402,8 @@ impl Outbox {
                 None => "ok",
                 Some(_) if lane.failing(now, alert_after) => "failing",
                 Some(_) => "retrying",
-            },
+            }
+            .into(),
             failing_since: lane.failing_since,
             last_error: lane.last_error.clone(),
             last_delivered: lane.last_delivered,
@@ -421,6 +488,7 @@ impl Outbox {
                     }
                     drop(permit);
                     me.wake.notify_one();
+                    me.tell_followers(&key.tenant).await;
                 });
             }
             let wait = async {
