@@ -497,12 +497,12 @@ async fn a_database_from_before_the_cluster_migration_migrates_cleanly() {
         .fetch_all(&mut db)
         .await
         .expect("migrations");
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     let schema: i64 = sqlx::query_scalar("SELECT value FROM gwsync_meta WHERE key = 'schema_version'")
         .fetch_one(&mut db)
         .await
         .expect("schema version");
-    assert_eq!(schema, 5, "the schema version is the latest migration");
+    assert_eq!(schema, 6, "the schema version is the latest migration");
     let kept: (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM sync_claims WHERE holder = 'old-replica'),
                 (SELECT count(*) FROM cluster_members WHERE id = 'old-replica')",
@@ -513,11 +513,11 @@ async fn a_database_from_before_the_cluster_migration_migrates_cleanly() {
     assert_eq!(kept, (1, 1), "the claims and heartbeats in use are kept");
 
     // A build with fewer migrations than the database refuses it before touching it.
-    sqlx::query("UPDATE gwsync_meta SET value = 6 WHERE key = 'schema_version'").execute(&mut db).await.expect("6");
+    sqlx::query("UPDATE gwsync_meta SET value = 7 WHERE key = 'schema_version'").execute(&mut db).await.expect("7");
     match open().await {
-        Err(e @ StoreError::NewerSchema { found: 6, reads: 5, .. }) => assert_eq!(
+        Err(e @ StoreError::NewerSchema { found: 7, reads: 6, .. }) => assert_eq!(
             e.to_string(),
-            "the database was written by a newer gwsync (schema 6, this build reads up to 5); upgrade gwsync"
+            "the database was written by a newer gwsync (schema 7, this build reads up to 6); upgrade gwsync"
         ),
         other => panic!("a newer schema must be refused: {:?}", other.map(|_| ())),
     }
@@ -676,6 +676,24 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
         }
     }
     assert!(rx.delivered_to(ALICE).iter().any(|a| a.ok()), "the phone system got Alice's switch");
+
+    // The console's list of the last deliveries reads the same on every replica: the refused
+    // attempt and the one that went through, newest first.
+    let path = format!("/api/v1/tenants/{TENANT}/phone-system/deliveries");
+    let lists = eventually("every replica to list the delivery that went through", async || {
+        let mut lists = Vec::new();
+        for i in 0..REPLICAS {
+            let r = cluster.replica(i).api(&cluster.app, "GET", &path, None).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            lists.push(r.body["deliveries"].clone());
+        }
+        let delivered = lists.iter().all(|l| l[0]["outcome"] == "delivered");
+        if delivered && lists.iter().all(|l| *l == lists[0]) { Ok(lists) } else { Err(format!("{lists:#?}")) }
+    })
+    .await;
+    let list = lists[0].as_array().expect("deliveries");
+    assert!(list.iter().all(|d| d["user"] == ALICE && d["profile"] == "Lunch"), "{list:#?}");
+    assert!(list[1..].iter().any(|d| d["outcome"] != "delivered"), "the refused attempt is listed: {list:#?}");
     cluster.app.fake.stop().await;
 }
 

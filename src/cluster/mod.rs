@@ -33,6 +33,7 @@
 //! `roles`.
 
 pub mod claims;
+pub mod deliveries;
 pub mod jobs;
 pub mod leader;
 pub mod members;
@@ -274,6 +275,23 @@ impl Cluster {
     /// none: it answers again).
     pub async fn tenant_token_changed(&self, tenant: &str, failure: Option<String>) {
         self.send(notify::TENANT_TOKEN, &Event::TenantToken { tenant: tenant.to_owned(), failure }).await;
+    }
+
+    /// Records an attempt to deliver to a tenant's phone system for every replica to show
+    /// (`presence::deliveries`), keeping the newest `kept`; nothing with sled.
+    pub async fn record_delivery(&self, tenant: &str, delivery: &serde_json::Value, kept: usize) {
+        let Some(shared) = &self.shared else { return };
+        let kept = i64::try_from(kept).unwrap_or(i64::MAX);
+        if let Err(e) = deliveries::record(&shared.pool, tenant, delivery, kept).await {
+            tracing::warn!(tenant, error = %scrub(e, &shared.url), "could not record a delivery for the other replicas");
+        }
+    }
+
+    /// The tenant's last `kept` deliveries as recorded, newest first (none with sled).
+    pub async fn deliveries(&self, tenant: &str, kept: usize) -> Result<Option<Vec<serde_json::Value>>, ClusterError> {
+        let Some(shared) = &self.shared else { return Ok(None) };
+        let kept = i64::try_from(kept).unwrap_or(i64::MAX);
+        Ok(Some(deliveries::list(&shared.pool, tenant, kept).await?))
     }
 
     /// The leader tells the followers how a tenant's phone system is doing (`health` as JSON).

@@ -40,8 +40,10 @@ async fn deliveries(
 ) -> Result<HttpResponse, ApiError> {
     let t = existing(&state, &path).await?;
     let outbox = &sync.presence.outbox;
+    let deliveries =
+        outbox.recent_deliveries(&t.id).await.map_err(|e| ApiError::internal("reading the deliveries", &e))?;
     Ok(HttpResponse::Ok().json(json!({
         "health": outbox.health(&t.id),
-        "deliveries": outbox.recent.list(&t.id),
+        "deliveries": deliveries,
     })))
 }

@@ -1,17 +1,18 @@
 //! What the console's phone-system page shows: the last deliveries to each tenant's phone
-//! system (kept in memory by the replica that delivers, which is the leader; a restart starts
-//! the list afresh), and the outcome of a test message.
+//! system, and the outcome of a test message. With sled the list is kept in memory (a restart
+//! starts it afresh); replicas on PostgreSQL record each attempt in the database
+//! (`cluster::deliveries`: only the leader delivers, and any replica shows them).
 
 use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Deliveries kept per tenant.
 pub const KEPT: usize = 20;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub at: DateTime<Utc>,
     pub user: String,

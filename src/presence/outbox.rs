@@ -699,16 +699,35 @@ impl Outbox {
     }
 
     fn record(&self, message: &OutboxMessage, outcome: String) {
-        self.recent.record(
-            &message.tenant,
-            super::deliveries::Delivery {
-                at: self.app.clock.now(),
-                user: message.user.clone(),
-                sequence: message.sequence,
-                profile: super::deliveries::profile_of(&message.body),
-                outcome,
-            },
-        );
+        let delivery = super::deliveries::Delivery {
+            at: self.app.clock.now(),
+            user: message.user.clone(),
+            sequence: message.sequence,
+            profile: super::deliveries::profile_of(&message.body),
+            outcome,
+        };
+        if self.app.cluster.is_shared()
+            && let Ok(json) = serde_json::to_value(&delivery)
+        {
+            // In the background: the delivery path does not wait for the console's list.
+            let (cluster, tenant) = (self.app.cluster.clone(), message.tenant.clone());
+            tokio::spawn(async move {
+                cluster.record_delivery(&tenant, &json, super::deliveries::KEPT).await;
+            });
+        }
+        self.recent.record(&message.tenant, delivery);
+    }
+
+    /// The tenant's last deliveries, newest first: as recorded for every replica, or (sled)
+    /// this process's.
+    pub async fn recent_deliveries(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<super::deliveries::Delivery>, crate::cluster::ClusterError> {
+        match self.app.cluster.deliveries(tenant, super::deliveries::KEPT).await? {
+            Some(recorded) => Ok(recorded.into_iter().filter_map(|d| serde_json::from_value(d).ok()).collect()),
+            None => Ok(self.recent.list(tenant)),
+        }
     }
 
     async fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String, unreachable: bool) -> Attempt {

@@ -379,6 +379,7 @@ impl Store for PgStore {
             "DELETE FROM presence WHERE tenant = $1",
             "DELETE FROM contacts WHERE tenant = $1",
             "DELETE FROM contact_books WHERE tenant = $1",
+            "DELETE FROM phone_deliveries WHERE tenant = $1",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(pg)?;
         }

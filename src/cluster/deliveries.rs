@@ -1,0 +1,36 @@
+//! The last deliveries to each tenant's phone system, shared by the replicas
+//! (`presence::deliveries`): the leader delivers and writes each attempt, any replica reads
+//! them. The table comes from the store's migrations (`migrations/0006_phone_deliveries.sql`);
+//! the store deletes a tenant's rows with the tenant.
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+/// Writes one attempt and drops the tenant's older ones beyond `kept`.
+pub async fn record(pool: &PgPool, tenant: &str, delivery: &Value, kept: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO phone_deliveries (tenant, data) VALUES ($1, $2)")
+        .bind(tenant)
+        .bind(delivery.to_string())
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "DELETE FROM phone_deliveries WHERE tenant = $1 AND id <= \
+         (SELECT id FROM phone_deliveries WHERE tenant = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+    )
+    .bind(tenant)
+    .bind(kept)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The tenant's last `kept` attempts, newest first (a row that cannot be read is left out).
+pub async fn list(pool: &PgPool, tenant: &str, kept: i64) -> Result<Vec<Value>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT data FROM phone_deliveries WHERE tenant = $1 ORDER BY id DESC LIMIT $2")
+            .bind(tenant)
+            .bind(kept)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().filter_map(|(data,)| serde_json::from_str(&data).ok()).collect())
+}
