@@ -1450,7 +1450,11 @@ async fn diagnose_reports_a_failing_phone_system_with_its_fix_and_passes_once_it
     .await;
     let detail = step["detail"].as_str().unwrap_or_default();
     assert!(!detail.contains("retrying") && !detail.contains("fail since"), "{step}");
-    assert_eq!(tenant_status(&app, TENANT).await["phone_system"]["state"], "ok");
+    // And says when the phone system last took a message, as the status does.
+    assert!(detail.contains(&format!("{url}: last delivered ")), "{step}");
+    let p = tenant_status(&app, TENANT).await["phone_system"].clone();
+    assert_eq!(p["state"], "ok", "{p}");
+    assert!(time(&p["last_delivered"]) >= failing_since, "{p}");
     hang.stop();
     rx.stop().await;
     app.stop().await;

@@ -89,7 +89,6 @@ struct Lane {
     opened: u32,
     failing_since: Option<DateTime<Utc>>,
     last_error: Option<String>,
-    last_delivered: Option<DateTime<Utc>>,
     queued: usize,
 }
 
@@ -104,7 +103,6 @@ impl Default for Lane {
             opened: 0,
             failing_since: None,
             last_error: None,
-            last_delivered: None,
             queued: 0,
         }
     }
@@ -128,6 +126,9 @@ struct Index {
     due: BTreeSet<(DateTime<Utc>, CalendarKey)>,
     in_flight: HashSet<CalendarKey>,
     lanes: HashMap<String, Lane>,
+    /// When each tenant's phone system last took a message: kept apart from its lane, which
+    /// goes as soon as it is idle (after nearly every delivery), so the status can say it.
+    last_delivered: HashMap<String, DateTime<Utc>>,
 }
 
 impl Index {
@@ -163,7 +164,8 @@ pub struct Outbox {
 }
 
 /// The leader tells the followers of a change in a tenant's delivery counters (`queued`,
-/// `last_delivered`) at most this often; of a change in its state, error or pause at once.
+/// `last_delivered`) at most this often, and when its queue drains; of a change in its state,
+/// error or pause at once.
 const TELL_COUNTERS_EVERY: chrono::Duration = chrono::Duration::seconds(5);
 
 impl Outbox {
@@ -311,6 +313,7 @@ impl Outbox {
         self.told.lock().remove(tenant);
         self.heard.lock().remove(tenant);
         let mut index = self.index.lock();
+        index.last_delivered.remove(tenant);
         index.newest.retain(|k, _| k.tenant != tenant);
         index.due.retain(|(_, k)| k.tenant != tenant);
         if let Some(lane) = index.lanes.get_mut(tenant) {
@@ -328,7 +331,6 @@ impl Outbox {
         self.index.lock().newest.len()
     }
 
-    /// How the tenant's phone system is doing.
     /// How the tenant's phone system is doing. Only the leader delivers, so a follower shows
     /// what the leader last told it (`tell_followers`), if anything.
     pub fn health(&self, tenant: &str) -> PhoneSystemHealth {
@@ -372,7 +374,10 @@ impl Outbox {
             Some((told, at)) => {
                 let material = (&told.state, told.failing_since, &told.last_error, told.paused_until)
                     != (&health.state, health.failing_since, &health.last_error, health.paused_until);
-                material || (*told != health && now - *at >= TELL_COUNTERS_EVERY)
+                // A burst's end (nothing queued any more) is told at once, so the followers'
+                // counters are never left mid-burst.
+                let drained = health.queued == 0 && told.queued != 0;
+                material || drained || (*told != health && now - *at >= TELL_COUNTERS_EVERY)
             }
         };
         if !tell {
@@ -387,12 +392,13 @@ impl Outbox {
         let now = self.app.clock.now();
         let alert_after = self.alert_after();
         let index = self.index.lock();
+        let last_delivered = index.last_delivered.get(tenant).copied();
         let Some(lane) = index.lanes.get(tenant) else {
             return PhoneSystemHealth {
                 state: "ok".into(),
                 failing_since: None,
                 last_error: None,
-                last_delivered: None,
+                last_delivered,
                 paused_until: None,
                 queued: 0,
             };
@@ -406,7 +412,7 @@ impl Outbox {
             .into(),
             failing_since: lane.failing_since,
             last_error: lane.last_error.clone(),
-            last_delivered: lane.last_delivered,
+            last_delivered,
             paused_until: match lane.breaker {
                 Breaker::Open { until } => Some(until),
                 _ => None,
@@ -525,7 +531,7 @@ impl Outbox {
         match outcome {
             Attempt::Done { delivered } => {
                 if delivered {
-                    lane.last_delivered = Some(now);
+                    index.last_delivered.insert(key.tenant.clone(), now);
                     lane.unreachable = 0;
                     lane.refused_users.clear();
                     lane.opened = 0;
