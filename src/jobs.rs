@@ -52,6 +52,9 @@ pub struct Jobs {
     jobs: Arc<Mutex<VecDeque<Job>>>,
     /// Replicas on one database: where the others read this one's jobs, and it theirs.
     cluster: Option<Arc<Cluster>>,
+    /// Done once per process, before this replica records a job: its earlier run's unfinished
+    /// jobs marked interrupted (`Cluster::forget_jobs_of_earlier_run`).
+    earlier_run: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Jobs {
@@ -62,12 +65,19 @@ impl Jobs {
             clock,
             jobs: Arc::new(Mutex::new(VecDeque::new())),
             cluster: None,
+            earlier_run: Arc::default(),
         }
     }
 
     /// On a replica of a shared database: jobs are recorded there too (module doc).
     pub fn shared(mut self, cluster: Arc<Cluster>) -> Self {
         self.cluster = Some(cluster).filter(|c| c.is_shared());
+        if let Some(cluster) = self.cluster.clone() {
+            let once = self.earlier_run.clone();
+            self.runtime.spawn(async move {
+                once.get_or_init(|| cluster.forget_jobs_of_earlier_run()).await;
+            });
+        }
         self
     }
 
@@ -99,6 +109,7 @@ impl Jobs {
             }
         }
         if let Some(cluster) = &self.cluster {
+            self.earlier_run.get_or_init(|| cluster.forget_jobs_of_earlier_run()).await;
             // Not recorded (the database failing): the job still runs, and this replica shows it.
             cluster.record_job(&job.id, &json!(job), false).await;
         }
@@ -124,7 +135,14 @@ impl Jobs {
                 })
             };
             if let (Some(cluster), Some(ended)) = (cluster, ended) {
-                cluster.record_job(&id, &json!(ended), true).await;
+                // A few tries: a record left unfinished would read as running while this
+                // replica lives.
+                for attempt in 0..5u32 {
+                    if cluster.record_job(&id, &json!(ended), true).await {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+                }
             }
         });
         job
@@ -138,7 +156,13 @@ impl Jobs {
         }
         let Some(cluster) = &self.cluster else { return Ok(None) };
         let Some(record) = cluster.job(id).await? else { return Ok(None) };
-        let Ok(mut job) = serde_json::from_value::<Job>(record.job) else { return Ok(None) };
+        let mut job = match serde_json::from_value::<Job>(record.job) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(job = id, error = %e, "another replica's job record cannot be read; shown as unknown");
+                return Ok(None);
+            }
+        };
         if !record.finished && !record.replica_alive {
             job.state = JobState::Failed;
             job.result = Some(json!({

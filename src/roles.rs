@@ -134,6 +134,11 @@ impl Roles {
                     self.sync.app.forget_tenant(&tenant);
                     self.sync.tenant_auth.forget(&tenant);
                     self.contacts.forget_tenant(&tenant);
+                    // Deleted on another replica: nothing of its phone system's may show for a
+                    // tenant created again under its id.
+                    if matches!(self.sync.app.store.tenant(&tenant).await, Ok(None)) {
+                        self.presence.outbox.forget_tenant(&tenant);
+                    }
                     Ok(())
                 }
                 Event::Contacts { tenant } => {

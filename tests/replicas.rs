@@ -774,6 +774,23 @@ async fn a_long_request_is_watched_on_any_replica_and_one_whose_replica_dies_sho
     assert_eq!(failed["state"], "failed", "{failed}");
     assert_eq!(failed["result"]["code"], "job_interrupted", "{failed}");
     assert_eq!(job_on(&cluster, 0, &status, ADMIN_TOKEN).await.body, failed, "replicas 0 and 2 agree");
+
+    // A replica with a fixed `cluster.replica_id` heartbeats under the same id after a restart:
+    // the jobs its earlier run left unfinished read as interrupted once it is back, at once.
+    cluster.env.push(("GWSYNC_CLUSTER__REPLICA_ID".into(), "replica-one".into()));
+    cluster.restart(1).await;
+    let r = cluster.replica(1).api(&cluster.app, "POST", &sync, None).await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let status = r.body["status"].as_str().expect("status").to_owned();
+    assert_eq!(job_on(&cluster, 0, &status, ADMIN_TOKEN).await.body["state"], "running");
+    cluster.kill(1);
+    cluster.restart(1).await;
+    let failed = eventually("the earlier run's job to read as interrupted", async || {
+        let r = job_on(&cluster, 0, &status, ADMIN_TOKEN).await;
+        if r.body["state"] == "failed" { Ok(r.body) } else { Err(r.body.to_string()) }
+    })
+    .await;
+    assert_eq!(failed["result"]["code"], "job_interrupted", "{failed}");
     cluster.app.fake.stop().await;
 }
 

@@ -1,18 +1,21 @@
 //! The last deliveries to each tenant's phone system, shared by the replicas
 //! (`presence::deliveries`): the leader delivers and writes each attempt, any replica reads
 //! them. The table comes from the store's migrations (`migrations/0006_phone_deliveries.sql`);
-//! the store deletes a tenant's rows with the tenant.
+//! the store deletes a tenant's rows with the tenant, and none is written for a tenant gone.
 
 use serde_json::Value;
 use sqlx::PgPool;
 
 /// Writes one attempt and drops the tenant's older ones beyond `kept`.
 pub async fn record(pool: &PgPool, tenant: &str, delivery: &Value, kept: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO phone_deliveries (tenant, data) VALUES ($1, $2)")
-        .bind(tenant)
-        .bind(delivery.to_string())
-        .execute(pool)
-        .await?;
+    // Not for a tenant deleted meanwhile: a tenant re-created under its id starts without them.
+    sqlx::query(
+        "INSERT INTO phone_deliveries (tenant, data) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)",
+    )
+    .bind(tenant)
+    .bind(delivery.to_string())
+    .execute(pool)
+    .await?;
     sqlx::query(
         "DELETE FROM phone_deliveries WHERE tenant = $1 AND id <= \
          (SELECT id FROM phone_deliveries WHERE tenant = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
@@ -32,5 +35,14 @@ pub async fn list(pool: &PgPool, tenant: &str, kept: i64) -> Result<Vec<Value>, 
             .bind(kept)
             .fetch_all(pool)
             .await?;
-    Ok(rows.into_iter().filter_map(|(data,)| serde_json::from_str(&data).ok()).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(|(data,)| match serde_json::from_str(&data) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "a recorded delivery cannot be read; left out");
+                None
+            }
+        })
+        .collect())
 }

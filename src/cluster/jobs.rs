@@ -2,8 +2,10 @@
 //! replica that was asked, and any replica answers `GET /api/v1/jobs/{id}` for it — behind a
 //! balancer the next request rarely reaches the same replica. The record is written before the
 //! request is answered and again when the job ends. A record that never ended, whose replica
-//! no longer heartbeats (`members`), is one a stopped replica cut short. The table comes from
-//! the store's migrations (`migrations/0005_jobs.sql`).
+//! no longer heartbeats (`members`), is one a stopped replica cut short; so is one a replica
+//! restarted under the same `cluster.replica_id` finds of its earlier run
+//! (`interrupt_earlier_run`, before it records a job of its own). The table comes from the
+//! store's migrations (`migrations/0005_jobs.sql`).
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -41,6 +43,19 @@ pub async fn put(pool: &PgPool, replica: &str, id: &str, job: &Value, finished: 
         .execute(pool)
         .await?;
     }
+    Ok(())
+}
+
+/// What `get` reads as a replica that no longer heartbeats.
+const GONE: &str = "(an earlier run)";
+
+/// An earlier run's unfinished jobs of `replica` read as interrupted from now on.
+pub async fn interrupt_earlier_run(pool: &PgPool, replica: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE cluster_jobs SET replica = $2 WHERE replica = $1 AND NOT finished")
+        .bind(replica)
+        .bind(GONE)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

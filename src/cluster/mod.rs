@@ -263,7 +263,18 @@ impl Cluster {
     /// A job another replica runs or ran, as recorded (none with sled).
     pub async fn job(&self, id: &str) -> Result<Option<jobs::Record>, ClusterError> {
         let Some(shared) = &self.shared else { return Ok(None) };
-        Ok(jobs::get(&shared.pool, id, members::LIVE_WITHIN_SECS).await?)
+        jobs::get(&shared.pool, id, members::LIVE_WITHIN_SECS)
+            .await
+            .map_err(|e| ClusterError::Connect(scrub(e, &shared.url)))
+    }
+
+    /// Marks the jobs an earlier run of this replica (same `cluster.replica_id`) left unfinished
+    /// as interrupted: its heartbeat goes on under the same id, so they would read as running.
+    pub async fn forget_jobs_of_earlier_run(&self) {
+        let Some(shared) = &self.shared else { return };
+        if let Err(e) = jobs::interrupt_earlier_run(&shared.pool, &self.replica_id).await {
+            tracing::warn!(error = %scrub(e, &shared.url), "could not mark an earlier run's jobs as interrupted");
+        }
     }
 
     /// Tells every replica a tenant's key or settings changed (they drop what they cached).
@@ -291,7 +302,8 @@ impl Cluster {
     pub async fn deliveries(&self, tenant: &str, kept: usize) -> Result<Option<Vec<serde_json::Value>>, ClusterError> {
         let Some(shared) = &self.shared else { return Ok(None) };
         let kept = i64::try_from(kept).unwrap_or(i64::MAX);
-        Ok(Some(deliveries::list(&shared.pool, tenant, kept).await?))
+        let list = deliveries::list(&shared.pool, tenant, kept).await;
+        Ok(Some(list.map_err(|e| ClusterError::Connect(scrub(e, &shared.url)))?))
     }
 
     /// The leader tells the followers how a tenant's phone system is doing (`health` as JSON).

@@ -177,9 +177,9 @@ impl Contacts {
         // A token failure that every later book would meet too ends those books at once, so
         // a tenant whose token endpoint hangs holds a poll slot (`contacts.parallel_tenants`)
         // for one `sync.token_timeout`, not one per user with personal contacts.
-        let mut shared: Vec<(Option<Scope>, SyncFailure)> = Vec::new();
+        let mut tenant_failures: Vec<(Reach, SyncFailure)> = Vec::new();
         for (book, kind, subject, scope, source) in plan {
-            if let Some((_, failure)) = shared.iter().find(|(reach, _)| reach.is_none_or(|s| s == scope)) {
+            if let Some((_, failure)) = tenant_failures.iter().find(|(reach, _)| reach.covers(scope)) {
                 summary.books.push(self.record_failure(&tenant.id, &book, failure.clone()).await?);
                 continue;
             }
@@ -211,8 +211,8 @@ impl Contacts {
                     };
                     tracing::warn!(tenant = %tenant.id, book, code, error = %e, "phonebook sync failed");
                     let failure = failure(now, code, &e.to_string(), &hint);
-                    if let Some(reach) = token_failure_reach(&e, scope) {
-                        shared.push((reach, failure.clone()));
+                    if let Some(reach) = Reach::of(&e, scope) {
+                        tenant_failures.push((reach, failure.clone()));
                     }
                     summary.books.push(self.record_failure(&tenant.id, &book, failure).await?);
                 }
@@ -406,16 +406,28 @@ impl Contacts {
     }
 }
 
-/// Which of a poll's later books a book's token failure is theirs too: every book (`Some(None)`)
-/// when it is the tenant's — its token endpoint, its key, the key's `token_uri` — and the
-/// books of the same scope when that scope is not delegated; none when it is one user's (not a
-/// Workspace user) or not a token failure.
-fn token_failure_reach(e: &SyncError, scope: Scope) -> Option<Option<Scope>> {
-    match e {
-        SyncError::Auth(AuthError::DelegationMissing { .. }) => Some(Some(scope)),
-        SyncError::Auth(AuthError::UnknownUser { .. }) => None,
-        SyncError::Auth(_) => Some(None),
-        _ => None,
+/// Which of a poll's later books meet a book's token failure too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Every book: the failure is the tenant's (its token endpoint, its key, the key's `token_uri`).
+    Tenant,
+    /// The books that need this scope: it is not delegated.
+    Scope(Scope),
+}
+
+impl Reach {
+    /// None when the failure is one user's (not a Workspace user) or not a token failure.
+    fn of(e: &SyncError, scope: Scope) -> Option<Reach> {
+        match e {
+            SyncError::Auth(AuthError::DelegationMissing { .. }) => Some(Reach::Scope(scope)),
+            SyncError::Auth(AuthError::UnknownUser { .. }) => None,
+            SyncError::Auth(_) => Some(Reach::Tenant),
+            _ => None,
+        }
+    }
+
+    fn covers(self, scope: Scope) -> bool {
+        self == Reach::Tenant || self == Reach::Scope(scope)
     }
 }
 

@@ -31,7 +31,9 @@ async fn get(
         Some(job) => Ok(HttpResponse::Ok().json(job)),
         None => Err(ApiError::not_found(
             "job_not_found",
-            format!("no job '{id}': job reports are kept until the server restarts (the last 200)"),
+            format!(
+                "no job '{id}': job reports are kept for a while (in memory until the server restarts; with replicas, the last 1,000 in the database)"
+            ),
         )),
     }
 }

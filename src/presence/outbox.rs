@@ -157,10 +157,33 @@ pub struct Outbox {
     slots: Arc<Semaphore>,
     /// The last deliveries per tenant (the console's phone-system page).
     pub recent: super::deliveries::RecentDeliveries,
-    /// Replicas: on the leader, what it last told the others of each tenant's phone system,
-    /// and when; on a follower, what it heard (`tell_followers`).
-    told: Mutex<HashMap<String, (PhoneSystemHealth, DateTime<Utc>)>>,
-    heard: Mutex<HashMap<String, PhoneSystemHealth>>,
+    /// Replicas: on the leader, what it last told the others of each tenant's phone system
+    /// (`tell_followers`); on a follower, the newest telling it heard of each.
+    told: Mutex<HashMap<String, Told>>,
+    heard: Mutex<HashMap<String, Telling>>,
+    /// Recorded deliveries being written for the other replicas (`record`): a bound, so a
+    /// storm of deliveries cannot pile writes onto the pool; past it the list skips some.
+    recording: Arc<Semaphore>,
+}
+
+/// Delivery records written at once, at most (`Outbox::recording`).
+const RECORDING: usize = 8;
+
+/// A telling of a tenant's phone-system health, leader to followers. `seq` orders tellings that
+/// may arrive out of order (deliveries of one tenant run side by side): the microseconds of
+/// the leader's clock when it was taken, at least one more than the one before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Telling {
+    seq: u64,
+    health: PhoneSystemHealth,
+}
+
+/// What the leader last told of a tenant.
+struct Told {
+    telling: Telling,
+    at: DateTime<Utc>,
+    /// A change held back (`TELL_COUNTERS_EVERY`) is told by a follow-up already scheduled.
+    follow_up: bool,
 }
 
 /// The leader tells the followers of a change in a tenant's delivery counters (`queued`,
@@ -182,6 +205,7 @@ impl Outbox {
             recent: Default::default(),
             told: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
+            recording: Arc::new(Semaphore::new(RECORDING)),
         })
     }
 
@@ -264,6 +288,8 @@ impl Outbox {
     /// Forgets the in-memory queue (this replica stopped leading; its deliveries were
     /// stopped). Taking over again loads it from the store.
     pub fn clear(&self) {
+        // A new term: what this replica told before says nothing of what the followers heard since.
+        self.told.lock().clear();
         *self.index.lock() = Index::default();
         self.update_gauges();
     }
@@ -332,26 +358,35 @@ impl Outbox {
     }
 
     /// How the tenant's phone system is doing. Only the leader delivers, so a follower shows
-    /// what the leader last told it (`tell_followers`), if anything.
+    /// what the leader last told it (`tell_followers`), if anything — whether a run of failures
+    /// has lasted past `delivery_alert_after` it works out itself, as time passes.
     pub fn health(&self, tenant: &str) -> PhoneSystemHealth {
         let cluster = &self.app.cluster;
         if cluster.is_shared()
             && !cluster.is_leader()
-            && let Some(h) = self.heard.lock().get(tenant)
+            && let Some(mut h) = self.heard.lock().get(tenant).map(|t| t.health.clone())
         {
-            return h.clone();
+            if let Some(since) = h.failing_since {
+                let failing = self.app.clock.now() - since >= self.alert_after();
+                h.state = if failing { "failing" } else { "retrying" }.into();
+            }
+            return h;
         }
         self.local_health(tenant)
     }
 
-    /// What the leader told of a tenant's phone system (as JSON), on a follower.
-    pub fn heard_from_leader(&self, tenant: &str, health: &str) {
+    /// What the leader told of a tenant's phone system (a `Telling` as JSON), on a follower:
+    /// kept if it is newer than the one heard before.
+    pub fn heard_from_leader(&self, tenant: &str, telling: &str) {
         if self.app.cluster.is_leader() {
             return;
         }
-        match serde_json::from_str::<PhoneSystemHealth>(health) {
-            Ok(h) => {
-                self.heard.lock().insert(tenant.to_owned(), h);
+        match serde_json::from_str::<Telling>(telling) {
+            Ok(t) => {
+                let mut heard = self.heard.lock();
+                if heard.get(tenant).is_none_or(|h| h.seq < t.seq) {
+                    heard.insert(tenant.to_owned(), t);
+                }
             }
             Err(e) => {
                 tracing::warn!(tenant, error = %e, "ignoring the leader's phone-system health that cannot be read")
@@ -360,32 +395,65 @@ impl Outbox {
     }
 
     /// On the leader of replicas: tells the followers how the tenant's phone system is doing
-    /// when that changed (its state, error or pause at once; its counters every
-    /// `TELL_COUNTERS_EVERY`), so the tenant's status reads the same on every replica.
-    async fn tell_followers(&self, tenant: &str) {
-        let cluster = &self.app.cluster;
-        if !cluster.is_shared() || !cluster.is_leader() {
-            return;
-        }
-        let now = self.app.clock.now();
-        let health = self.local_health(tenant);
-        let tell = match self.told.lock().get(tenant) {
-            None => true,
-            Some((told, at)) => {
-                let material = (&told.state, told.failing_since, &told.last_error, told.paused_until)
-                    != (&health.state, health.failing_since, &health.last_error, health.paused_until);
-                // A burst's end (nothing queued any more) is told at once, so the followers'
-                // counters are never left mid-burst.
-                let drained = health.queued == 0 && told.queued != 0;
-                material || drained || (*told != health && now - *at >= TELL_COUNTERS_EVERY)
+    /// when that changed — its state, error or pause, and its queue draining, at once; other
+    /// changes of its counters at most every `TELL_COUNTERS_EVERY`, by a follow-up if none
+    /// comes sooner — so the tenant's status reads the same on every replica.
+    fn tell_followers<'a>(
+        self: &'a Arc<Self>,
+        tenant: &'a str,
+        follow_up: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let cluster = &self.app.cluster;
+            if !cluster.is_shared() || !cluster.is_leader() {
+                return;
             }
-        };
-        if !tell {
-            return;
-        }
-        let Ok(json) = serde_json::to_string(&health) else { return };
-        self.told.lock().insert(tenant.to_owned(), (health, now));
-        cluster.phone_system_health(tenant, json).await;
+            let payload = {
+                let mut told = self.told.lock();
+                let now = self.app.clock.now();
+                let health = self.local_health(tenant);
+                let last = told.get_mut(tenant);
+                let wait = match last {
+                    None => None,
+                    Some(last) => {
+                        if follow_up {
+                            last.follow_up = false;
+                        }
+                        let before = &last.telling.health;
+                        let material = (&before.state, before.failing_since, &before.last_error, before.paused_until)
+                            != (&health.state, health.failing_since, &health.last_error, health.paused_until);
+                        let drained = health.queued == 0 && before.queued != 0;
+                        let due = last.at + TELL_COUNTERS_EVERY;
+                        if *before == health {
+                            return;
+                        }
+                        if material || drained || now >= due {
+                            None
+                        } else if last.follow_up {
+                            return;
+                        } else {
+                            last.follow_up = true;
+                            Some(due - now)
+                        }
+                    }
+                };
+                if let Some(wait) = wait {
+                    let (me, tenant) = (self.clone(), tenant.to_owned());
+                    tokio::spawn(async move {
+                        me.app.clock.sleep(wait.to_std().unwrap_or_default()).await;
+                        me.tell_followers(&tenant, true).await;
+                    });
+                    return;
+                }
+                let previous = told.values().map(|t| t.telling.seq).max().unwrap_or(0);
+                let seq = u64::try_from(now.timestamp_micros()).unwrap_or(0).max(previous + 1);
+                let telling = Telling { seq, health };
+                let Ok(json) = serde_json::to_string(&telling) else { return };
+                told.insert(tenant.to_owned(), Told { telling, at: now, follow_up: false });
+                json
+            };
+            cluster.phone_system_health(tenant, payload).await;
+        })
     }
 
     fn local_health(&self, tenant: &str) -> PhoneSystemHealth {
@@ -494,7 +562,7 @@ impl Outbox {
                     }
                     drop(permit);
                     me.wake.notify_one();
-                    me.tell_followers(&key.tenant).await;
+                    me.tell_followers(&key.tenant, false).await;
                 });
             }
             let wait = async {
@@ -716,10 +784,16 @@ impl Outbox {
             && let Ok(json) = serde_json::to_value(&delivery)
         {
             // In the background: the delivery path does not wait for the console's list.
-            let (cluster, tenant) = (self.app.cluster.clone(), message.tenant.clone());
-            tokio::spawn(async move {
-                cluster.record_delivery(&tenant, &json, super::deliveries::KEPT).await;
-            });
+            match self.recording.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let (cluster, tenant) = (self.app.cluster.clone(), message.tenant.clone());
+                    tokio::spawn(async move {
+                        cluster.record_delivery(&tenant, &json, super::deliveries::KEPT).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => tracing::debug!(tenant = %message.tenant, "delivery records busy: this one not recorded"),
+            }
         }
         self.recent.record(&message.tenant, delivery);
     }
@@ -731,7 +805,16 @@ impl Outbox {
         tenant: &str,
     ) -> Result<Vec<super::deliveries::Delivery>, crate::cluster::ClusterError> {
         match self.app.cluster.deliveries(tenant, super::deliveries::KEPT).await? {
-            Some(recorded) => Ok(recorded.into_iter().filter_map(|d| serde_json::from_value(d).ok()).collect()),
+            Some(recorded) => Ok(recorded
+                .into_iter()
+                .filter_map(|d| match serde_json::from_value(d) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(tenant, error = %e, "a recorded delivery cannot be read; left out");
+                        None
+                    }
+                })
+                .collect()),
             None => Ok(self.recent.list(tenant)),
         }
     }

@@ -380,6 +380,7 @@ impl Store for PgStore {
             "DELETE FROM contacts WHERE tenant = $1",
             "DELETE FROM contact_books WHERE tenant = $1",
             "DELETE FROM phone_deliveries WHERE tenant = $1",
+            "DELETE FROM cluster_jobs WHERE (data::jsonb)->>'tenant' = $1",
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(pg)?;
         }

@@ -484,7 +484,8 @@ impl SyncService {
                     if transient { crate::backoff::delay(n, Duration::from_secs(5), max) } else { jittered(slow) }
                 });
                 self.publish_tenant_health();
-                let failure = self.tenant_auth.failure(&key.tenant).and_then(|f| serde_json::to_string(&f).ok());
+                let failure =
+                    self.tenant_auth.failure_to_tell(&key.tenant).and_then(|f| serde_json::to_string(&f).ok());
                 self.app.cluster.tenant_token_changed(&key.tenant, failure).await;
                 Err(SyncError::TenantWaiting { tenant: key.tenant.clone(), retry_at })
             }

@@ -43,6 +43,9 @@ pub enum Gate {
     Wait(DateTime<Utc>),
 }
 
+/// The longest message or hint told to the other replicas (`failure_to_tell`).
+const TOLD_TEXT: usize = 1000;
+
 #[derive(Default)]
 pub struct TenantAuth {
     states: Mutex<HashMap<String, State>>,
@@ -127,6 +130,14 @@ impl TenantAuth {
                 false
             }
         }
+    }
+
+    /// The failure as told to the other replicas: its texts cut to `TOLD_TEXT` characters, so
+    /// a token endpoint's long error description cannot push the notification past
+    /// PostgreSQL's 8,000 bytes.
+    pub fn failure_to_tell(&self, tenant: &str) -> Option<TokenFailure> {
+        let cut = |s: &str| s.chars().take(TOLD_TEXT).collect::<String>();
+        self.failure(tenant).map(|f| TokenFailure { message: cut(&f.message), hint: cut(&f.hint), ..f })
     }
 
     pub fn failure(&self, tenant: &str) -> Option<TokenFailure> {
