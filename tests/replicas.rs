@@ -694,6 +694,34 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
     let list = lists[0].as_array().expect("deliveries");
     assert!(list.iter().all(|d| d["user"] == ALICE && d["profile"] == "Lunch"), "{list:#?}");
     assert!(list[1..].iter().any(|d| d["outcome"] != "delivered"), "the refused attempt is listed: {list:#?}");
+    let delivered = eventually("the leader to show when the phone system last took a message", async || {
+        let p = phone_system_on(&cluster, leader).await;
+        if p["last_delivered"].is_null() { Err(p.to_string()) } else { Ok(p) }
+    })
+    .await;
+
+    // The company deleted on a follower and created again under its id: no replica shows
+    // anything of the old one's phone system.
+    let follower = (leader + 1) % REPLICAS;
+    let r = cluster.replica(follower).api(&cluster.app, "DELETE", &format!("/api/v1/tenants/{TENANT}"), None).await;
+    assert_eq!(r.status, 204, "{r:?}");
+    let tenant = json!({"domain": DOMAIN, "phone_system": {"url": rx.url, "secret": secret()}});
+    let r =
+        cluster.replica(follower).api(&cluster.app, "PUT", &format!("/api/v1/tenants/{TENANT}"), Some(tenant)).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    for i in 0..REPLICAS {
+        eventually(&format!("replica {i} to show nothing of the deleted company's phone system"), async || {
+            let p = phone_system_on(&cluster, i).await;
+            let r = cluster.replica(i).api(&cluster.app, "GET", &path, None).await;
+            let none = r.body["deliveries"].as_array().is_some_and(Vec::is_empty);
+            if p["last_delivered"].is_null() && p["state"] == "ok" && none {
+                Ok(())
+            } else {
+                Err(format!("{p} {} (before: {delivered})", r.body))
+            }
+        })
+        .await;
+    }
     cluster.app.fake.stop().await;
 }
 
