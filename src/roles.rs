@@ -149,8 +149,8 @@ impl Roles {
                     self.sync.presence.outbox.heard_from_leader(&tenant, &health);
                     Ok(())
                 }
-                Event::TenantToken { tenant, failure } => {
-                    self.sync.tenant_token_elsewhere(&tenant, failure.as_deref());
+                Event::TenantToken { tenant, failure, key } => {
+                    self.sync.tenant_token_elsewhere(&tenant, failure.as_deref(), &key).await;
                     Ok(())
                 }
                 // For the leader only.

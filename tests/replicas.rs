@@ -623,6 +623,44 @@ async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_repli
         })
         .await;
     }
+
+    // News that comes late, about a key the tenant no longer has (a new one was uploaded while
+    // it was on its way), holds nobody; the same news about the current key does.
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(&cluster.database_url).await.expect("connect");
+    let news = |key: String| {
+        let failure = json!({"code": "google_unavailable", "message": "late news", "hint": "-",
+            "since": Utc::now(), "retry_at": Utc::now() + chrono::Duration::hours(1), "failures": 1});
+        json!({"kind": "tenant_token", "tenant": TENANT, "failure": failure.to_string(), "key": key}).to_string()
+    };
+    let tell = async |db: &mut sqlx::PgConnection, payload: String| {
+        sqlx::query("SELECT pg_notify('gwsync_tenant_token', $1)").bind(payload).execute(db).await.expect("notify");
+    };
+    tell(&mut db, news("old@acme.iam.gserviceaccount.com/0123".into())).await;
+    never_within("news about an older key to hold the tenant", Duration::from_secs(1), async || {
+        for i in 0..REPLICAS {
+            let g = google_token_on(&cluster, i).await;
+            if g["state"] != "ok" {
+                return Some(format!("replica {i}: {g}"));
+            }
+        }
+        None
+    })
+    .await;
+    let current = format!(
+        "{}/{}",
+        cluster.app.key["client_email"].as_str().expect("email"),
+        cluster.app.key["private_key_id"].as_str().expect("key id")
+    );
+    tell(&mut db, news(current)).await;
+    for i in 0..REPLICAS {
+        eventually(&format!("replica {i} to take news about the current key"), async || {
+            let g = google_token_on(&cluster, i).await;
+            if g["state"] == "failing" && g["error"]["message"] == "late news" { Ok(()) } else { Err(g.to_string()) }
+        })
+        .await;
+    }
+    db.close().await.ok();
     cluster.app.fake.stop().await;
 }
 

@@ -282,10 +282,10 @@ impl Cluster {
         self.send(notify::TENANT, &Event::Tenant { tenant: tenant.to_owned() }).await;
     }
 
-    /// Tells every replica what this one found of a tenant's token endpoint (`failure` as JSON;
-    /// none: it answers again).
-    pub async fn tenant_token_changed(&self, tenant: &str, failure: Option<String>) {
-        self.send(notify::TENANT_TOKEN, &Event::TenantToken { tenant: tenant.to_owned(), failure }).await;
+    /// Tells every replica what this one found of a tenant's token endpoint with `key` (`failure`
+    /// as JSON; none: it answers again).
+    pub async fn tenant_token_changed(&self, tenant: &str, failure: Option<String>, key: String) {
+        self.send(notify::TENANT_TOKEN, &Event::TenantToken { tenant: tenant.to_owned(), failure, key }).await;
     }
 
     /// Records an attempt to deliver to a tenant's phone system for every replica to show

@@ -54,6 +54,9 @@ pub enum Event {
     TenantToken {
         tenant: String,
         failure: Option<String>,
+        /// The key the token was asked with (`ServiceAccount::key_identity`): news about an
+        /// older key says nothing about the tenant now.
+        key: String,
     },
     /// `health`: the tenant's phone-system health as JSON (`presence::outbox::PhoneSystemHealth`).
     PhoneSystem {

@@ -467,7 +467,7 @@ impl SyncService {
             Ok(token) => {
                 if self.tenant_auth.succeeded(&key.tenant) {
                     self.queue.release_tenant(&key.tenant);
-                    self.app.cluster.tenant_token_changed(&key.tenant, None).await;
+                    self.app.cluster.tenant_token_changed(&key.tenant, None, account.key_identity()).await;
                 }
                 self.publish_tenant_health();
                 Ok(token)
@@ -486,7 +486,7 @@ impl SyncService {
                 self.publish_tenant_health();
                 let failure =
                     self.tenant_auth.failure_to_tell(&key.tenant).and_then(|f| serde_json::to_string(&f).ok());
-                self.app.cluster.tenant_token_changed(&key.tenant, failure).await;
+                self.app.cluster.tenant_token_changed(&key.tenant, failure, account.key_identity()).await;
                 Err(SyncError::TenantWaiting { tenant: key.tenant.clone(), retry_at })
             }
             Err(e) => {
@@ -503,8 +503,15 @@ impl SyncService {
     }
 
     /// Another replica found the tenant's token endpoint failing (`failure`, as JSON) or
-    /// answering again (`None`): this one shows the same and holds or releases its jobs alike.
-    pub fn tenant_token_elsewhere(&self, tenant: &str, failure: Option<&str>) {
+    /// answering again (`None`) with `key`: this one shows the same and holds or releases its
+    /// jobs alike — unless the tenant's key is another by now (a new one was uploaded, or the
+    /// tenant deleted, while the news was on its way).
+    pub async fn tenant_token_elsewhere(&self, tenant: &str, failure: Option<&str>, key: &str) {
+        let current = self.app.service_account(tenant).await.map(|a| a.key_identity());
+        if current.as_deref().ok() != Some(key) {
+            tracing::debug!(tenant, "ignoring another replica's token news about a key that is no longer the tenant's");
+            return;
+        }
         let failure = match failure.map(serde_json::from_str::<tenant_auth::TokenFailure>) {
             Some(Ok(f)) => Some(f),
             Some(Err(e)) => {
