@@ -44,7 +44,6 @@ pub struct ServiceAccount {
 
 impl ServiceAccount {
     /// Which key this is (not secret: the key's id and account, as Google shows them).
-    /// Which key this is (its service account and key id; neither is secret).
     pub fn key_identity(&self) -> String {
         format!("{}/{}", self.info.client_email, self.info.private_key_id.as_deref().unwrap_or(""))
     }

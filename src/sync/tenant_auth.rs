@@ -44,7 +44,7 @@ pub enum Gate {
 }
 
 /// The longest message or hint told to the other replicas (`failure_to_tell`).
-const TOLD_TEXT: usize = 1000;
+const TOLD_TEXT: usize = 400;
 
 #[derive(Default)]
 pub struct TenantAuth {
