@@ -531,20 +531,6 @@ async fn personal_contacts_rank_after_the_directory_and_go_when_switched_off() {
     app.stop().await;
 }
 
-/// The tenant's key uploaded again: gwsync forgets its cached tokens, so the next sync asks
-/// Google for new ones under the delegation as it is now.
-async fn upload_key_again(app: &TestApp) {
-    let r = app
-        .raw(
-            "PUT",
-            &format!("/api/v1/tenants/{TENANT}/credentials"),
-            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-            app.key.to_string().into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r:?}");
-}
-
 #[tokio::test]
 async fn a_scope_not_delegated_fails_only_its_own_books_and_is_asked_for_once_a_sync() {
     let app = start().await;
@@ -579,7 +565,8 @@ async fn a_scope_not_delegated_fails_only_its_own_books_and_is_asked_for_once_a_
     // The directory not delegated instead: its book fails, and every user's own contacts are
     // still synced — a scope's refusal ends only the books that need that scope.
     app.delegate(&[calendar, contacts]).await;
-    upload_key_again(&app).await;
+    // Uploaded again, the key's cached tokens are forgotten: the next sync asks Google anew.
+    app.upload_key().await;
     let summary = sync(&app).await;
     assert_eq!(book(&summary, "directory")["error"]["code"], "delegation_missing", "{summary:#}");
     for u in [ALICE, BOB] {

@@ -341,15 +341,7 @@ async fn without_a_key_the_key_step_says_how_to_upload_one_and_the_rest_is_skipp
     assert!(f.contains(&format!("gwsync tenant credentials {TENANT}")), "{f}");
 
     // Uploading the key fixes it without a restart.
-    let r = app
-        .raw(
-            "PUT",
-            &format!("/api/v1/tenants/{TENANT}/credentials"),
-            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-            app.key.to_string().into_bytes(),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r:?}");
+    app.upload_key().await;
     let rep = report(&app, Some(ALICE)).await;
     assert_eq!(outcome(&rep, KEY), "passed", "{rep:#}");
     assert_eq!(outcome(&rep, CALENDAR_READABLE), "passed", "{rep:#}");

@@ -578,11 +578,15 @@ async fn the_leader_killed_before_a_switch_the_next_leader_delivers_it_in_time()
     cluster.app.fake.stop().await;
 }
 
-/// The tenant's `status.google_token` as replica `i` shows it.
-async fn google_token_on(cluster: &Cluster, i: usize) -> Value {
+/// One part of the tenant's `status` (`google_token`, `phone_system`) as replica `i` shows it.
+async fn status_on(cluster: &Cluster, i: usize, part: &str) -> Value {
     let r = cluster.replica(i).api(&cluster.app, "GET", &format!("/api/v1/tenants/{TENANT}"), None).await;
     assert_eq!(r.status, 200, "{r:?}");
-    r.body["status"]["google_token"].clone()
+    r.body["status"][part].clone()
+}
+
+async fn google_token_on(cluster: &Cluster, i: usize) -> Value {
+    status_on(cluster, i, "google_token").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -664,11 +668,8 @@ async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_repli
     cluster.app.fake.stop().await;
 }
 
-/// The tenant's `status.phone_system` as replica `i` shows it.
 async fn phone_system_on(cluster: &Cluster, i: usize) -> Value {
-    let r = cluster.replica(i).api(&cluster.app, "GET", &format!("/api/v1/tenants/{TENANT}"), None).await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["status"]["phone_system"].clone()
+    status_on(cluster, i, "phone_system").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -155,8 +155,8 @@ pub struct Outbox {
     index: Mutex<Index>,
     wake: Notify,
     slots: Arc<Semaphore>,
-    /// The last deliveries per tenant (the console's phone-system page).
-    pub recent: super::deliveries::RecentDeliveries,
+    /// The last deliveries per tenant (the console's phone-system page), with sled.
+    recent: super::deliveries::RecentDeliveries,
     /// Replicas: on the leader, what it last told the others of each tenant's phone system
     /// (`tell_followers`); on a follower, the newest telling it heard of each.
     told: Mutex<HashMap<String, Told>>,
@@ -780,9 +780,12 @@ impl Outbox {
             profile: super::deliveries::profile_of(&message.body),
             outcome,
         };
-        if self.app.cluster.is_shared()
-            && let Ok(json) = serde_json::to_value(&delivery)
-        {
+        // Replicas read the list from the database (`recent_deliveries`); one process keeps it.
+        if !self.app.cluster.is_shared() {
+            self.recent.record(&message.tenant, delivery);
+            return;
+        }
+        if let Ok(json) = serde_json::to_value(&delivery) {
             // In the background: the delivery path does not wait for the console's list.
             match self.recording.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -795,7 +798,6 @@ impl Outbox {
                 Err(_) => tracing::debug!(tenant = %message.tenant, "delivery records busy: this one not recorded"),
             }
         }
-        self.recent.record(&message.tenant, delivery);
     }
 
     /// The tenant's last deliveries, newest first: as recorded for every replica, or (sled)

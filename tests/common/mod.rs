@@ -290,6 +290,11 @@ impl TestApp {
             .api("PUT", &format!("/api/v1/tenants/{TENANT}"), Some(json!({"domain": DOMAIN, "directory_admin": IT})))
             .await;
         assert_eq!(r.status, 201, "{r:?}");
+        self.upload_key().await;
+    }
+
+    /// Uploads acme's key (again: gwsync then forgets its cached tokens and retries at once).
+    pub async fn upload_key(&self) {
         let r = self
             .raw(
                 "PUT",
