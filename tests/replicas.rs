@@ -739,6 +739,45 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
     })
     .await;
 
+    // Tellings may arrive out of order (a tenant's deliveries run side by side): a follower
+    // keeps the newest it heard. One older than the leader's last changes nothing…
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(&cluster.database_url).await.expect("connect");
+    let telling = |seq: i64| {
+        // Retrying since long before `delivery_alert_after` (15 minutes): a follower works
+        // out for itself that this is failing.
+        let health = json!({"state": "retrying", "failing_since": Utc::now() - chrono::Duration::hours(1),
+            "last_error": "late telling", "last_delivered": null, "paused_until": null, "queued": 1});
+        let telling = json!({"seq": seq, "health": health}).to_string();
+        json!({"kind": "phone_system", "tenant": TENANT, "health": telling}).to_string()
+    };
+    let tell = async |db: &mut sqlx::PgConnection, payload: String| {
+        sqlx::query("SELECT pg_notify('gwsync_phone_system', $1)").bind(payload).execute(db).await.expect("notify");
+    };
+    tell(&mut db, telling(1)).await;
+    never_within("an older telling to replace a newer one", Duration::from_secs(1), async || {
+        for i in 0..REPLICAS {
+            let p = phone_system_on(&cluster, i).await;
+            if p["state"] != "ok" {
+                return Some(format!("replica {i}: {p}"));
+            }
+        }
+        None
+    })
+    .await;
+    // …a newer one is taken by every follower (and shows failing there, as its run of failures
+    // began over `delivery_alert_after` ago), while the leader goes by its own deliveries.
+    tell(&mut db, telling((Utc::now() + chrono::Duration::hours(1)).timestamp_micros())).await;
+    for i in (0..REPLICAS).filter(|i| *i != leader) {
+        eventually(&format!("replica {i} to take the newer telling"), async || {
+            let p = phone_system_on(&cluster, i).await;
+            if p["state"] == "failing" && p["last_error"] == "late telling" { Ok(()) } else { Err(p.to_string()) }
+        })
+        .await;
+    }
+    assert_eq!(phone_system_on(&cluster, leader).await["state"], "ok");
+    db.close().await.ok();
+
     // The company deleted on a follower and created again under its id: no replica shows
     // anything of the old one's phone system.
     let follower = (leader + 1) % REPLICAS;
