@@ -803,6 +803,41 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
     cluster.app.fake.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_phone_system_queue_that_grows_soon_after_a_telling_reaches_every_replica_by_a_follow_up() {
+    // A phone system that takes connections and never answers, within a timeout longer than
+    // the test: no attempt ends, so only the queue's own changes are told.
+    let cluster = Cluster::start(&[("GWSYNC_PRESENCE__DELIVERY_TIMEOUT", "120s")]).await;
+    let hang = common::receiver::HangingServer::start().await;
+    cluster.setup_tenant(Some((&hang.url("/phone"), &secret()))).await;
+    cluster.add_user(ALICE).await;
+    cluster.add_user(BOB).await;
+    cluster.channels(&[ALICE, BOB]).await;
+    let leader = cluster.leader().await;
+    let followers: Vec<usize> = (0..REPLICAS).filter(|i| *i != leader).collect();
+    let lunch = |now: DateTime<Utc>| (now - chrono::Duration::minutes(5), now + chrono::Duration::hours(1));
+    let queued_on = async |i: usize, n: u64| {
+        let p = phone_system_on(&cluster, i).await;
+        if p["queued"] == n { Ok(()) } else { Err(p.to_string()) }
+    };
+    let (start, end) = lunch(Utc::now());
+    insert_event(&cluster.app, ALICE, "lunch", start, end).await;
+    for i in &followers {
+        eventually(&format!("replica {i} to hear of Alice's switch waiting"), async || queued_on(*i, 1).await).await;
+    }
+    // Bob's switch queues behind it moments later: only a counter changed, which the leader
+    // tells at most every 5 s — here by the follow-up it schedules, as nothing else happens.
+    let (start, end) = lunch(Utc::now());
+    insert_event(&cluster.app, BOB, "lunch", start, end).await;
+    eventually("the leader to count two switches waiting", async || queued_on(leader, 2).await).await;
+    for i in &followers {
+        eventually(&format!("replica {i} to hear of Bob's switch waiting"), async || queued_on(*i, 2).await).await;
+    }
+    assert_eq!(hang.accepted(), 2, "both switches are on their way to the phone system, neither ended");
+    hang.stop();
+    cluster.app.fake.stop().await;
+}
+
 /// `GET` of a job's status URL straight from replica `i`, with `token`.
 async fn job_on(cluster: &Cluster, i: usize, status: &str, token: &str) -> Reply {
     let r = cluster

@@ -129,6 +129,10 @@ struct Index {
     /// When each tenant's phone system last took a message: kept apart from its lane, which
     /// goes as soon as it is idle (after nearly every delivery), so the status can say it.
     last_delivered: HashMap<String, DateTime<Utc>>,
+    /// Replicas: tenants whose queue grew or shrank other than by a delivery's end, which the
+    /// run loop tells the followers of (`tell_followers`): a switch queued while the phone
+    /// system hangs or is backed off ends no attempt that would.
+    untold: HashSet<String>,
 }
 
 impl Index {
@@ -302,6 +306,9 @@ impl Outbox {
         let had = index.newest.insert(key.clone(), m.sequence).is_some();
         if !had {
             index.lane(&m.tenant).queued += 1;
+            if self.app.cluster.is_shared() {
+                index.untold.insert(m.tenant.clone());
+            }
         }
         if !index.in_flight.contains(&key) {
             // The successor of a message waiting for its retry waits as long: the phone system
@@ -325,6 +332,9 @@ impl Outbox {
             && let Some(lane) = index.lanes.get_mut(&key.tenant)
         {
             lane.queued = lane.queued.saturating_sub(1);
+            if self.app.cluster.is_shared() {
+                index.untold.insert(key.tenant.clone());
+            }
         }
         index.due.retain(|(_, k)| k != key);
         if let Some(lane) = index.lanes.get_mut(&key.tenant) {
@@ -332,6 +342,8 @@ impl Outbox {
         }
         drop(index);
         self.update_gauges();
+        // The run loop tells the followers (`Index::untold`).
+        self.wake.notify_one();
     }
 
     /// Drops everything of a tenant (it was deleted).
@@ -340,6 +352,7 @@ impl Outbox {
         self.heard.lock().remove(tenant);
         let mut index = self.index.lock();
         index.last_delivered.remove(tenant);
+        index.untold.remove(tenant);
         index.newest.retain(|k, _| k.tenant != tenant);
         index.due.retain(|(_, k)| k.tenant != tenant);
         if let Some(lane) = index.lanes.get_mut(tenant) {
@@ -510,6 +523,7 @@ impl Outbox {
         loop {
             let now = clock.now();
             let mut ready = Vec::new();
+            let untold;
             let next = {
                 let mut guard = self.index.lock();
                 let index = &mut *guard;
@@ -546,8 +560,13 @@ impl Outbox {
                     index.in_flight.insert(key.clone());
                     ready.push(key);
                 }
+                untold = std::mem::take(&mut index.untold);
                 index.due.first().map(|(at, _)| *at)
             };
+            for tenant in untold {
+                let me = self.clone();
+                tracker.spawn(async move { me.tell_followers(&tenant, false).await });
+            }
             for key in ready {
                 let permit = tokio::select! {
                     () = shutdown.cancelled() => return,
