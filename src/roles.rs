@@ -149,6 +149,14 @@ impl Roles {
                     self.sync.presence.outbox.heard_from_leader(&tenant, &health);
                     Ok(())
                 }
+                Event::NewsWanted { replica } => {
+                    if replica != self.cluster.replica_id() {
+                        self.sync.presence.outbox.tell_followers_again();
+                        let sync = self.sync.clone();
+                        retries.spawn(async move { sync.tell_token_failures_again().await });
+                    }
+                    Ok(())
+                }
                 Event::TenantToken { tenant, failure, key } => {
                     self.sync.tenant_token_elsewhere(&tenant, failure.as_deref(), &key).await;
                     Ok(())

@@ -591,7 +591,7 @@ async fn google_token_on(cluster: &Cluster, i: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_replica_and_ok_again_on_every_one() {
-    let cluster = Cluster::start(&[]).await;
+    let mut cluster = Cluster::start(&[]).await;
     cluster.setup_tenant(None).await;
     // Google's token endpoint fails Alice's next token request (503).
     arm_fault(&cluster.app, json!({"method": "oauth2.token", "status": 503, "user": ALICE})).await;
@@ -665,6 +665,15 @@ async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_repli
         .await;
     }
     db.close().await.ok();
+
+    // A replica started after the news (here: restarted) asks the others, and shows it too.
+    cluster.kill(2);
+    cluster.restart(2).await;
+    eventually("the restarted replica to hear of the failing token endpoint", async || {
+        let g = google_token_on(&cluster, 2).await;
+        if g["state"] == "failing" && g["error"]["message"] == "late news" { Ok(()) } else { Err(g.to_string()) }
+    })
+    .await;
     cluster.app.fake.stop().await;
 }
 
@@ -674,7 +683,7 @@ async fn phone_system_on(cluster: &Cluster, i: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_ok_again_on_every_one() {
-    let cluster = Cluster::start(&[]).await;
+    let mut cluster = Cluster::start(&[]).await;
     let rx = Receiver::start(&secret(), gwsync::clock::Clock::system()).await;
     // The phone system refuses Alice's switches (500) until told otherwise.
     rx.fail_next(ALICE, u32::MAX);
@@ -700,6 +709,15 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
         })
         .await;
     }
+    // A follower started after the telling (here: restarted) asks for news, and shows it too.
+    let late = (leader + 1) % REPLICAS;
+    cluster.kill(late);
+    cluster.restart(late).await;
+    eventually("the restarted follower to hear how the phone system is doing", async || {
+        let p = phone_system_on(&cluster, late).await;
+        if p["state"] != "ok" && p["last_error"] == failing["last_error"] { Ok(()) } else { Err(p.to_string()) }
+    })
+    .await;
 
     // It answers again: the leader's next attempt goes through, and every replica shows ok.
     rx.fail_next(ALICE, 0);

@@ -2,7 +2,9 @@
 //! `LISTEN`ing connection per replica (`PgListener`, its own connection). A notification is
 //! delivered only to sessions listening when it commits, so after the listener loses its
 //! connection it reports `Event::Missed` and the receiver catches up by itself (the leader
-//! reconciles every user again).
+//! reconciles every user again). What replicas tell each other of the state they keep in memory
+//! (a tenant's token endpoint, its phone system) a replica that starts, or whose listener
+//! reconnects, asks for again (`Event::NewsWanted`): it may have missed the telling.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +33,10 @@ pub const CONTACTS: &str = "gwsync_contacts";
 pub const TENANT_TOKEN: &str = "gwsync_tenant_token";
 /// The leader tells how a tenant's phone system is doing: followers show the same.
 pub const PHONE_SYSTEM: &str = "gwsync_phone_system";
+/// A replica started listening (or listens again): the others tell it what they know.
+pub const NEWS: &str = "gwsync_news";
 
-const CHANNELS: [&str; 7] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS, TENANT_TOKEN, PHONE_SYSTEM];
+const CHANNELS: [&str; 8] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS, TENANT_TOKEN, PHONE_SYSTEM, NEWS];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -62,6 +66,12 @@ pub enum Event {
     PhoneSystem {
         tenant: String,
         health: String,
+    },
+    /// Replica `replica` started listening, or listens again after losing its connection: the
+    /// others tell it what they told before (tenants' token failures, on the leader phone
+    /// systems' health).
+    NewsWanted {
+        replica: String,
     },
     /// The listener reconnected: notifications may have been lost meanwhile.
     Missed,
@@ -98,6 +108,7 @@ async fn session(cluster: &Cluster, shared: &super::Shared, first: &mut bool) ->
     if !std::mem::take(first) {
         let _ = cluster.events.send(Event::Missed);
     }
+    ask_for_news(cluster).await;
     loop {
         match listener.try_recv().await? {
             Some(n) => match serde_json::from_str::<Event>(n.payload()) {
@@ -111,7 +122,13 @@ async fn session(cluster: &Cluster, shared: &super::Shared, first: &mut bool) ->
             // Reconnected (by the listener itself) after losing its connection.
             None => {
                 let _ = cluster.events.send(Event::Missed);
+                ask_for_news(cluster).await;
             }
         }
     }
+}
+
+/// Once listening: what was told while this replica was not is told again.
+async fn ask_for_news(cluster: &Cluster) {
+    cluster.send(NEWS, &Event::NewsWanted { replica: cluster.replica_id.clone() }).await;
 }

@@ -469,6 +469,26 @@ impl Outbox {
         })
     }
 
+    /// On the leader of replicas: tells the followers afresh of every tenant it knows something
+    /// of (another replica asked: it started, or its listener reconnected, and may have missed
+    /// a telling). One tenant after another, in the background.
+    pub fn tell_followers_again(self: &Arc<Self>) {
+        if !self.app.cluster.is_shared() || !self.app.cluster.is_leader() {
+            return;
+        }
+        self.told.lock().clear();
+        let tenants: HashSet<String> = {
+            let index = self.index.lock();
+            index.lanes.keys().chain(index.last_delivered.keys()).cloned().collect()
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            for tenant in tenants {
+                me.tell_followers(&tenant, false).await;
+            }
+        });
+    }
+
     fn local_health(&self, tenant: &str) -> PhoneSystemHealth {
         let now = self.app.clock.now();
         let alert_after = self.alert_after();

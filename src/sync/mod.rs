@@ -526,6 +526,23 @@ impl SyncService {
         self.publish_tenant_health();
     }
 
+    /// Another replica asked for news (it started, or its listener reconnected): this one
+    /// tells again of every tenant whose token endpoint it holds failing, with the tenant's
+    /// current key. A failure it heard from a replica that has stopped since lives on only here.
+    pub async fn tell_token_failures_again(&self) {
+        for tenant in self.tenant_auth.failing_tenants() {
+            let Some(failure) = self.tenant_auth.failure_to_tell(&tenant) else { continue };
+            let Ok(failure) = serde_json::to_string(&failure) else { continue };
+            match self.app.service_account(&tenant).await {
+                Ok(account) => {
+                    self.app.cluster.tenant_token_changed(&tenant, Some(failure), account.key_identity()).await;
+                }
+                // Its key is gone or unreadable: nothing to tell of it.
+                Err(e) => tracing::debug!(tenant, error = %e, "not telling of a token failure without a key"),
+            }
+        }
+    }
+
     fn publish_tenant_health(&self) {
         self.app.metrics.failing_tenants("google_token", self.tenant_auth.failing());
     }

@@ -140,6 +140,11 @@ impl TenantAuth {
         self.failure(tenant).map(|f| TokenFailure { message: cut(&f.message), hint: cut(&f.hint), ..f })
     }
 
+    /// The tenants failing now (each one's `failure_to_tell`).
+    pub fn failing_tenants(&self) -> Vec<String> {
+        self.states.lock().keys().cloned().collect()
+    }
+
     pub fn failure(&self, tenant: &str) -> Option<TokenFailure> {
         self.states.lock().get(tenant).map(|s| s.failure.clone())
     }
