@@ -70,6 +70,8 @@ impl Roles {
                 return;
             }
             tracing::info!("leader tasks stopped");
+            // A follower now: how each phone system is doing is the next leader's to tell.
+            self.cluster.ask_for_news().await;
         }
     }
 
@@ -151,7 +153,7 @@ impl Roles {
                 }
                 Event::NewsWanted { replica } => {
                     if replica != self.cluster.replica_id() {
-                        self.sync.presence.outbox.tell_followers_again();
+                        self.sync.presence.outbox.tell_followers_again(&retries);
                         let sync = self.sync.clone();
                         retries.spawn(async move { sync.tell_token_failures_again().await });
                     }

@@ -810,7 +810,7 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
             let p = phone_system_on(&cluster, i).await;
             let r = cluster.replica(i).api(&cluster.app, "GET", &path, None).await;
             let none = r.body["deliveries"].as_array().is_some_and(Vec::is_empty);
-            if p["last_delivered"].is_null() && p["state"] == "ok" && none {
+            if p["last_delivered"].is_null() && p["last_error"].is_null() && p["state"] == "ok" && none {
                 Ok(())
             } else {
                 Err(format!("{p} {} (before: {delivered})", r.body))
@@ -851,7 +851,11 @@ async fn a_phone_system_queue_that_grows_soon_after_a_telling_reaches_every_repl
     for i in &followers {
         eventually(&format!("replica {i} to hear of Bob's switch waiting"), async || queued_on(*i, 2).await).await;
     }
-    assert_eq!(hang.accepted(), 2, "both switches are on their way to the phone system, neither ended");
+    eventually("both switches to be on their way to the phone system", async || {
+        if hang.accepted() == 2 { Ok(()) } else { Err(format!("{} connections", hang.accepted())) }
+    })
+    .await;
+    assert_eq!(hang.open(), 2, "neither attempt ended");
     hang.stop();
     cluster.app.fake.stop().await;
 }

@@ -316,6 +316,11 @@ impl Cluster {
         self.send(notify::CONTACTS, &Event::Contacts { tenant: tenant.to_owned() }).await;
     }
 
+    /// Asks the other replicas to tell this one again what they told before (`Event::NewsWanted`).
+    pub async fn ask_for_news(&self) {
+        self.send(notify::NEWS, &Event::NewsWanted { replica: self.replica_id.clone() }).await;
+    }
+
     /// Wakes the leader's channel keeper (a deletion left channels to stop).
     pub async fn wake_keeper(&self) {
         self.send(notify::KEEPER, &Event::Keeper).await;

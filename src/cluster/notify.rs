@@ -108,7 +108,8 @@ async fn session(cluster: &Cluster, shared: &super::Shared, first: &mut bool) ->
     if !std::mem::take(first) {
         let _ = cluster.events.send(Event::Missed);
     }
-    ask_for_news(cluster).await;
+    // Listening: what was told while this replica was not is told again.
+    cluster.ask_for_news().await;
     loop {
         match listener.try_recv().await? {
             Some(n) => match serde_json::from_str::<Event>(n.payload()) {
@@ -122,13 +123,8 @@ async fn session(cluster: &Cluster, shared: &super::Shared, first: &mut bool) ->
             // Reconnected (by the listener itself) after losing its connection.
             None => {
                 let _ = cluster.events.send(Event::Missed);
-                ask_for_news(cluster).await;
+                cluster.ask_for_news().await;
             }
         }
     }
-}
-
-/// Once listening: what was told while this replica was not is told again.
-async fn ask_for_news(cluster: &Cluster) {
-    cluster.send(NEWS, &Event::NewsWanted { replica: cluster.replica_id.clone() }).await;
 }

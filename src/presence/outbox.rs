@@ -165,6 +165,11 @@ pub struct Outbox {
     /// (`tell_followers`); on a follower, the newest telling it heard of each.
     told: Mutex<HashMap<String, Told>>,
     heard: Mutex<HashMap<String, Telling>>,
+    /// The last telling's `seq`, kept across terms and re-tellings (`told` is not): tellings
+    /// keep rising even if the clock steps back.
+    told_seq: std::sync::atomic::AtomicU64,
+    /// `tell_followers_again` running, and asked again meanwhile.
+    retelling: Mutex<Retelling>,
     /// Recorded deliveries being written for the other replicas (`record`): a bound, so a
     /// storm of deliveries cannot pile writes onto the pool; past it the list skips some.
     recording: Arc<Semaphore>,
@@ -180,6 +185,13 @@ const RECORDING: usize = 8;
 struct Telling {
     seq: u64,
     health: PhoneSystemHealth,
+}
+
+/// `Outbox::tell_followers_again` in progress.
+#[derive(Default)]
+struct Retelling {
+    running: bool,
+    again: bool,
 }
 
 /// What the leader last told of a tenant.
@@ -209,6 +221,8 @@ impl Outbox {
             recent: Default::default(),
             told: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
+            told_seq: std::sync::atomic::AtomicU64::new(0),
+            retelling: Mutex::new(Retelling::default()),
             recording: Arc::new(Semaphore::new(RECORDING)),
         })
     }
@@ -292,8 +306,10 @@ impl Outbox {
     /// Forgets the in-memory queue (this replica stopped leading; its deliveries were
     /// stopped). Taking over again loads it from the store.
     pub fn clear(&self) {
-        // A new term: what this replica told before says nothing of what the followers heard since.
+        // A new term: what this replica told before says nothing of what the followers heard
+        // since, and what it heard before it led is old news (it asks for news again).
         self.told.lock().clear();
+        self.heard.lock().clear();
         *self.index.lock() = Index::default();
         self.update_gauges();
     }
@@ -355,11 +371,14 @@ impl Outbox {
         index.untold.remove(tenant);
         index.newest.retain(|k, _| k.tenant != tenant);
         index.due.retain(|(_, k)| k.tenant != tenant);
+        // Gone, so nothing of it is told again (`tell_followers_again`); a delivery still in
+        // flight keeps a lane with nothing of the old company's state, and ends it.
         if let Some(lane) = index.lanes.get_mut(tenant) {
-            lane.waiting.clear();
-            lane.queued = 0;
-            lane.failing_since = None;
-            lane.breaker = Breaker::Closed;
+            let in_flight = lane.in_flight;
+            *lane = Lane { in_flight, ..Lane::default() };
+            if lane.is_idle() {
+                index.lanes.remove(tenant);
+            }
         }
         drop(index);
         self.update_gauges();
@@ -458,8 +477,9 @@ impl Outbox {
                     });
                     return;
                 }
-                let previous = told.values().map(|t| t.telling.seq).max().unwrap_or(0);
+                let previous = self.told_seq.load(std::sync::atomic::Ordering::Relaxed);
                 let seq = u64::try_from(now.timestamp_micros()).unwrap_or(0).max(previous + 1);
+                self.told_seq.store(seq, std::sync::atomic::Ordering::Relaxed);
                 let telling = Telling { seq, health };
                 let Ok(json) = serde_json::to_string(&telling) else { return };
                 told.insert(tenant.to_owned(), Told { telling, at: now, follow_up: false });
@@ -472,19 +492,36 @@ impl Outbox {
     /// On the leader of replicas: tells the followers afresh of every tenant it knows something
     /// of (another replica asked: it started, or its listener reconnected, and may have missed
     /// a telling). One tenant after another, in the background.
-    pub fn tell_followers_again(self: &Arc<Self>) {
+    /// Asked again while it runs (replicas starting together), it runs once more after, rather
+    /// than side by side.
+    pub fn tell_followers_again(self: &Arc<Self>, tracker: &TaskTracker) {
         if !self.app.cluster.is_shared() || !self.app.cluster.is_leader() {
             return;
         }
-        self.told.lock().clear();
-        let tenants: HashSet<String> = {
-            let index = self.index.lock();
-            index.lanes.keys().chain(index.last_delivered.keys()).cloned().collect()
-        };
+        {
+            let mut r = self.retelling.lock();
+            if r.running {
+                r.again = true;
+                return;
+            }
+            r.running = true;
+        }
         let me = self.clone();
-        tokio::spawn(async move {
-            for tenant in tenants {
-                me.tell_followers(&tenant, false).await;
+        tracker.spawn(async move {
+            loop {
+                me.told.lock().clear();
+                let tenants: HashSet<String> = {
+                    let index = me.index.lock();
+                    index.lanes.keys().chain(index.last_delivered.keys()).cloned().collect()
+                };
+                for tenant in tenants {
+                    me.tell_followers(&tenant, false).await;
+                }
+                let mut r = me.retelling.lock();
+                if !std::mem::take(&mut r.again) {
+                    r.running = false;
+                    return;
+                }
             }
         });
     }

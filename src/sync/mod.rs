@@ -465,7 +465,7 @@ impl SyncService {
         }
         match CalendarToken::new(self, account, &key.user).await {
             Ok(token) => {
-                if self.tenant_auth.succeeded(&key.tenant) {
+                if self.tenant_auth.succeeded(&key.tenant, self.clock.now()) {
                     self.queue.release_tenant(&key.tenant);
                     self.app.cluster.tenant_token_changed(&key.tenant, None, account.key_identity()).await;
                 }
@@ -520,7 +520,7 @@ impl SyncService {
             }
             None => None,
         };
-        if self.tenant_auth.adopt(tenant, failure) {
+        if self.tenant_auth.adopt(tenant, failure, self.clock.now()) {
             self.queue.release_tenant(tenant);
         }
         self.publish_tenant_health();

@@ -49,6 +49,11 @@ const TOLD_TEXT: usize = 400;
 #[derive(Default)]
 pub struct TenantAuth {
     states: Mutex<HashMap<String, State>>,
+    /// When each tenant's token endpoint last answered again after failing, as far as this
+    /// replica knows (found here, or another replica's news): a failure that began before then
+    /// is old news — e.g. one told again to a replica that asked for news, sent before the
+    /// teller heard the endpoint answer.
+    answered: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 /// Whether a token error is the tenant's rather than one user's.
@@ -72,9 +77,10 @@ impl TenantAuth {
     }
 
     /// A token was minted: true if the tenant was failing (its waiting jobs can go now).
-    pub fn succeeded(&self, tenant: &str) -> bool {
+    pub fn succeeded(&self, tenant: &str, now: DateTime<Utc>) -> bool {
         let recovered = self.states.lock().remove(tenant).is_some();
         if recovered {
+            self.answered_at(tenant, now);
             tracing::info!(tenant, "the token endpoint answers again");
         }
         recovered
@@ -115,11 +121,29 @@ impl TenantAuth {
         }
     }
 
-    /// What another replica found (`None`: its token request succeeded): the tenant's jobs
-    /// here wait for the same retry time, or go again. True if the tenant was failing here and
-    /// is not any more. A failure with an earlier retry time than the one known here is older
-    /// news, and ignored.
-    pub fn adopt(&self, tenant: &str, failure: Option<TokenFailure>) -> bool {
+    fn answered_at(&self, tenant: &str, now: DateTime<Utc>) {
+        let mut answered = self.answered.lock();
+        match answered.get_mut(tenant) {
+            Some(at) => *at = (*at).max(now),
+            None => {
+                answered.insert(tenant.to_owned(), now);
+            }
+        }
+    }
+
+    /// What another replica found (`None`: its token request succeeded), heard at `now`: the
+    /// tenant's jobs here wait for the same retry time, or go again. True if the tenant was
+    /// failing here and is not any more. Older news is ignored: a failure with an earlier retry
+    /// time than the one known here, or one that began before the endpoint last answered.
+    pub fn adopt(&self, tenant: &str, failure: Option<TokenFailure>, now: DateTime<Utc>) -> bool {
+        if let Some(f) = &failure
+            && self.answered.lock().get(tenant).is_some_and(|at| *at >= f.since)
+        {
+            return false;
+        }
+        if failure.is_none() {
+            self.answered_at(tenant, now);
+        }
         let mut states = self.states.lock();
         match failure {
             None => states.remove(tenant).is_some(),
@@ -152,6 +176,7 @@ impl TenantAuth {
     /// Forgets the tenant (its key was replaced, or it was deleted): its next job tries at once.
     pub fn forget(&self, tenant: &str) {
         self.states.lock().remove(tenant);
+        self.answered.lock().remove(tenant);
     }
 
     pub fn failing(&self) -> usize {
@@ -179,9 +204,9 @@ mod tests {
         let again = auth.failed("b", &e, later, |n| Duration::from_secs(30 << n));
         assert_eq!(auth.failure("b").unwrap().failures, 2);
         assert_eq!(again, later + chrono::Duration::seconds(60));
-        assert!(auth.succeeded("b"));
+        assert!(auth.succeeded("b", later));
         assert_eq!(auth.gate("b", later, wait), Gate::Go);
-        assert!(!auth.succeeded("b"));
+        assert!(!auth.succeeded("b", later));
     }
 
     #[test]
@@ -192,14 +217,29 @@ mod tests {
         let e = AuthError::Transient("timed out".into());
         let first = there.failed("b", &e, now, |_| Duration::from_secs(30));
         let older = there.failure("b");
-        assert!(!here.adopt("b", older.clone()));
+        assert!(!here.adopt("b", older.clone(), now));
         assert_eq!(here.gate("b", now, wait), Gate::Wait(first), "waits as the replica that failed");
         let second = there.failed("b", &e, first, |_| Duration::from_secs(30));
-        assert!(!here.adopt("b", there.failure("b")));
-        assert!(!here.adopt("b", older), "a failure older than the one known is ignored");
+        assert!(!here.adopt("b", there.failure("b"), first));
+        assert!(!here.adopt("b", older.clone(), first), "a failure older than the one known is ignored");
         assert_eq!(here.gate("b", now, wait), Gate::Wait(second));
-        assert!(here.adopt("b", None), "the endpoint answering there releases the tenant here");
+        let answered = first + chrono::Duration::seconds(1);
+        assert!(here.adopt("b", None, answered), "the endpoint answering there releases the tenant here");
         assert_eq!(here.gate("b", now, wait), Gate::Go);
-        assert!(!here.adopt("b", None), "nothing to release twice");
+        assert!(!here.adopt("b", None, answered), "nothing to release twice");
+        // The same failure told again after the endpoint answered (a replica re-telling what
+        // it held before it heard so) holds nobody; a run of failures that begins later does.
+        assert!(!here.adopt("b", older, answered));
+        assert_eq!(here.gate("b", answered, wait), Gate::Go, "old news after the answer is ignored");
+        let fresh = TenantAuth::default();
+        let third = fresh.failed("b", &e, answered + chrono::Duration::seconds(1), |_| Duration::from_secs(30));
+        assert!(!here.adopt("b", fresh.failure("b"), answered));
+        assert_eq!(here.gate("b", answered, wait), Gate::Wait(third));
+        // The endpoint found answering again here counts as well.
+        let mine = TenantAuth::default();
+        mine.failed("b", &e, now, |_| Duration::from_secs(30));
+        assert!(mine.succeeded("b", third));
+        assert!(!mine.adopt("b", fresh.failure("b"), third));
+        assert_eq!(mine.gate("b", third, wait), Gate::Go);
     }
 }
