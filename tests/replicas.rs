@@ -4,7 +4,9 @@
 //! most two `events.list` calls, and so does one change notified on each replica in turn
 //! within the settling window; the leader killed mid-run still delivers the next switch in
 //! time, none twice with different content, in order; all replicas killed and restarted lose
-//! nothing; a database from before the cluster migration migrates cleanly.
+//! nothing; a database from before the cluster migration migrates cleanly. What one replica
+//! finds — a tenant's token endpoint failing, a phone system failing or its queue growing, a
+//! long request's progress — reads the same on every replica, also on one restarted since.
 //!
 //! The processes run on the system clock (there is no clock to inject into another process):
 //! the switches are a few seconds ahead, and the test polls with timeouts rather than sleeping.

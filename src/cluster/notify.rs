@@ -3,8 +3,9 @@
 //! delivered only to sessions listening when it commits, so after the listener loses its
 //! connection it reports `Event::Missed` and the receiver catches up by itself (the leader
 //! reconciles every user again). What replicas tell each other of the state they keep in memory
-//! (a tenant's token endpoint, its phone system) a replica that starts, or whose listener
-//! reconnects, asks for again (`Event::NewsWanted`): it may have missed the telling.
+//! (a tenant's token endpoint, its phone system) a replica that starts, whose listener
+//! reconnects, or that stops leading asks for again (`Event::NewsWanted`): it may have missed
+//! the telling.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,8 @@ pub const CONTACTS: &str = "gwsync_contacts";
 pub const TENANT_TOKEN: &str = "gwsync_tenant_token";
 /// The leader tells how a tenant's phone system is doing: followers show the same.
 pub const PHONE_SYSTEM: &str = "gwsync_phone_system";
-/// A replica started listening (or listens again): the others tell it what they know.
+/// A replica started listening (or listens again, or stopped leading): the others tell it
+/// what they know.
 pub const NEWS: &str = "gwsync_news";
 
 const CHANNELS: [&str; 8] = [PRESENCE, PRESENCE_TENANT, TENANT, KEEPER, CONTACTS, TENANT_TOKEN, PHONE_SYSTEM, NEWS];
@@ -67,9 +69,9 @@ pub enum Event {
         tenant: String,
         health: String,
     },
-    /// Replica `replica` started listening, or listens again after losing its connection: the
-    /// others tell it what they told before (tenants' token failures, on the leader phone
-    /// systems' health).
+    /// Replica `replica` started listening, listens again after losing its connection, or
+    /// stopped leading: the others tell it again what they told before (every replica the
+    /// token failures it holds; the leader how each phone system is doing).
     NewsWanted {
         replica: String,
     },
