@@ -877,6 +877,70 @@ async fn a_phone_system_added_later_gets_each_users_current_state_once() {
     app.stop().await;
 }
 
+// ---- 9. a company deleted ----
+
+#[tokio::test]
+async fn a_company_deleted_while_a_switch_is_on_its_way_and_created_again_inherits_nothing() {
+    let app = TestApp::start_with(|c| c.presence.delivery_timeout = Duration::from_secs(1)).await;
+    let rx = Receiver::start(&secret(), app.clock.clone()).await;
+    app.setup_tenant().await;
+    let r = connect_phone_system(&app, &rx).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    add_user(&app, ALICE).await;
+    let s = minute_ahead(&app, mins(10));
+    create(&app, &writer_token(&app, ALICE).await, "Lunch", s, s + mins(30), json!({})).await;
+    wait_upcoming_starts(&app, ALICE, &[(s, "Lunch")]).await;
+    advance_to(&app, s).await;
+    rx.wait_delivered_to(ALICE, 1).await;
+    let deliveries = format!("/api/v1/tenants/{TENANT}/phone-system/deliveries");
+    let listed = app.api("GET", &deliveries, None).await;
+    assert_eq!(listed.body["deliveries"].as_array().map(Vec::len), Some(1), "{listed:?}");
+
+    // A phone system that takes the connection and never answers: Alice's state goes there
+    // (a new URL is told everyone's), and hangs until the delivery timeout.
+    let hang = common::receiver::HangingServer::start().await;
+    let r = app
+        .api(
+            "PUT",
+            &format!("/api/v1/tenants/{TENANT}"),
+            Some(json!({"domain": DOMAIN, "directory_admin": IT, "phone_system": {"url": hang.url("/phone"), "secret": secret()}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    eventually("Alice's switch to be on its way", async || {
+        if hang.open() == 1 { Ok(()) } else { Err(format!("{} open", hang.open())) }
+    })
+    .await;
+
+    // Meanwhile the company is deleted and created again under its id.
+    let r = app.api("DELETE", &format!("/api/v1/tenants/{TENANT}"), None).await;
+    assert_eq!(r.status, 204, "{r:?}");
+    app.setup_tenant().await;
+    let r = connect_phone_system(&app, &rx).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    eventually("the old company's attempt to time out", async || {
+        if hang.open() == 0 { Ok(()) } else { Err(format!("{} open", hang.open())) }
+    })
+    .await;
+    // Its timeout is not the new company's failure, and neither its deliveries nor that
+    // attempt are in the new company's list.
+    never_within("the new company to show the old one's phone system", Duration::from_secs(1), async || {
+        let r = app.api("GET", &format!("/api/v1/tenants/{TENANT}"), None).await;
+        let phone = &r.body["status"]["phone_system"];
+        let listed = app.api("GET", &deliveries, None).await;
+        let empty = listed.body["deliveries"].as_array().is_some_and(Vec::is_empty);
+        if phone["state"] == "ok" && phone["last_error"].is_null() && empty {
+            None
+        } else {
+            Some(format!("{phone} {}", listed.body))
+        }
+    })
+    .await;
+    hang.stop();
+    rx.stop().await;
+    app.stop().await;
+}
+
 // ---- the phone system ----
 
 #[tokio::test]

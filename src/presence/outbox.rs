@@ -133,11 +133,19 @@ struct Index {
     /// run loop tells the followers of (`tell_followers`): a switch queued while the phone
     /// system hangs or is backed off ends no attempt that would.
     untold: HashSet<String>,
+    /// How often each tenant was deleted while this replica delivered: an attempt that began
+    /// before a deletion counts for nothing afterwards (`Outbox::deliver`), so a company created
+    /// again under the same id inherits none of the old one's failures or deliveries.
+    deletions: HashMap<String, u64>,
 }
 
 impl Index {
     fn lane(&mut self, tenant: &str) -> &mut Lane {
         self.lanes.entry(tenant.to_owned()).or_default()
+    }
+
+    fn deletions(&self, tenant: &str) -> u64 {
+        self.deletions.get(tenant).copied().unwrap_or(0)
     }
 }
 
@@ -366,7 +374,9 @@ impl Outbox {
     pub fn forget_tenant(&self, tenant: &str) {
         self.told.lock().remove(tenant);
         self.heard.lock().remove(tenant);
+        self.recent.forget(tenant);
         let mut index = self.index.lock();
+        *index.deletions.entry(tenant.to_owned()).or_default() += 1;
         index.last_delivered.remove(tenant);
         index.untold.remove(tenant);
         index.newest.retain(|k, _| k.tenant != tenant);
@@ -658,9 +668,12 @@ impl Outbox {
     /// Tries the user's newest message once, then settles the lane and schedules what comes
     /// next.
     async fn deliver(&self, key: &CalendarKey) {
-        let sequence = self.index.lock().newest.get(key).copied();
+        let (sequence, deletions) = {
+            let index = self.index.lock();
+            (index.newest.get(key).copied(), index.deletions(&key.tenant))
+        };
         let outcome = match sequence {
-            Some(sequence) => self.attempt(key, sequence).await,
+            Some(sequence) => self.attempt(key, sequence, deletions).await,
             None => Attempt::Done { delivered: false },
         };
         let now = self.app.clock.now();
@@ -668,6 +681,9 @@ impl Outbox {
         let mut guard = self.index.lock();
         let index = &mut *guard;
         index.in_flight.remove(key);
+        // The tenant was deleted during the attempt: whatever it came to was the old company's.
+        let outcome =
+            if index.deletions(&key.tenant) == deletions { outcome } else { Attempt::Done { delivered: false } };
         let superseded = index.newest.get(key).copied() != sequence;
         let lane = index.lanes.entry(key.tenant.clone()).or_default();
         lane.in_flight = lane.in_flight.saturating_sub(1);
@@ -753,7 +769,8 @@ impl Outbox {
         self.update_gauges();
     }
 
-    async fn attempt(&self, key: &CalendarKey, sequence: u64) -> Attempt {
+    /// `deletions`: the tenant's count when the attempt began (`Index::deletions`).
+    async fn attempt(&self, key: &CalendarKey, sequence: u64, deletions: u64) -> Attempt {
         let store = &self.app.store;
         let now = self.app.clock.now();
         let mut message = match store.outbox_message(&key.tenant, &key.user, sequence).await {
@@ -794,7 +811,13 @@ impl Outbox {
             Some(k) => k,
             None => {
                 return self
-                    .failed(&mut message, now, "the webhook secret cannot be opened with this master key".into(), false)
+                    .failed(
+                        &mut message,
+                        deletions,
+                        now,
+                        "the webhook secret cannot be opened with this master key".into(),
+                        false,
+                    )
                     .await;
             }
         };
@@ -806,7 +829,9 @@ impl Outbox {
         let client = match self.http.for_url(&target.url) {
             Ok(c) => c,
             Err(r) => {
-                return self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"), true).await;
+                return self
+                    .failed(&mut message, deletions, now, format!("the phone system's URL is refused: {r}"), true)
+                    .await;
             }
         };
         let result = client
@@ -824,20 +849,23 @@ impl Outbox {
                     tracing::error!(tenant = %key.tenant, user = %key.user, error = %e, "delivered, but could not remove the message; it may be sent again");
                 }
                 self.app.metrics.delivery("delivered");
-                self.record(&message, "delivered".into());
+                self.record(&message, deletions, "delivered".into());
                 tracing::info!(tenant = %key.tenant, user = %key.user, sequence, attempts = message.attempts + 1, "profile switch delivered");
                 Attempt::Done { delivered: true }
             }
             Ok(resp) => {
-                self.failed(&mut message, now, format!("the phone system answered {}", resp.status()), false).await
+                self.failed(&mut message, deletions, now, format!("the phone system answered {}", resp.status()), false)
+                    .await
             }
             Err(e) => match crate::outbound::refusal_in(&e) {
                 Some(r) => {
-                    self.failed(&mut message, now, format!("the phone system's URL is refused: {r}"), true).await
+                    self.failed(&mut message, deletions, now, format!("the phone system's URL is refused: {r}"), true)
+                        .await
                 }
                 None => {
                     self.failed(
                         &mut message,
+                        deletions,
                         now,
                         format!("could not reach the phone system: {}", e.without_url()),
                         true,
@@ -848,7 +876,11 @@ impl Outbox {
         }
     }
 
-    fn record(&self, message: &OutboxMessage, outcome: String) {
+    fn record(&self, message: &OutboxMessage, deletions: u64, outcome: String) {
+        // Deleted meanwhile: not the list of a company created again under its id.
+        if self.index.lock().deletions(&message.tenant) != deletions {
+            return;
+        }
         let delivery = super::deliveries::Delivery {
             at: self.app.clock.now(),
             user: message.user.clone(),
@@ -897,9 +929,16 @@ impl Outbox {
         }
     }
 
-    async fn failed(&self, message: &mut OutboxMessage, now: DateTime<Utc>, why: String, unreachable: bool) -> Attempt {
+    async fn failed(
+        &self,
+        message: &mut OutboxMessage,
+        deletions: u64,
+        now: DateTime<Utc>,
+        why: String,
+        unreachable: bool,
+    ) -> Attempt {
         self.app.metrics.delivery("failed");
-        self.record(message, why.clone());
+        self.record(message, deletions, why.clone());
         message.attempts = message.attempts.saturating_add(1);
         let delay = crate::backoff::delay(message.attempts - 1, Duration::from_secs(1), MAX_RETRY_DELAY);
         message.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
