@@ -978,3 +978,31 @@ async fn a_phone_system_moved_to_a_new_address_is_told_the_current_state() {
     second.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_test_message_to_a_phone_system_that_refuses_or_hangs_says_which() {
+    let app = TestApp::start_with(|c| c.presence.delivery_timeout = Duration::from_secs(1)).await;
+    app.setup_tenant().await;
+    let point_at = async |url: String| {
+        let body = json!({"domain": DOMAIN, "directory_admin": IT, "phone_system": {"url": url, "secret": secret()}});
+        let r = app.api("PUT", &format!("/api/v1/tenants/{TENANT}"), Some(body)).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let r = app.api("POST", &format!("/api/v1/tenants/{TENANT}/phone-system/test"), None).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["delivered"], false, "{r:?}");
+        r.body["error"].as_str().unwrap_or_default().to_owned()
+    };
+    // Nothing listens on this port: the connection is refused.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let refused = point_at(format!("http://127.0.0.1:{closed}/phone")).await;
+    assert_eq!(refused, "could not connect to the phone system: connection refused");
+    // Takes the connection and never answers: the time it had.
+    let hang = common::receiver::HangingServer::start().await;
+    let hung = point_at(hang.url("/phone")).await;
+    assert_eq!(hung, "the phone system did not answer within 1s");
+    hang.stop();
+    app.stop().await;
+}

@@ -183,6 +183,23 @@ pub struct Outbox {
     recording: Arc<Semaphore>,
 }
 
+/// Why a request to the phone system got no answer, as the admin reads it: a timeout with the
+/// time it had, a refused connection as such, anything else by reqwest's words (without the URL,
+/// which may carry a token).
+fn unreachable(e: reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("the phone system did not answer within {}", humantime::format_duration(timeout));
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return "could not connect to the phone system: connection refused".into();
+        }
+        source = cause.source();
+    }
+    format!("could not reach the phone system: {}", e.without_url())
+}
+
 /// Delivery records written at once, at most (`Outbox::recording`).
 const RECORDING: usize = 8;
 
@@ -283,7 +300,7 @@ impl Outbox {
             ),
             Err(e) => match crate::outbound::refusal_in(&e) {
                 Some(r) => outcome(false, None, Some(format!("the phone system's URL is refused: {r}"))),
-                None => outcome(false, None, Some(format!("could not reach the phone system: {}", e.without_url()))),
+                None => outcome(false, None, Some(unreachable(e, self.app.config.presence.delivery_timeout))),
             },
         }
     }
@@ -867,7 +884,7 @@ impl Outbox {
                         &mut message,
                         deletions,
                         now,
-                        format!("could not reach the phone system: {}", e.without_url()),
+                        unreachable(e, self.app.config.presence.delivery_timeout),
                         true,
                     )
                     .await
