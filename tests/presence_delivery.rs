@@ -881,7 +881,8 @@ async fn a_phone_system_added_later_gets_each_users_current_state_once() {
 
 #[tokio::test]
 async fn a_company_deleted_while_a_switch_is_on_its_way_and_created_again_inherits_nothing() {
-    let app = TestApp::start_with(|c| c.presence.delivery_timeout = Duration::from_secs(1)).await;
+    // Long enough for the deletion and the new company to come while the attempt hangs.
+    let app = TestApp::start_with(|c| c.presence.delivery_timeout = Duration::from_secs(3)).await;
     let rx = Receiver::start(&secret(), app.clock.clone()).await;
     app.setup_tenant().await;
     let r = connect_phone_system(&app, &rx).await;
@@ -918,6 +919,7 @@ async fn a_company_deleted_while_a_switch_is_on_its_way_and_created_again_inheri
     app.setup_tenant().await;
     let r = connect_phone_system(&app, &rx).await;
     assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(hang.open(), 1, "the old company's attempt ended before the new company came: this proves nothing");
     eventually("the old company's attempt to time out", async || {
         if hang.open() == 0 { Ok(()) } else { Err(format!("{} open", hang.open())) }
     })

@@ -90,6 +90,12 @@ struct Lane {
     failing_since: Option<DateTime<Utc>>,
     last_error: Option<String>,
     queued: usize,
+    /// How often the tenant was deleted while attempts were in flight (the lane stays while
+    /// one is): an attempt that began before a deletion counts for nothing after it
+    /// (`Outbox::deliver`), so a company created again under the same id inherits none of the
+    /// old one's failures or deliveries. (A leader that hears of a deletion on another replica
+    /// only after the company was created again does not count it: a narrow window left open.)
+    deletions: u64,
 }
 
 impl Default for Lane {
@@ -104,6 +110,7 @@ impl Default for Lane {
             failing_since: None,
             last_error: None,
             queued: 0,
+            deletions: 0,
         }
     }
 }
@@ -133,10 +140,6 @@ struct Index {
     /// run loop tells the followers of (`tell_followers`): a switch queued while the phone
     /// system hangs or is backed off ends no attempt that would.
     untold: HashSet<String>,
-    /// How often each tenant was deleted while this replica delivered: an attempt that began
-    /// before a deletion counts for nothing afterwards (`Outbox::deliver`), so a company created
-    /// again under the same id inherits none of the old one's failures or deliveries.
-    deletions: HashMap<String, u64>,
 }
 
 impl Index {
@@ -144,8 +147,9 @@ impl Index {
         self.lanes.entry(tenant.to_owned()).or_default()
     }
 
+    /// `Lane::deletions` of the tenant's lane (0 without one).
     fn deletions(&self, tenant: &str) -> u64 {
-        self.deletions.get(tenant).copied().unwrap_or(0)
+        self.lanes.get(tenant).map_or(0, |l| l.deletions)
     }
 }
 
@@ -391,9 +395,9 @@ impl Outbox {
     pub fn forget_tenant(&self, tenant: &str) {
         self.told.lock().remove(tenant);
         self.heard.lock().remove(tenant);
-        self.recent.forget(tenant);
         let mut index = self.index.lock();
-        *index.deletions.entry(tenant.to_owned()).or_default() += 1;
+        // Under `index`, as `record` records: no attempt's record slips in between.
+        self.recent.forget(tenant);
         index.last_delivered.remove(tenant);
         index.untold.remove(tenant);
         index.newest.retain(|k, _| k.tenant != tenant);
@@ -401,8 +405,8 @@ impl Outbox {
         // Gone, so nothing of it is told again (`tell_followers_again`); a delivery still in
         // flight keeps a lane with nothing of the old company's state, and ends it.
         if let Some(lane) = index.lanes.get_mut(tenant) {
-            let in_flight = lane.in_flight;
-            *lane = Lane { in_flight, ..Lane::default() };
+            let (in_flight, deletions) = (lane.in_flight, lane.deletions + 1);
+            *lane = Lane { in_flight, deletions, ..Lane::default() };
             if lane.is_idle() {
                 index.lanes.remove(tenant);
             }
@@ -698,10 +702,11 @@ impl Outbox {
         let mut guard = self.index.lock();
         let index = &mut *guard;
         index.in_flight.remove(key);
-        // The tenant was deleted during the attempt: whatever it came to was the old company's.
-        let outcome =
-            if index.deletions(&key.tenant) == deletions { outcome } else { Attempt::Done { delivered: false } };
-        let superseded = index.newest.get(key).copied() != sequence;
+        // The tenant was deleted during the attempt: whatever it came to was the old company's,
+        // and a message of the user's now is another's (`superseded`: due at once, if any).
+        let deleted = index.deletions(&key.tenant) != deletions;
+        let outcome = if deleted { Attempt::Done { delivered: false } } else { outcome };
+        let superseded = deleted || index.newest.get(key).copied() != sequence;
         let lane = index.lanes.entry(key.tenant.clone()).or_default();
         lane.in_flight = lane.in_flight.saturating_sub(1);
         let mut next_due = None;
@@ -786,7 +791,7 @@ impl Outbox {
         self.update_gauges();
     }
 
-    /// `deletions`: the tenant's count when the attempt began (`Index::deletions`).
+    /// `deletions`: the tenant's count when the attempt began (`Lane::deletions`).
     async fn attempt(&self, key: &CalendarKey, sequence: u64, deletions: u64) -> Attempt {
         let store = &self.app.store;
         let now = self.app.clock.now();
@@ -815,6 +820,11 @@ impl Outbox {
                 return Attempt::Later(now + chrono::Duration::seconds(30));
             }
         };
+        // Deleted (and maybe created again) since the attempt began: the tenant just read may
+        // be a new company's, whose phone system must not get the old one's switch.
+        if self.index.lock().deletions(&key.tenant) != deletions {
+            return Attempt::Done { delivered: false };
+        }
         let Some(target) = target else {
             // The tenant no longer has a phone system: nobody to tell.
             let _ = store.delete_message(&key.tenant, &key.user, sequence).await;
@@ -894,10 +904,6 @@ impl Outbox {
     }
 
     fn record(&self, message: &OutboxMessage, deletions: u64, outcome: String) {
-        // Deleted meanwhile: not the list of a company created again under its id.
-        if self.index.lock().deletions(&message.tenant) != deletions {
-            return;
-        }
         let delivery = super::deliveries::Delivery {
             at: self.app.clock.now(),
             user: message.user.clone(),
@@ -905,10 +911,18 @@ impl Outbox {
             profile: super::deliveries::profile_of(&message.body),
             outcome,
         };
-        // Replicas read the list from the database (`recent_deliveries`); one process keeps it.
-        if !self.app.cluster.is_shared() {
-            self.recent.record(&message.tenant, delivery);
-            return;
+        {
+            let index = self.index.lock();
+            // Deleted meanwhile: not the list of a company created again under its id.
+            if index.deletions(&message.tenant) != deletions {
+                return;
+            }
+            // Replicas read the list from the database (`recent_deliveries`); one process keeps
+            // it, recorded under `index` as `forget_tenant` forgets it.
+            if !self.app.cluster.is_shared() {
+                self.recent.record(&message.tenant, delivery);
+                return;
+            }
         }
         if let Ok(json) = serde_json::to_value(&delivery) {
             // In the background: the delivery path does not wait for the console's list.
