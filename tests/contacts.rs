@@ -95,6 +95,20 @@ async fn quiet_poller(app: &TestApp) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
+/// Acme with one directory entry (its switchboard) and Alice and Bob as users, the poller
+/// quiet (`quiet_poller`).
+async fn acme_with_alice_and_bob() -> TestApp {
+    let app = start().await;
+    quiet_poller(&app).await;
+    add_directory(&app, person("Acme Växel", &["08-123 456 78"], Some("Acme AB"))).await;
+    app.setup_tenant().await;
+    for u in [ALICE, BOB] {
+        let r = app.put_user(u, json!({})).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    app
+}
+
 fn api(path: &str) -> String {
     format!("/api/v1/tenants/{TENANT}/contacts{path}")
 }
@@ -453,14 +467,7 @@ async fn an_expired_sync_token_means_a_full_sync_and_the_phonebook_equals_the_di
 
 #[tokio::test]
 async fn personal_contacts_rank_after_the_directory_and_go_when_switched_off() {
-    let app = start().await;
-    quiet_poller(&app).await;
-    add_directory(&app, person("Acme Växel", &["08-123 456 78"], Some("Acme AB"))).await;
-    app.setup_tenant().await;
-    for u in [ALICE, BOB] {
-        let r = app.put_user(u, json!({})).await;
-        assert_eq!(r.status, 201, "{r:?}");
-    }
+    let app = acme_with_alice_and_bob().await;
     add_personal(
         &app,
         ALICE,
@@ -533,14 +540,7 @@ async fn personal_contacts_rank_after_the_directory_and_go_when_switched_off() {
 
 #[tokio::test]
 async fn a_scope_not_delegated_fails_only_its_own_books_and_is_asked_for_once_a_sync() {
-    let app = start().await;
-    quiet_poller(&app).await;
-    add_directory(&app, person("Acme Växel", &["08-123 456 78"], Some("Acme AB"))).await;
-    app.setup_tenant().await;
-    for u in [ALICE, BOB] {
-        let r = app.put_user(u, json!({})).await;
-        assert_eq!(r.status, 201, "{r:?}");
-    }
+    let app = acme_with_alice_and_bob().await;
     add_personal(&app, ALICE, person("Mamma", &["070-111 22 33"], None)).await;
     add_personal(&app, BOB, person("Bobs tandläkare", &["073-222 33 44"], None)).await;
     put_tenant(&app, json!({"personal_contacts": true})).await;

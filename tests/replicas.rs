@@ -591,6 +591,25 @@ async fn google_token_on(cluster: &Cluster, i: usize) -> Value {
     status_on(cluster, i, "google_token").await
 }
 
+/// Sends `payload` on `channel` as a replica would (`NOTIFY`), from a connection of the test's.
+async fn notify_as_a_replica(cluster: &Cluster, channel: &str, payload: String) {
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(&cluster.database_url).await.expect("connect");
+    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut db).await.expect("notify");
+    db.close().await.ok();
+}
+
+/// For `never_within`: the first replica whose status `part` is not `ok`.
+async fn one_not_ok(cluster: &Cluster, part: &str) -> Option<String> {
+    for i in 0..REPLICAS {
+        let p = status_on(cluster, i, part).await;
+        if p["state"] != "ok" {
+            return Some(format!("replica {i}: {p}"));
+        }
+    }
+    None
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_replica_and_ok_again_on_every_one() {
     let mut cluster = Cluster::start(&[]).await;
@@ -632,25 +651,14 @@ async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_repli
 
     // News that comes late, about a key the tenant no longer has (a new one was uploaded while
     // it was on its way), holds nobody; the same news about the current key does.
-    use sqlx::Connection as _;
-    let mut db = sqlx::PgConnection::connect(&cluster.database_url).await.expect("connect");
     let news = |key: String| {
         let failure = json!({"code": "google_unavailable", "message": "late news", "hint": "-",
             "since": Utc::now(), "retry_at": Utc::now() + chrono::Duration::hours(1), "failures": 1});
         json!({"kind": "tenant_token", "tenant": TENANT, "failure": failure.to_string(), "key": key}).to_string()
     };
-    let tell = async |db: &mut sqlx::PgConnection, payload: String| {
-        sqlx::query("SELECT pg_notify('gwsync_tenant_token', $1)").bind(payload).execute(db).await.expect("notify");
-    };
-    tell(&mut db, news("old@acme.iam.gserviceaccount.com/0123".into())).await;
+    notify_as_a_replica(&cluster, "gwsync_tenant_token", news("old@acme.iam.gserviceaccount.com/0123".into())).await;
     never_within("news about an older key to hold the tenant", Duration::from_secs(1), async || {
-        for i in 0..REPLICAS {
-            let g = google_token_on(&cluster, i).await;
-            if g["state"] != "ok" {
-                return Some(format!("replica {i}: {g}"));
-            }
-        }
-        None
+        one_not_ok(&cluster, "google_token").await
     })
     .await;
     let current = format!(
@@ -658,7 +666,7 @@ async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_repli
         cluster.app.key["client_email"].as_str().expect("email"),
         cluster.app.key["private_key_id"].as_str().expect("key id")
     );
-    tell(&mut db, news(current)).await;
+    notify_as_a_replica(&cluster, "gwsync_tenant_token", news(current)).await;
     for i in 0..REPLICAS {
         eventually(&format!("replica {i} to take news about the current key"), async || {
             let g = google_token_on(&cluster, i).await;
@@ -666,7 +674,6 @@ async fn a_token_endpoint_one_replica_finds_failing_shows_failing_on_every_repli
         })
         .await;
     }
-    db.close().await.ok();
 
     // A replica started after the news (here: restarted) asks the others, and shows it too.
     cluster.kill(2);
@@ -761,8 +768,6 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
 
     // Tellings may arrive out of order (a tenant's deliveries run side by side): a follower
     // keeps the newest it heard. One older than the leader's last changes nothing…
-    use sqlx::Connection as _;
-    let mut db = sqlx::PgConnection::connect(&cluster.database_url).await.expect("connect");
     let telling = |seq: i64| {
         // Retrying since long before `delivery_alert_after` (15 minutes): a follower works
         // out for itself that this is failing.
@@ -771,23 +776,15 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
         let telling = json!({"seq": seq, "health": health}).to_string();
         json!({"kind": "phone_system", "tenant": TENANT, "health": telling}).to_string()
     };
-    let tell = async |db: &mut sqlx::PgConnection, payload: String| {
-        sqlx::query("SELECT pg_notify('gwsync_phone_system', $1)").bind(payload).execute(db).await.expect("notify");
-    };
-    tell(&mut db, telling(1)).await;
+    notify_as_a_replica(&cluster, "gwsync_phone_system", telling(1)).await;
     never_within("an older telling to replace a newer one", Duration::from_secs(1), async || {
-        for i in 0..REPLICAS {
-            let p = phone_system_on(&cluster, i).await;
-            if p["state"] != "ok" {
-                return Some(format!("replica {i}: {p}"));
-            }
-        }
-        None
+        one_not_ok(&cluster, "phone_system").await
     })
     .await;
     // …a newer one is taken by every follower (and shows failing there, as its run of failures
     // began over `delivery_alert_after` ago), while the leader goes by its own deliveries.
-    tell(&mut db, telling((Utc::now() + chrono::Duration::hours(1)).timestamp_micros())).await;
+    let newer = (Utc::now() + chrono::Duration::hours(1)).timestamp_micros();
+    notify_as_a_replica(&cluster, "gwsync_phone_system", telling(newer)).await;
     for i in (0..REPLICAS).filter(|i| *i != leader) {
         eventually(&format!("replica {i} to take the newer telling"), async || {
             let p = phone_system_on(&cluster, i).await;
@@ -796,7 +793,6 @@ async fn a_phone_system_the_leader_finds_failing_shows_so_on_every_replica_and_o
         .await;
     }
     assert_eq!(phone_system_on(&cluster, leader).await["state"], "ok");
-    db.close().await.ok();
 
     // The company deleted on a follower and created again under its id: no replica shows
     // anything of the old one's phone system.
