@@ -27,22 +27,13 @@ pub async fn record(pool: &PgPool, tenant: &str, delivery: &Value, kept: i64) ->
     Ok(())
 }
 
-/// The tenant's last `kept` attempts, newest first (a row that cannot be read is left out).
-pub async fn list(pool: &PgPool, tenant: &str, kept: i64) -> Result<Vec<Value>, sqlx::Error> {
+/// The tenant's last `kept` attempts as written, newest first (the reader parses them).
+pub async fn list(pool: &PgPool, tenant: &str, kept: i64) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT data FROM phone_deliveries WHERE tenant = $1 ORDER BY id DESC LIMIT $2")
             .bind(tenant)
             .bind(kept)
             .fetch_all(pool)
             .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(data,)| match serde_json::from_str(&data) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::warn!(tenant, error = %e, "a recorded delivery cannot be read; left out");
-                None
-            }
-        })
-        .collect())
+    Ok(rows.into_iter().map(|(data,)| data).collect())
 }

@@ -298,8 +298,8 @@ impl Cluster {
         }
     }
 
-    /// The tenant's last `kept` deliveries as recorded, newest first (none with sled).
-    pub async fn deliveries(&self, tenant: &str, kept: usize) -> Result<Option<Vec<serde_json::Value>>, ClusterError> {
+    /// The tenant's last `kept` deliveries as recorded (JSON), newest first (none with sled).
+    pub async fn deliveries(&self, tenant: &str, kept: usize) -> Result<Option<Vec<String>>, ClusterError> {
         let Some(shared) = &self.shared else { return Ok(None) };
         let kept = i64::try_from(kept).unwrap_or(i64::MAX);
         let list = deliveries::list(&shared.pool, tenant, kept).await;

@@ -948,7 +948,7 @@ impl Outbox {
         match self.app.cluster.deliveries(tenant, super::deliveries::KEPT).await? {
             Some(recorded) => Ok(recorded
                 .into_iter()
-                .filter_map(|d| match serde_json::from_value(d) {
+                .filter_map(|d| match serde_json::from_str(&d) {
                     Ok(d) => Some(d),
                     Err(e) => {
                         tracing::warn!(tenant, error = %e, "a recorded delivery cannot be read; left out");

@@ -484,8 +484,7 @@ impl SyncService {
                     if transient { crate::backoff::delay(n, Duration::from_secs(5), max) } else { jittered(slow) }
                 });
                 self.publish_tenant_health();
-                let failure =
-                    self.tenant_auth.failure_to_tell(&key.tenant).and_then(|f| serde_json::to_string(&f).ok());
+                let failure = self.tenant_auth.failure_to_tell(&key.tenant);
                 self.app.cluster.tenant_token_changed(&key.tenant, failure, account.key_identity()).await;
                 Err(SyncError::TenantWaiting { tenant: key.tenant.clone(), retry_at })
             }
@@ -532,7 +531,6 @@ impl SyncService {
     pub async fn tell_token_failures_again(&self) {
         for tenant in self.tenant_auth.failing_tenants() {
             let Some(failure) = self.tenant_auth.failure_to_tell(&tenant) else { continue };
-            let Ok(failure) = serde_json::to_string(&failure) else { continue };
             match self.app.service_account(&tenant).await {
                 Ok(account) => {
                     self.app.cluster.tenant_token_changed(&tenant, Some(failure), account.key_identity()).await;

@@ -156,12 +156,14 @@ impl TenantAuth {
         }
     }
 
-    /// The failure as told to the other replicas: its texts cut to `TOLD_TEXT` characters, so
+    /// The failure as told to the other replicas (JSON): its texts cut to `TOLD_TEXT` characters, so
     /// a token endpoint's long error description cannot push the notification past
     /// PostgreSQL's 8,000 bytes.
-    pub fn failure_to_tell(&self, tenant: &str) -> Option<TokenFailure> {
+    pub fn failure_to_tell(&self, tenant: &str) -> Option<String> {
         let cut = |s: &str| s.chars().take(TOLD_TEXT).collect::<String>();
-        self.failure(tenant).map(|f| TokenFailure { message: cut(&f.message), hint: cut(&f.hint), ..f })
+        let failure = self.failure(tenant)?;
+        serde_json::to_string(&TokenFailure { message: cut(&failure.message), hint: cut(&failure.hint), ..failure })
+            .ok()
     }
 
     /// The tenants failing now (each one's `failure_to_tell`).
@@ -207,6 +209,20 @@ mod tests {
         assert!(auth.succeeded("b", later));
         assert_eq!(auth.gate("b", later, wait), Gate::Go);
         assert!(!auth.succeeded("b", later));
+    }
+
+    #[test]
+    fn a_failure_told_to_the_other_replicas_has_its_texts_cut_to_fit_a_notification() {
+        let auth = TenantAuth::default();
+        assert_eq!(auth.failure_to_tell("b"), None, "nothing to tell of a tenant that is not failing");
+        let long = "ü".repeat(3000);
+        auth.failed("b", &AuthError::KeyRejected { description: long }, Utc::now(), |_| Duration::from_secs(30));
+        let told = auth.failure_to_tell("b").expect("told");
+        // PostgreSQL's NOTIFY payload limit, with room for the event around it encoded again.
+        assert!(told.len() < 4000, "{} bytes", told.len());
+        let told: TokenFailure = serde_json::from_str(&told).expect("JSON");
+        assert_eq!(told.message.chars().count(), TOLD_TEXT, "{}", told.message);
+        assert_eq!(told.retry_at, auth.failure("b").expect("failing").retry_at);
     }
 
     #[test]
