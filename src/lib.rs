@@ -151,6 +151,8 @@ pub async fn serve_with_clock(
     let access_data = web::Data::from(access.clone());
     let console_data = web::Data::new(console::Console::new(&app, addr).map_err(anyhow::Error::msg)?);
     let server = HttpServer::new(move || {
+        // Runs on each HTTP worker thread as it starts.
+        app_data.store.on_http_worker();
         App::new()
             .app_data(app_data.clone())
             .app_data(console_data.clone())

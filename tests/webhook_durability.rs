@@ -220,3 +220,109 @@ async fn every_notification_answered_200_before_a_kill_9_is_synced_after_the_res
     drop(gw);
     app.stop().await;
 }
+
+/// A notification sent by hand over a socket of its own (the test's runtime may be stuck):
+/// the answer's status line and body.
+fn post_by_hand(addr: &str, channel: &(String, String, String), number: u32) -> String {
+    use std::io::{Read, Write};
+    let (id, token, resource) = channel;
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect");
+    socket.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let request = format!(
+        "POST /webhooks/google/calendar HTTP/1.1\r\nHost: {addr}\r\nX-Goog-Channel-ID: {id}\r\n\
+         X-Goog-Channel-Token: {token}\r\nX-Goog-Resource-ID: {resource}\r\nX-Goog-Resource-State: exists\r\n\
+         X-Goog-Message-Number: {number}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    match socket.read_to_string(&mut answer) {
+        Ok(_) => answer,
+        Err(e) => format!("no answer: {e}"),
+    }
+}
+
+/// On PostgreSQL the HTTP worker that takes a notification writes its mark itself, with
+/// connections of its own: with every thread of the runtime that syncs calendars stuck (as
+/// when a storm of syncs starts, in milder form), Google's notification is still answered,
+/// and only once its mark is committed; the sync follows when the runtime runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_notification_is_answered_while_the_runtime_that_syncs_is_stuck() {
+    let database = common::pg::fresh_database().await;
+    let url = database.clone();
+    let app = TestApp::start_with(move |c| c.store.database_url = Some(url.clone().into())).await;
+    app.setup_tenant().await;
+    let r = app.put_user(ALICE, json!({"profiles": [{"name": "Lunch", "triggers": ["lunch"]}]})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let channel = app.live_channels(&[ALICE]).await[ALICE].clone();
+    // Google's own notifications are dropped: the test sends the one that counts.
+    let r = app.fake_control("PUT", "/_fake/delivery", json!({"drop": 1.0})).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // A first notification (the channel is then known in memory), and its sync.
+    let addr = app.base().trim_start_matches("http://").to_owned();
+    let first = tokio::task::spawn_blocking({
+        let (addr, channel) = (addr.clone(), channel.clone());
+        move || post_by_hand(&addr, &channel, 1)
+    })
+    .await
+    .expect("first notification");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    quiet(&app, ALICE).await;
+    let writer = writer_token(&app, ALICE).await;
+    let event = json!({"summary": "Lunch while stuck", "start": {"dateTime": "2030-03-04T11:00:00Z"},
+        "end": {"dateTime": "2030-03-04T12:00:00Z"}});
+    let r = google(&app, "POST", "events", &writer, Some(event)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Every thread of the runtime held until the answer has come (a barrier says both are).
+    let held = Arc::new(std::sync::Barrier::new(3));
+    let release = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let (held, release) = (held.clone(), release.clone());
+            tokio::spawn(async move {
+                held.wait();
+                let (released, wake) = &*release;
+                let mut released = released.lock().expect("lock");
+                while !*released {
+                    released = wake.wait(released).expect("wait");
+                }
+            })
+        })
+        .collect();
+    held.wait();
+    let answered = std::thread::spawn({
+        let database = database.clone();
+        move || {
+            let answer = post_by_hand(&addr, &channel, 2);
+            // The mark, read on a runtime of this thread's own while the service's is stuck.
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let marked: Option<i64> = runtime.block_on(async {
+                use sqlx::Connection as _;
+                let mut db = sqlx::PgConnection::connect(&database).await.expect("connect");
+                sqlx::query_scalar("SELECT generation FROM dirty WHERE tenant = $1 AND email = $2")
+                    .bind(TENANT)
+                    .bind(ALICE)
+                    .fetch_optional(&mut db)
+                    .await
+                    .expect("read the mark")
+            });
+            (answer, marked)
+        }
+    })
+    .join()
+    .expect("the notification's thread");
+    *release.0.lock().expect("lock") = true;
+    release.1.notify_all();
+    for h in holders {
+        h.await.expect("holder");
+    }
+    let (answer, marked) = answered;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("accepted"), "{answer}");
+    assert!(marked.is_some(), "answered before its mark was committed");
+    eventually("the notified change synced once the runtime runs", async || {
+        let events = stored(&app, ALICE).await;
+        if events.iter().any(|e| e["summary"] == "Lunch while stuck") { Ok(()) } else { Err(format!("{events:?}")) }
+    })
+    .await;
+    app.stop().await;
+}

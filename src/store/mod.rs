@@ -286,6 +286,16 @@ pub trait Store: Send + Sync {
     /// Returns once everything written so far survives a crash.
     async fn flush(&self) -> Result<(), StoreError>;
 
+    /// Whether every write survives a crash once it returns (PostgreSQL: a write returns after
+    /// its commit), so `flush` has nothing to wait for and `GroupFlush` skips it.
+    fn durable_on_return(&self) -> bool {
+        false
+    }
+
+    /// Called on each HTTP worker thread as it starts, inside its runtime: PostgreSQL starts
+    /// the webhook's mark batching there (`pg_marks`).
+    fn on_http_worker(&self) {}
+
     // Listings and restores for `gwsync store copy`: every record of a kind, whatever tenant
     // (or none) it belongs to.
 

@@ -10,10 +10,22 @@
 //! answers those at once; only the rest go on to the committer, which writes their marks. So
 //! a notification that rests on an unread mark never waits for the disk, not even for another
 //! calendar's write in the same batch, and the checks go on while a write is in flight.
+//!
+//! The webhook's marks are batched on the HTTP worker thread that answers it
+//! (`start_on_this_thread`), with connections of that worker's own: an acknowledgement then
+//! never waits for the runtime that syncs calendars, which falls tens of milliseconds behind
+//! when a storm of notifications starts (measured with `cargo bench --bench replicas`), nor for
+//! a pooled connection that sync work holds. Each batcher keeps at most two connections (one
+//! checking, one writing), opened at its first mark and closed after `WORKER_IDLE` unused.
+//! Marks made by sync work go through the store's own batchers, on the service's runtime.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{StoreError, UnreadMark};
@@ -92,6 +104,43 @@ const UNREAD_NOW: &str = concat!(
 
 /// A mark asked for: tenant, email, where to answer.
 type Request = (String, String, Reply);
+
+/// An HTTP worker's connections close after this long unused.
+const WORKER_IDLE: Duration = Duration::from_secs(60);
+
+/// What `pg_stat_activity` calls an HTTP worker's connections.
+pub const WORKER_APPLICATION_NAME: &str = "gwsync-acks";
+
+thread_local! {
+    /// This thread's `Kind::Unread` batcher, per store (`start_on_this_thread`).
+    static ON_THIS_THREAD: RefCell<HashMap<u64, Arc<MarkBatcher>>> = RefCell::new(HashMap::new());
+}
+
+/// Starts a `Kind::Unread` batcher for `store` (an id unique in the process) on this thread,
+/// whose Tokio runtime (an HTTP worker's) then runs it and its connections; `on_this_thread`
+/// finds it. Outside a runtime nothing starts, and marks go through the store's batcher.
+pub fn start_on_this_thread(store: u64, options: &PgConnectOptions, acquire_timeout: Duration) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    ON_THIS_THREAD.with(|batchers| {
+        batchers.borrow_mut().entry(store).or_insert_with(|| {
+            // Lazy: a worker that never answers a webhook opens no connection.
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .min_connections(0)
+                .idle_timeout(WORKER_IDLE)
+                .acquire_timeout(acquire_timeout)
+                .connect_lazy_with(options.clone().application_name(WORKER_APPLICATION_NAME));
+            Arc::new(MarkBatcher::start(pool, Kind::Unread))
+        });
+    });
+}
+
+/// The batcher `start_on_this_thread` started here for `store`, if any.
+pub fn on_this_thread(store: u64) -> Option<Arc<MarkBatcher>> {
+    ON_THIS_THREAD.with(|batchers| batchers.borrow().get(&store).cloned())
+}
 
 /// Hands marks to the batching tasks; they end when this is dropped.
 pub struct MarkBatcher {

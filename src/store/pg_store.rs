@@ -22,7 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 
 use super::pg_channels::{ChannelCache, Lookup};
-use super::pg_marks::{Kind, MarkBatcher};
+use super::pg_marks::{self, Kind, MarkBatcher};
 use super::{
     CalendarState, ChannelAuth, ChannelRecord, EventChange, MarkRead, OutboxMessage, PresenceRecord, SCHEMA_VERSION,
     Store, StoreError, StoredCredentials, UnreadMark,
@@ -56,7 +56,14 @@ pub struct PgStore {
     /// reads a channel once per `CHANNEL_CACHE_TTL`, not per notification.
     channel_cache: Arc<ChannelCache>,
     channel_refresher: ChannelRefresher,
+    /// For the HTTP workers' own mark batchers (`Store::on_http_worker`).
+    options: PgConnectOptions,
+    connect_timeout: Duration,
+    /// Which store this is, for the HTTP workers' batchers (tests run several in a process).
+    id: u64,
 }
+
+static STORE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How long a channel read from the database answers webhooks from memory before it is read
 /// again (`pg_channels`).
@@ -264,7 +271,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(connect_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Postgres(scrub(format!("connecting to {target}: {e}"), url)))?;
         let channel_cache = Arc::new(ChannelCache::new(CHANNEL_CACHE_TTL));
@@ -274,6 +281,9 @@ impl PgStore {
             channel_refresher: ChannelRefresher::start(pool.clone(), channel_cache.clone()),
             channel_cache,
             pool,
+            options,
+            connect_timeout,
+            id: STORE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         store.migrate().await?;
         Ok(store)
@@ -657,7 +667,11 @@ impl Store for PgStore {
     }
 
     async fn mark_unread(&self, tenant: &str, user: &str) -> Result<UnreadMark, StoreError> {
-        self.unread_marks.mark(tenant, user).await
+        // On an HTTP worker (a webhook), its own batcher (`pg_marks` module doc).
+        match pg_marks::on_this_thread(self.id) {
+            Some(worker) => worker.mark(tenant, user).await,
+            None => self.unread_marks.mark(tenant, user).await,
+        }
     }
 
     async fn read_dirty(
@@ -1067,6 +1081,14 @@ impl Store for PgStore {
     /// committed transaction is durable (PostgreSQL's WAL is flushed at commit).
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn durable_on_return(&self) -> bool {
+        true
+    }
+
+    fn on_http_worker(&self) {
+        pg_marks::start_on_this_thread(self.id, &self.options, self.connect_timeout);
     }
 
     async fn all_users(&self) -> Result<Vec<UserRecord>, StoreError> {
