@@ -105,8 +105,9 @@ const UNREAD_NOW: &str = concat!(
 /// A mark asked for: tenant, email, where to answer.
 type Request = (String, String, Reply);
 
-/// An HTTP worker's connections close after this long unused.
-const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// An HTTP worker's connections close after this long unused (as the shared pool's, sqlx's
+/// default): kept between bursts of webhooks, so a burst does not start by connecting.
+const WORKER_IDLE: Duration = Duration::from_secs(600);
 
 /// What `pg_stat_activity` calls an HTTP worker's connections.
 pub const WORKER_APPLICATION_NAME: &str = "gwsync-acks";
