@@ -76,6 +76,17 @@ use crate::store::group_flush::GroupFlush;
 use crate::sync::SyncService;
 use crate::sync::queue::SyncQueue;
 
+/// The most HTTP worker threads: webhooks and the API are I/O-bound, a handful of workers
+/// answers hundreds of thousands of webhooks a second, and on PostgreSQL each keeps up to two
+/// connections for acknowledgements (`store::pg_marks`) — on a large machine one per CPU would
+/// crowd the database's connection limit.
+const MAX_HTTP_WORKERS: usize = 8;
+
+/// One HTTP worker per CPU, at most `MAX_HTTP_WORKERS`.
+fn http_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_HTTP_WORKERS)
+}
+
 /// Runs the service on `listener` until `shutdown` completes, on the system clock.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     serve_with_clock(config, listener, shutdown, Clock::system()).await
@@ -161,6 +172,7 @@ pub async fn serve_with_clock(
             .app_data(access_data.clone())
             .configure(http::configure)
     })
+    .workers(http_workers())
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
     .listen(listener)?

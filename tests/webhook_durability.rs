@@ -221,6 +221,22 @@ async fn every_notification_answered_200_before_a_kill_9_is_synced_after_the_res
     app.stop().await;
 }
 
+/// The calendar's dirty mark in `database`, read on a runtime of this thread's own (the
+/// service's may be stuck).
+fn dirty_generation(database: &str) -> Option<i64> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        use sqlx::Connection as _;
+        let mut db = sqlx::PgConnection::connect(database).await.expect("connect");
+        sqlx::query_scalar("SELECT generation FROM dirty WHERE tenant = $1 AND email = $2")
+            .bind(TENANT)
+            .bind(ALICE)
+            .fetch_optional(&mut db)
+            .await
+            .expect("read the mark")
+    })
+}
+
 /// A notification sent by hand over a socket of its own (the test's runtime may be stuck):
 /// the answer's status line and body.
 fn post_by_hand(addr: &str, channel: &(String, String, String), number: u32) -> String {
@@ -273,14 +289,23 @@ async fn on_postgresql_a_notification_is_answered_while_the_runtime_that_syncs_i
     let r = google(&app, "POST", "events", &writer, Some(event)).await;
     assert_eq!(r.status, 200, "{r:?}");
 
-    // Every thread of the runtime held until the answer has come (a barrier says both are).
-    let held = Arc::new(std::sync::Barrier::new(3));
+    // The mark the first notification left is gone with its sync: a mark found below is new.
+    let before = std::thread::spawn({
+        let database = database.clone();
+        move || dirty_generation(&database)
+    })
+    .join()
+    .expect("reading the mark");
+    assert_eq!(before, None, "the first notification's mark is cleared by its sync");
+
+    // Every thread of the runtime held until the answer has come (each says when it is).
+    let (held, holding) = std::sync::mpsc::channel::<()>();
     let release = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     let holders: Vec<_> = (0..2)
         .map(|_| {
             let (held, release) = (held.clone(), release.clone());
             tokio::spawn(async move {
-                held.wait();
+                let _ = held.send(());
                 let (released, wake) = &*release;
                 let mut released = released.lock().expect("lock");
                 while !*released {
@@ -289,24 +314,14 @@ async fn on_postgresql_a_notification_is_answered_while_the_runtime_that_syncs_i
             })
         })
         .collect();
-    held.wait();
+    for _ in 0..2 {
+        holding.recv_timeout(Duration::from_secs(30)).expect("both runtime threads held");
+    }
     let answered = std::thread::spawn({
         let database = database.clone();
         move || {
             let answer = post_by_hand(&addr, &channel, 2);
-            // The mark, read on a runtime of this thread's own while the service's is stuck.
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            let marked: Option<i64> = runtime.block_on(async {
-                use sqlx::Connection as _;
-                let mut db = sqlx::PgConnection::connect(&database).await.expect("connect");
-                sqlx::query_scalar("SELECT generation FROM dirty WHERE tenant = $1 AND email = $2")
-                    .bind(TENANT)
-                    .bind(ALICE)
-                    .fetch_optional(&mut db)
-                    .await
-                    .expect("read the mark")
-            });
-            (answer, marked)
+            (answer, dirty_generation(&database))
         }
     })
     .join()
@@ -318,7 +333,7 @@ async fn on_postgresql_a_notification_is_answered_while_the_runtime_that_syncs_i
     }
     let (answer, marked) = answered;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("accepted"), "{answer}");
-    assert!(marked.is_some(), "answered before its mark was committed");
+    assert!(marked.is_some(), "answered before its new mark was committed");
     eventually("the notified change synced once the runtime runs", async || {
         let events = stored(&app, ALICE).await;
         if events.iter().any(|e| e["summary"] == "Lunch while stuck") { Ok(()) } else { Err(format!("{events:?}")) }

@@ -56,7 +56,8 @@ pub struct PgStore {
     /// reads a channel once per `CHANNEL_CACHE_TTL`, not per notification.
     channel_cache: Arc<ChannelCache>,
     channel_refresher: ChannelRefresher,
-    /// For the HTTP workers' own mark batchers (`Store::on_http_worker`).
+    /// For the HTTP workers' own mark batchers (`Store::on_http_worker`). It holds the
+    /// password: this struct must never print it (no `Debug`).
     options: PgConnectOptions,
     connect_timeout: Duration,
     /// Which store this is, for the HTTP workers' batchers (tests run several in a process).
