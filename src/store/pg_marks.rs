@@ -123,7 +123,8 @@ thread_local! {
 
 /// Starts a `Kind::Unread` batcher for `store` (an id unique in the process) on this thread,
 /// whose Tokio runtime (an HTTP worker's) then runs it and its connections; `on_this_thread`
-/// finds it. Outside a runtime nothing starts, and marks go through the store's batcher.
+/// finds it. Elsewhere (no runtime, or a multi-threaded one) nothing starts, and marks go
+/// through the store's batcher.
 pub fn start_on_this_thread(store: u64, options: &PgConnectOptions, acquire_timeout: Duration) {
     // An HTTP worker runs a runtime of its own on its thread; on a thread of the service's
     // runtime the batcher would gain nothing.
