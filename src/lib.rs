@@ -82,9 +82,9 @@ use crate::sync::queue::SyncQueue;
 /// crowd the database's connection limit.
 const MAX_HTTP_WORKERS: usize = 8;
 
-/// One HTTP worker per CPU, at most `MAX_HTTP_WORKERS`.
-fn http_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_HTTP_WORKERS)
+/// One HTTP worker per CPU of `cpus` (this machine's if unknown: 1), at most `MAX_HTTP_WORKERS`.
+fn http_workers(cpus: std::io::Result<std::num::NonZero<usize>>) -> usize {
+    cpus.map_or(1, std::num::NonZero::get).min(MAX_HTTP_WORKERS)
 }
 
 /// Runs the service on `listener` until `shutdown` completes, on the system clock.
@@ -172,7 +172,7 @@ pub async fn serve_with_clock(
             .app_data(access_data.clone())
             .configure(http::configure)
     })
-    .workers(http_workers())
+    .workers(http_workers(std::thread::available_parallelism()))
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
     .listen(listener)?
@@ -213,4 +213,17 @@ pub async fn serve_with_clock(
     drop(store);
     tracing::info!("stopped");
     server_result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZero;
+
+    #[test]
+    fn a_large_machine_gets_no_more_http_workers_than_the_cap_and_a_small_one_one_per_cpu() {
+        // Each worker keeps up to two acknowledgement connections on PostgreSQL.
+        assert_eq!(super::http_workers(Ok(NonZero::new(64).unwrap())), super::MAX_HTTP_WORKERS);
+        assert_eq!(super::http_workers(Ok(NonZero::new(2).unwrap())), 2);
+        assert_eq!(super::http_workers(Err(std::io::Error::other("unknown"))), 1);
+    }
 }
